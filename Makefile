@@ -1,0 +1,32 @@
+# Two commands do everything: `make demo` and `make test`. Both create .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fnac-lab-installed
+DEMO_OUT ?= demo_out
+
+.PHONY: install demo test lab clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	@mkdir -p $(DEMO_OUT)
+	$(VENV)/bin/papermill notebooks/01_train.ipynb $(DEMO_OUT)/01_train.ipynb \
+		-p preset demo -p out_dir $(abspath $(DEMO_OUT))
+	$(VENV)/bin/jupyter nbconvert --to html $(DEMO_OUT)/01_train.ipynb --output-dir $(DEMO_OUT)
+	@cat $(DEMO_OUT)/scores.md
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache

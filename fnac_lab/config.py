@@ -1,0 +1,229 @@
+"""The training configuration: one flat dataclass whose defaults are the published FNAC setting.
+
+Every field can be set from the command line (``--set name=value``), from a notebook parameter or from
+Python (``TrainConfig(**fields)``); values are checked on construction and an unknown or invalid field
+is refused with a message that names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, fields
+from typing import Any, Optional
+
+from .losses import DISTANCES
+
+BUILTIN = "builtin"
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """All hyper-parameters of a run. Defaults reproduce the published configuration (REFERENCE 1)."""
+
+    # Model
+    visual_backbone: str = "resnet18"
+    visual_stage: int = 4  #: timm feature stage of the visual map (4 = last ResNet stage, 7 x 7 at 224 px)
+    audio_backbone: str = "resnet18"
+    audio_stage: int = 4
+    embed_dim: int = 512
+    visual_dropout: float = 0.9
+    audio_dropout: float = 0.0
+    visual_pretrained: bool = True  #: ImageNet weights through timm (needs a network, or visual_weights)
+    visual_weights: Optional[str] = None  #: local file with pretrained visual weights
+    centre_norm: bool = False  #: deviation: parameter-free batch norm on each projection before L2
+
+    # Objective
+    tau: float = 0.03
+    tne_threshold: Optional[float] = 0.6  #: None = soft mask
+    distance: str = "l1"
+    w_fns_audio: float = 100.0
+    w_fns_visual: float = 100.0
+    w_tne: float = 100.0
+    warmup_epochs: int = 3  #: NCE-only epochs before the FNAC terms join
+    detach_targets: bool = False  #: deviation: stop gradients through the intra-modal similarity targets
+
+    # Optimisation
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    batch_size: int = 128
+    epochs: int = 20
+    seed: int = 0
+
+    # Data
+    dataset: str = BUILTIN
+    n_classes: int = 20  #: built-in data: number of sound-source classes
+    n_unheard: int = 0  #: built-in data: classes held out of training (heard / unheard test splits)
+    n_train: int = 3000
+    n_val: int = 500
+    n_test: int = 500
+    image_size: int = 224  #: visual input size (the built-in data is rendered at this size)
+    data_seed: int = 0
+    class_bias_p: float = 0.0  #: probability of a class-biased batch slot (pilot experiment); 0 = plain shuffling
+    audio_augment: bool = True  #: SpecAugment (one frequency and one time mask) on training spectrograms
+
+    # Runtime
+    device: str = "auto"
+    amp: bool = True  #: bfloat16 autocast on CUDA (ignored on CPU)
+    eval_batch_size: int = 64
+    num_workers: int = 0
+    select_metric: str = "ap50"  #: validation metric used to keep best.pt
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(TrainConfig)
+        for f in fields(self):
+            object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+        _validate(self)
+
+    # -- construction helpers -------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with ``changes`` applied; unknown names are refused."""
+        check_keys(changes)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        check_keys(values)
+        return cls(**values)
+
+    @property
+    def fnac_active(self) -> bool:
+        return any(w > 0 for w in (self.w_fns_audio, self.w_fns_visual, self.w_tne))
+
+
+def check_keys(values: dict[str, Any]) -> None:
+    names = TrainConfig.field_names()
+    for key in values:
+        if key not in names:
+            near = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"unknown setting {key!r}{hint}")
+
+
+def _base_type(tp: Any) -> tuple[type, bool]:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is typing.Union and type(None) in args:
+        return next(a for a in args if a is not type(None)), True
+    return tp, False
+
+
+_NONE_WORDS = {"none", "null", "soft", ""}
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    """Convert ``value`` (possibly a string from the command line) to the field's type, or refuse it."""
+    tp, optional = _base_type(annotation)
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
+        if optional:
+            return None
+        raise ConfigError(f"{name}: a value is required, got None")
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+                return value.strip().lower() in _TRUE
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            raise ValueError
+        if tp is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value) if not isinstance(value, str) else int(value.strip())
+        if tp is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if tp is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected {'an optional ' if optional else ''}{tp.__name__}, got {value!r}") from None
+    return value
+
+
+def _validate(c: TrainConfig) -> None:
+    def need(ok: bool, name: str, rule: str) -> None:
+        if not ok:
+            raise ConfigError(f"{name}={getattr(c, name)!r}: {rule}")
+
+    for name in ("visual_dropout", "audio_dropout"):
+        need(0.0 <= getattr(c, name) < 1.0, name, "must be a probability below 1")
+    need(0.0 <= c.class_bias_p <= 1.0, "class_bias_p", "must be a probability")
+    for name in ("embed_dim", "batch_size", "epochs", "n_train", "n_val", "n_test", "eval_batch_size", "image_size"):
+        need(getattr(c, name) >= 1, name, "must be a positive integer")
+    for name in ("visual_stage", "audio_stage"):
+        need(0 <= getattr(c, name) <= 4, name, "must be a timm feature stage between 0 and 4")
+    for name in ("w_fns_audio", "w_fns_visual", "w_tne", "weight_decay"):
+        need(getattr(c, name) >= 0, name, "must be non-negative")
+    need(c.tau > 0, "tau", "must be positive")
+    need(c.lr > 0, "lr", "must be positive")
+    need(c.tne_threshold is None or 0.0 <= c.tne_threshold < 1.0, "tne_threshold", "must be in [0, 1) or 'soft'")
+    need(c.distance in DISTANCES, "distance", f"must be one of {', '.join(DISTANCES)}")
+    need(c.warmup_epochs >= 0, "warmup_epochs", "must be non-negative")
+    need(c.batch_size >= 2, "batch_size", "must be at least 2 for contrastive learning")
+    need(c.num_workers >= 0, "num_workers", "must be non-negative")
+    need(c.device == "auto" or c.device.split(":")[0] in ("cpu", "cuda", "mps"), "device", "must be auto, cpu, cuda[:N] or mps")
+    need(c.select_metric in ("ap50", "mean_ciou", "auc"), "select_metric", "must be ap50, mean_ciou or auc")
+    need(c.dataset in DATASETS, "dataset", f"must be one of {', '.join(DATASETS)}")
+    if c.dataset == BUILTIN:
+        need(2 <= c.n_classes <= 64, "n_classes", "must be between 2 and 64 for the built-in data")
+        need(0 <= c.n_unheard < c.n_classes - 1, "n_unheard", "must leave at least two heard classes")
+        need(c.image_size >= 16, "image_size", "must be at least 16 px")
+        need(c.batch_size <= c.n_train, "batch_size", f"exceeds n_train={c.n_train}")
+
+
+#: Training sets the configuration knows about.
+DATASETS = (BUILTIN,)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # A minute on two CPU cores: tiny data and a shallow model, for tests and notebook smoke runs.
+    "smoke": dict(
+        visual_stage=2, audio_stage=2, embed_dim=64, visual_pretrained=False, centre_norm=True,
+        image_size=32, n_train=192, n_val=64, n_test=64, batch_size=32, epochs=2, warmup_epochs=1,
+        lr=3e-3, w_fns_audio=10.0, w_fns_visual=10.0, w_tne=10.0, detach_targets=True, eval_batch_size=64,
+    ),
+    # The `make demo` run: ResNet-18 cut after stage 2 on 48 px built-in data, from scratch.
+    "demo": dict(
+        visual_stage=2, audio_stage=2, embed_dim=128, visual_pretrained=False, centre_norm=True,
+        image_size=48, n_train=3000, n_val=500, n_test=500, batch_size=64, epochs=8, warmup_epochs=2,
+        lr=3e-3, w_fns_audio=10.0, w_fns_visual=10.0, w_tne=10.0, detach_targets=True, eval_batch_size=125,
+    ),
+    # The published configuration; needs real data, a pretrained visual stream and a GPU.
+    "paper": dict(),
+}
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    """The named preset with ``overrides`` applied."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
+    check_keys(overrides)
+    return TrainConfig(**{**PRESETS[name], **overrides})
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """``["key=value", ...]`` from the command line into a dict (values stay strings until coerced)."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    check_keys(out)
+    return out

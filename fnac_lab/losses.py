@@ -1,0 +1,139 @@
+"""FNAC objectives: contrastive NCE, false-negative suppression (FNS) and true-negative emphasis (TNE).
+
+Sun et al., "Learning Audio-Visual Source Localization via False Negative Aware Contrastive Learning",
+CVPR 2023. Notation, with ``img`` a channel-normalised visual map ``[B, C, H, W]`` and ``aud`` a
+normalised audio embedding ``[B, C]``:
+
+    S[b, k, h, w] = <img[b, :, h, w], aud[k]> / tau
+    logits[b, k]  = max_{h, w} S[b, k, h, w]
+
+Every function here is pure; the distributed gather lives in :mod:`fnac_lab.distributed`, so a caller
+that wants global negatives gathers ``img`` and ``aud`` first and calls the same functions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+DISTANCES = ("l1", "l2", "smooth_l1")
+
+
+def similarity_maps(img: torch.Tensor, aud: torch.Tensor, tau: float) -> torch.Tensor:
+    """Cross-modal similarity ``S[b, k, h, w] = <img[b, :, h, w], aud[k]> / tau`` as ``[B, B, H, W]``."""
+    return torch.einsum("bchw,kc->bkhw", img, aud) / tau
+
+
+def max_pooled_logits(sim: torch.Tensor) -> torch.Tensor:
+    """``logits[b, k] = max_{h,w} S[b, k, h, w]`` (multiple-instance max over cells)."""
+    return sim.flatten(2).amax(dim=2)
+
+
+def own_maps(sim: torch.Tensor) -> torch.Tensor:
+    """The own-pair maps ``S[b, b]`` as ``[B, H, W]``: the localisation map of each sample."""
+    idx = torch.arange(sim.shape[0], device=sim.device)
+    return sim[idx, idx]
+
+
+def nce_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE: ``CE(logits, diag) + CE(logits^T, diag)``, each a mean over the batch (EZ-VSL)."""
+    target = torch.arange(logits.shape[0], device=logits.device)
+    return F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)
+
+
+def distribution_distance(target: torch.Tensor, pred: torch.Tensor, distance: str = "l1") -> torch.Tensor:
+    """``D(softmax_row(target), softmax_row(pred))``, averaged over all ``B x B`` entries.
+
+    ``distance`` is ``"l1"`` (mean absolute difference, the published choice), ``"l2"`` (mean squared
+    difference) or ``"smooth_l1"`` (Huber with beta 1).
+    """
+    p = target.softmax(dim=1)
+    q = pred.softmax(dim=1)
+    if distance == "l1":
+        return F.l1_loss(p, q)
+    if distance == "l2":
+        return F.mse_loss(p, q)
+    if distance == "smooth_l1":
+        return F.smooth_l1_loss(p, q, beta=1.0)
+    raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+
+
+def minmax_normalise(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per-sample ``(x - min) / (max - min + eps)`` over the spatial cells of ``[B, H, W]``."""
+    flat = maps.flatten(1)
+    lo = flat.amin(dim=1, keepdim=True)
+    hi = flat.amax(dim=1, keepdim=True)
+    return ((flat - lo) / (hi - lo + eps)).view_as(maps)
+
+
+def foreground_features(img: torch.Tensor, own: torch.Tensor, threshold: float | None = 0.6) -> torch.Tensor:
+    """Foreground-pooled visual features ``f[b] = mean_{h,w} img[b] * mask[b]`` as ``[B, C]``.
+
+    ``mask[b] = 1[M[b] > threshold]`` with ``M`` the min-max normalised own-pair map; with
+    ``threshold=None`` the soft mask ``M`` itself is used. The mean divides by ``H * W`` (not by
+    the mask area), as published.
+    """
+    norm = minmax_normalise(own)
+    mask = norm if threshold is None else (norm > threshold).to(img.dtype)
+    return (img * mask.unsqueeze(1)).mean(dim=(2, 3))
+
+
+def fnac_terms(
+    img: torch.Tensor,
+    aud: torch.Tensor,
+    sim: torch.Tensor,
+    *,
+    tau: float = 0.03,
+    tne_threshold: float | None = 0.6,
+    distance: str = "l1",
+    detach_targets: bool = False,
+) -> dict[str, torch.Tensor]:
+    """All four loss terms from a precomputed similarity tensor ``sim`` (see :func:`fnac_losses`).
+
+    The einsum runs once per step: the NCE logits, the FNS target and the TNE mask all come from ``sim``.
+    """
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    logits = max_pooled_logits(sim)
+    aud_aff = aud @ aud.t() / tau
+    v = img.mean(dim=(2, 3))
+    img_aff = v @ v.t() / tau
+    f = foreground_features(img, own_maps(sim), tne_threshold)
+    fg_aff = f @ f.t() / tau
+    if detach_targets:
+        aud_aff, img_aff = aud_aff.detach(), img_aff.detach()
+    return {
+        "nce": nce_loss(logits),
+        "fns_audio": distribution_distance(aud_aff, logits, distance),
+        "fns_visual": distribution_distance(img_aff, logits, distance),
+        "tne": distribution_distance(aud_aff, fg_aff, distance),
+    }
+
+
+def fnac_losses(
+    img: torch.Tensor,
+    aud: torch.Tensor,
+    *,
+    tau: float = 0.03,
+    tne_threshold: float | None = 0.6,
+    distance: str = "l1",
+    detach_targets: bool = False,
+) -> dict[str, torch.Tensor]:
+    """The four FNAC loss terms for one batch, as scalar tensors.
+
+    With ``A_aud = aud aud^T / tau``, ``A_img = v v^T / tau`` (``v`` the spatial mean of ``img``, not
+    re-normalised) and ``A_fg = f f^T / tau`` (``f`` from :func:`foreground_features`):
+
+        nce        = CE(logits, diag) + CE(logits^T, diag)
+        fns_audio  = D(softmax(A_aud), softmax(logits))      # false-negative suppression, audio side
+        fns_visual = D(softmax(A_img), softmax(logits))      # false-negative suppression, visual side
+        tne        = D(softmax(A_aud), softmax(A_fg))        # true-negative emphasis
+
+    Nothing is detached, as published. ``detach_targets=True`` stops gradients through the intra-modal
+    targets ``A_aud`` and ``A_img`` (a deviation from the paper: at tau = 0.03 their gradient can push
+    same-class audio apart and collapse training from scratch).
+    """
+    sim = similarity_maps(img, aud, tau)
+    return fnac_terms(
+        img, aud, sim, tau=tau, tne_threshold=tne_threshold, distance=distance, detach_targets=detach_targets
+    )

@@ -1,0 +1,127 @@
+"""Sound-source localisation metrics with the benchmark's published conventions.
+
+Per sample (224 x 224 map ``p`` against a ground-truth weight map ``g``):
+
+    p    <- (p - min p) / (max p - min p)            unless p is constant
+    thr  =  sort(p)[floor(H * W / 2)]                 (ascending sort)
+    pred =  1[p >= thr]                               (ties at the threshold included)
+    cIoU =  sum(pred * g) / (sum(g) + sum(pred * 1[g == 0]))
+
+Over a test set: AP50 = share of samples with cIoU >= 0.5 (the "cIoU" column of the literature's
+tables), mean cIoU, and AUC = trapezoid area under the success rate share(cIoU >= t) for
+t = 0.05 * i, i = 0..20. Everything is vectorised over the batch and runs on whichever device the
+maps live on.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+#: Success-rate thresholds, computed as ``0.05 * i`` in float64 exactly as the published evaluator does.
+AUC_THRESHOLDS = tuple(0.05 * i for i in range(21))
+
+
+def _as_batch(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    if x.dim() == 2:
+        return x.unsqueeze(0), True
+    if x.dim() == 3:
+        return x, False
+    raise ValueError(f"expected a map [H, W] or a batch [N, H, W], got shape {tuple(x.shape)}")
+
+
+def normalise_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise each map of ``[N, H, W]`` to [0, 1]; constant maps are returned unchanged."""
+    flat = maps.flatten(1)
+    lo = flat.amin(dim=1, keepdim=True)
+    span = flat.amax(dim=1, keepdim=True) - lo
+    constant = span == 0
+    scaled = (flat - lo) / torch.where(constant, torch.ones_like(span), span)
+    return torch.where(constant, flat, scaled).view_as(maps)
+
+
+def median_threshold(maps: torch.Tensor) -> torch.Tensor:
+    """Per-map threshold: the element at index ``floor(H*W/2)`` of the ascending sort, shape ``[N]``."""
+    flat = maps.flatten(1)
+    return flat.kthvalue(flat.shape[1] // 2 + 1, dim=1).values
+
+
+def binarise(maps: torch.Tensor) -> torch.Tensor:
+    """Predicted regions ``[N, H, W]`` (bool): normalised map >= its median threshold, ties included."""
+    norm = normalise_maps(maps)
+    return norm >= median_threshold(norm).view(-1, 1, 1)
+
+
+def ciou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Consensus IoU per sample.
+
+    ``pred``: raw localisation maps ``[N, H, W]`` or one ``[H, W]`` (any real dtype, any device);
+    ``gt``: ground-truth weight maps of the same shape (binary for VGG-SS, 0 / 0.5 / 1 for Flickr).
+    Returns a float64 tensor ``[N]`` (a 0-dim tensor for a single map).
+    """
+    pred, single = _as_batch(pred)
+    gt, _ = _as_batch(gt)
+    if pred.dtype in (torch.float16, torch.bfloat16):
+        pred = pred.float()  # the published evaluator works in float32; ties depend on it
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {tuple(pred.shape)} does not match ground truth {tuple(gt.shape)}")
+    if not torch.isfinite(pred).all():
+        bad = (~torch.isfinite(pred.flatten(1))).any(dim=1).nonzero().flatten().tolist()
+        raise ValueError(f"localisation maps contain NaN or inf (samples {bad[:10]})")
+    region = binarise(pred).to(torch.float64)
+    g = gt.to(device=region.device, dtype=torch.float64)
+    inter = (region * g).flatten(1).sum(dim=1)
+    outside = (region * (g == 0)).flatten(1).sum(dim=1)
+    out = inter / (g.flatten(1).sum(dim=1) + outside)
+    return out[0] if single else out
+
+
+def success_curve(cious: torch.Tensor | Sequence[float]) -> np.ndarray:
+    """Share of samples with cIoU >= t for each t in :data:`AUC_THRESHOLDS`."""
+    values = torch.as_tensor(cious, dtype=torch.float64).flatten().cpu().numpy()
+    return np.array([(values >= t).sum() / len(values) for t in AUC_THRESHOLDS])
+
+
+def summarize(cious: torch.Tensor | Sequence[float]) -> dict[str, float]:
+    """``{"ap50", "mean_ciou", "auc"}`` over a set of per-sample cIoUs (floats)."""
+    values = torch.as_tensor(cious, dtype=torch.float64).flatten().cpu().numpy()
+    if len(values) == 0:
+        raise ValueError("cannot summarise an empty set of cIoU values")
+    curve = success_curve(values)
+    return {
+        "ap50": float((values >= 0.5).sum() / len(values)),
+        "mean_ciou": float(values.mean()),
+        "auc": float(np.trapezoid(curve, AUC_THRESHOLDS)),
+    }
+
+
+def gt_map(boxes: Iterable[Sequence[int]], size: int = 224, mode: str = "vggss") -> torch.Tensor:
+    """Ground-truth map ``[size, size]`` (float64) from integer pixel boxes ``(xmin, ymin, xmax, ymax)``.
+
+    A box fills rows ``ymin:ymax`` and columns ``xmin:xmax`` (end-exclusive). ``mode="vggss"`` gives
+    the binary union of the boxes; ``mode="flickr"`` the annotator consensus ``sum(boxes) / 2``
+    clipped at 1 (one box alone gives 0.5).
+    """
+    if mode not in ("vggss", "flickr"):
+        raise ValueError(f"mode must be 'vggss' or 'flickr', got {mode!r}")
+    acc = torch.zeros(size, size, dtype=torch.float64)
+    for box in boxes:
+        if len(box) != 4:
+            raise ValueError(f"a box is (xmin, ymin, xmax, ymax), got {box!r}")
+        x0, y0, x1, y1 = (int(v) for v in box)
+        acc[y0:y1, x0:x1] += 1
+    if mode == "vggss":
+        return (acc > 0).to(torch.float64)
+    return (acc / 2).clamp(max=1)
+
+
+def vggss_box_to_pixels(box: Sequence[float], size: int = 224) -> tuple[int, int, int, int]:
+    """A normalised VGG-SS box ``[x0, y0, x1, y1]`` in pixels: ``int(clip(v, 0, 1) * size)``."""
+    return tuple(int(min(max(float(v), 0.0), 1.0) * size) for v in box)  # type: ignore[return-value]
+
+
+def flickr_box_to_pixels(box: Sequence[float], size: int = 224) -> tuple[int, int, int, int]:
+    """A Flickr-SoundNet box in 256-pixel coordinates scaled as ``int(size * v / 256)``."""
+    return tuple(int(size * float(v) / 256) for v in box)  # type: ignore[return-value]
