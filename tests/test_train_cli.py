@@ -1,0 +1,129 @@
+"""Training loop, checkpoints and the command line, end to end on the smoke preset."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from fnac_lab.config import ConfigError, TrainConfig, parse_overrides, preset
+from fnac_lab.metrics import gt_map, vggss_box_to_pixels
+from fnac_lab.train import build_datasets, train
+
+TINY = dict(n_train=96, n_val=32, n_test=32, batch_size=16, epochs=2, warmup_epochs=1, image_size=32, embed_dim=32)
+
+
+def fnac(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "fnac_lab", *args], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stderr)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    fnac("train", "--preset", "smoke", "--out", str(out), "--quiet")
+    return out
+
+
+def test_train_writes_metrics_and_checkpoints(smoke_run):
+    lines = (smoke_run / "metrics.jsonl").read_text().splitlines()
+    cfg = preset("smoke")
+    assert len(lines) == cfg.epochs
+    records = [json.loads(x) for x in lines]
+    for i, r in enumerate(records):
+        assert r["epoch"] == i + 1
+        for key in ("ap50", "mean_ciou", "auc", "nce", "fns_audio", "fns_visual", "tne", "loss"):
+            assert np.isfinite(r[key])
+        # the total is NCE alone during the warm-up, NCE plus the weighted terms afterwards
+        weights = 0 if i < cfg.warmup_epochs else 1
+        expected = r["nce"] + weights * (cfg.w_fns_audio * r["fns_audio"] + cfg.w_fns_visual * r["fns_visual"]
+                                         + cfg.w_tne * r["tne"])
+        assert r["loss"] == pytest.approx(expected, rel=1e-4)
+    assert (smoke_run / "checkpoints" / "last.pt").is_file() and (smoke_run / "checkpoints" / "best.pt").is_file()
+    assert not list((smoke_run / "checkpoints").glob("*.tmp"))
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    best = max(records, key=lambda r: r["ap50"])
+    assert summary["best_epoch"] == best["epoch"]
+
+
+def test_evaluate_agrees_with_training_and_with_its_maps(smoke_run, tmp_path):
+    fnac("evaluate", "--checkpoint", str(smoke_run / "checkpoints" / "best.pt"), "--out", str(tmp_path),
+         "--save-maps", "--quiet")
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    for k in ("ap50", "mean_ciou", "auc", "n_samples"):
+        assert scores[k] == pytest.approx(summary["test"][k], abs=1e-12)
+    assert set(scores["baselines"]) == {"centre_prior", "random", "oracle"}
+    # recompute every per-sample cIoU from the saved maps with a plain numpy evaluator
+    test_set = build_datasets(preset("smoke"))["test"]
+    maps = np.load(tmp_path / "maps.npz")
+    rows = list(csv.DictReader(open(tmp_path / "per_sample.csv")))
+    assert len(rows) == scores["n_samples"] == len(test_set)
+    values = []
+    for i, row in enumerate(rows):
+        assert row["id"] == test_set.ids[i] and int(row["label"]) == test_set.labels[i].item()
+        m = maps[row["id"]].astype(np.float32)
+        m = (m - m.min()) / (m.max() - m.min())
+        thr = np.sort(m.flatten())[m.size // 2]
+        region = (m >= thr).astype(float)
+        gt = gt_map([vggss_box_to_pixels(test_set.boxes[i].tolist())]).numpy()
+        expected = (region * gt).sum() / (gt.sum() + (region * (gt == 0)).sum())
+        assert float(row["ciou"]) == pytest.approx(expected, abs=1e-6)
+        values.append(expected)
+    assert scores["ap50"] == pytest.approx(np.mean(np.array(values) >= 0.5), abs=1e-12)
+
+
+def test_resume_is_exact(tmp_path):
+    cfg = preset("smoke", **TINY)
+    datasets = build_datasets(cfg)
+    straight = train(cfg, tmp_path / "a", progress=False, datasets=datasets)
+    train(cfg.replace(epochs=1), tmp_path / "b", progress=False, datasets=datasets)
+    resumed = train(cfg, tmp_path / "b", progress=False, datasets=datasets)
+    a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    strip = lambda h: [{k: v for k, v in r.items() if k != "train_seconds"} for r in h]  # noqa: E731
+    assert strip(straight.history) == strip(resumed.history)
+    assert (tmp_path / "b" / "metrics.jsonl").read_text().count("\n") == 2
+
+
+def test_resume_refuses_a_different_configuration(tmp_path):
+    cfg = preset("smoke", **{**TINY, "epochs": 1})
+    train(cfg, tmp_path, progress=False)
+    with pytest.raises(Exception, match="lr"):
+        train(cfg.replace(lr=1e-2), tmp_path, progress=False)
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ConfigError, match="tne_threshold"):
+        TrainConfig(tne_threshold=1.5)
+    with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
+        parse_overrides(["batchsize=3"])
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["lr"])
+    assert preset("smoke", tne_threshold="soft").tne_threshold is None
+    assert preset("smoke", detach_targets="no").detach_targets is False
+    defaults = TrainConfig(visual_pretrained=False)
+    assert (defaults.tau, defaults.lr, defaults.batch_size, defaults.w_tne, defaults.visual_dropout) == \
+        (0.03, 1e-4, 128, 100.0, 0.9)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "--preset", "smoke", "--set", "lr=fast", "--out", "x"], "lr: expected float"),
+    (["train", "--preset", "smoke", "--set", "colour=red", "--out", "x"], "unknown setting 'colour'"),
+    (["train", "--preset", "smoke", "--set", "distance=cosine", "--out", "x"], "distance"),
+    (["evaluate", "--checkpoint", "missing.pt", "--out", "x"], "missing.pt: checkpoint not found"),
+])
+def test_cli_errors_are_one_line(args, needle, tmp_path):
+    proc = fnac(*[a.replace("x", str(tmp_path / "x")) if a == "x" else a for a in args], check=False)
+    assert proc.returncode == 2
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
