@@ -59,6 +59,7 @@ class TrainConfig:
     dataset: str = BUILTIN
     n_classes: int = 20  #: built-in data: number of sound-source classes
     n_unheard: int = 0  #: built-in data: classes held out of training (heard / unheard test splits)
+    n_scenes: int = 0  #: built-in data: recording scenes tinting the background and adding ambience (0 = none)
     n_train: int = 3000
     n_val: int = 500
     n_test: int = 500
@@ -183,6 +184,7 @@ def _validate(c: TrainConfig) -> None:
     if c.dataset == BUILTIN:
         need(2 <= c.n_classes <= 64, "n_classes", "must be between 2 and 64 for the built-in data")
         need(0 <= c.n_unheard < c.n_classes - 1, "n_unheard", "must leave at least two heard classes")
+        need(c.n_scenes >= 0, "n_scenes", "must be non-negative")
         need(c.image_size >= 16, "image_size", "must be at least 16 px")
         need(c.batch_size <= c.n_train, "batch_size", f"exceeds n_train={c.n_train}")
 

@@ -62,7 +62,7 @@ def build_model(cfg: TrainConfig) -> AVLocalizer:
 def build_datasets(cfg: TrainConfig) -> dict[str, Any]:
     """Train / val / test datasets named by ``cfg.dataset`` (the built-in data is generated here)."""
     if cfg.dataset == BUILTIN:
-        spec = BuiltinSpec(n_classes=cfg.n_classes, image_size=cfg.image_size)
+        spec = BuiltinSpec(n_classes=cfg.n_classes, image_size=cfg.image_size, n_scenes=cfg.n_scenes)
         return builtin_splits(n_train=cfg.n_train, n_val=cfg.n_val, n_test=cfg.n_test, seed=cfg.data_seed,
                               spec=spec, n_unheard=cfg.n_unheard)
     raise ConfigError(f"dataset={cfg.dataset!r} is not available")

@@ -86,6 +86,9 @@ class BuiltinSpec:
     pitch_jitter: float = 0.02
     snr_db: tuple[float, float] = (5.0, 20.0)
     gain: tuple[float, float] = (0.3, 1.0)
+    n_scenes: int = 0  #: recording scenes shared by image and audio, independent of the class (0 = none)
+    scene_tint: float = 40.0  #: background colour cast of a scene (per-channel amplitude, 0-255 scale)
+    scene_level_db: float = -6.0  #: power of a scene's ambience relative to the source tone
 
     def __post_init__(self):
         limit = len(SHAPES) * len(PALETTE)
@@ -98,18 +101,29 @@ class BuiltinSpec:
             raise ValueError(f"distractors={self.distractors} do not fit the image or the number of classes")
 
     @property
-    def n_shapes(self) -> int:
-        return min(len(SHAPES), math.ceil(math.sqrt(self.n_classes)))
+    def n_colours(self) -> int:
+        """Classes are colour x shape; colours vary fastest (20 classes: 5 colours x 4 shapes)."""
+        return min(len(PALETTE), math.ceil(math.sqrt(self.n_classes)))
 
     def class_shape(self, c: int) -> str:
-        return SHAPES[c % self.n_shapes]
+        return SHAPES[c // self.n_colours]
 
     def class_colour(self, c: int) -> np.ndarray:
-        return PALETTE[c // self.n_shapes]
+        return PALETTE[c % self.n_colours]
 
     def class_name(self, c: int) -> str:
         colours = ("red", "blue", "green", "yellow", "purple", "orange", "cyan", "pink")
-        return f"{colours[c // self.n_shapes]} {self.class_shape(c)}"
+        return f"{colours[c % self.n_colours]} {self.class_shape(c)}"
+
+    def scene_tint_rgb(self, scene: int) -> np.ndarray:
+        """The background colour cast of ``scene`` (a fixed direction in RGB, ``scene_tint`` long)."""
+        dirs = np.random.default_rng(4321).normal(size=(max(self.n_scenes, 1), 3))
+        return (dirs[scene] / np.linalg.norm(dirs[scene]) * self.scene_tint).astype(np.float32)
+
+    def scene_frequency(self, scene: int) -> float:
+        """Centre frequency (Hz) of ``scene``'s ambience band, log-spaced over 2.5-7 kHz in a fixed order."""
+        order = np.random.default_rng(8765).permutation(max(self.n_scenes, 1))
+        return float(2500.0 * (7000.0 / 2500.0) ** (order[scene] / max(self.n_scenes - 1, 1)))
 
     def class_sound(self, c: int) -> tuple[float, int, float]:
         """(fundamental Hz, number of harmonics, amplitude-modulation rate Hz) of class ``c``."""
@@ -141,13 +155,15 @@ def _place_boxes(rng: np.random.Generator, spec: BuiltinSpec, count: int) -> lis
     raise RuntimeError("could not place the objects; reduce distractors or object_width")
 
 
-def _render_image(rng: np.random.Generator, spec: BuiltinSpec, classes: list[int], boxes) -> np.ndarray:
+def _render_image(rng: np.random.Generator, spec: BuiltinSpec, classes: list[int], boxes, scene: int) -> np.ndarray:
     """One uint8 image ``[3, S, S]``: clutter, then the objects (first one is the sounding object)."""
     s = spec.image_size
-    # Background: grey with low-frequency colour noise, a few thin lines and pixel noise.
+    # Background: grey (tinted by the scene) with low-frequency colour noise, thin lines and pixel noise.
     coarse = rng.normal(0.0, 25.0, size=(3, 4, 4)).astype(np.float32)
     low = F.interpolate(torch.from_numpy(coarse)[None], size=(s, s), mode="bicubic", align_corners=False)[0].numpy()
     img = 128.0 + low
+    if scene >= 0:
+        img += spec.scene_tint_rgb(scene)[:, None, None]
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
     for _ in range(rng.integers(2, 5)):
         a, b = rng.uniform(-1, 1, size=2)
@@ -171,10 +187,13 @@ def _render_image(rng: np.random.Generator, spec: BuiltinSpec, classes: list[int
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _synthesise_audio(rng: np.random.Generator, spec: BuiltinSpec, classes: np.ndarray) -> torch.Tensor:
-    """Waveforms ``[N, T]``: each sample's class tone with jitter, onset/offset, gain and white noise."""
+def _synthesise_audio(rng: np.random.Generator, spec: BuiltinSpec, classes: np.ndarray,
+                      scenes: np.ndarray) -> torch.Tensor:
+    """Waveforms ``[N, T]``: each sample's class tone with jitter, onset/offset, gain, white noise and,
+    with scenes, the scene's ambience (noise in a 300 Hz band around the scene frequency)."""
     n = len(classes)
     t = torch.arange(int(spec.sample_rate * spec.clip_seconds), dtype=torch.float64) / spec.sample_rate
+    freqs = torch.fft.rfftfreq(t.numel(), 1.0 / spec.sample_rate)
     waves = torch.empty(n, t.numel(), dtype=torch.float64)
     for i, c in enumerate(classes):
         f0, harmonics, am_rate = spec.class_sound(int(c))
@@ -195,6 +214,11 @@ def _synthesise_audio(rng: np.random.Generator, spec: BuiltinSpec, classes: np.n
         snr = 10 ** (rng.uniform(*spec.snr_db) / 10)
         noise = torch.as_tensor(rng.standard_normal(t.numel())) * torch.sqrt(power / snr)
         waves[i] = tone + noise
+        if scenes[i] >= 0:
+            band = (freqs - spec.scene_frequency(int(scenes[i]))).abs() < 150
+            ambience = torch.fft.irfft(torch.fft.rfft(torch.as_tensor(rng.standard_normal(t.numel()))) * band, t.numel())
+            level = power * 10 ** (spec.scene_level_db / 10)
+            waves[i] += ambience * torch.sqrt(level / ambience.square().mean())
     return waves.clamp(-1, 1).to(torch.float32)
 
 
@@ -242,7 +266,8 @@ class BuiltinAVDataset(torch.utils.data.Dataset):
         if not self.classes or any(not 0 <= c < spec.n_classes for c in self.classes):
             raise ValueError(f"classes must be a non-empty subset of 0..{spec.n_classes - 1}")
         data = _generate(split, n_samples, seed, spec, self.classes)
-        self.images, self.specs, self.boxes, self.labels, self.distractor_boxes, self.distractor_labels = data
+        (self.images, self.specs, self.boxes, self.labels, self.distractor_boxes, self.distractor_labels,
+         self.scenes) = data
         self.ids = [f"{split}-{seed}-{i:05d}" for i in range(n_samples)]
 
     def __len__(self) -> int:
@@ -261,6 +286,7 @@ class BuiltinAVDataset(torch.utils.data.Dataset):
             "label": self.labels[idx],
             "distractor_boxes": self.distractor_boxes[idx],
             "distractor_labels": self.distractor_labels[idx],
+            "scene": self.scenes[idx],
             "id": [self.ids[i] for i in idx.tolist()],
         }
         if squeeze:
@@ -280,6 +306,7 @@ class BuiltinAVDataset(torch.utils.data.Dataset):
 def _generate(split: str, n: int, seed: int, spec: BuiltinSpec, classes: tuple[int, ...]):
     rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_CODES[split], spec.n_classes]))
     labels = rng.choice(np.array(classes), size=n)
+    scenes = rng.integers(spec.n_scenes, size=n) if spec.n_scenes else np.full(n, -1)
     max_k = spec.distractors[1]
     images = np.empty((n, 3, spec.image_size, spec.image_size), dtype=np.uint8)
     boxes = np.empty((n, 4), dtype=np.float32)
@@ -290,15 +317,15 @@ def _generate(split: str, n: int, seed: int, spec: BuiltinSpec, classes: tuple[i
         others = [x for x in range(spec.n_classes) if x != c]
         distract = rng.choice(others, size=k, replace=False).tolist()
         bxs = _place_boxes(rng, spec, k + 1)
-        images[i] = _render_image(rng, spec, [int(c)] + distract, bxs)
+        images[i] = _render_image(rng, spec, [int(c)] + distract, bxs, int(scenes[i]))
         boxes[i] = bxs[0]
         dboxes[i, :k] = bxs[1:]
         dlabels[i, :k] = distract
-    waves = _synthesise_audio(rng, spec, labels)
+    waves = _synthesise_audio(rng, spec, labels, scenes)
     with torch.no_grad():
         specs = builtin_spectrogram(waves, spec)
     return (torch.from_numpy(images), specs.contiguous(), torch.from_numpy(boxes), torch.from_numpy(labels).long(),
-            torch.from_numpy(dboxes), torch.from_numpy(dlabels))
+            torch.from_numpy(dboxes), torch.from_numpy(dlabels), torch.from_numpy(scenes).long())
 
 
 def builtin_splits(*, n_train: int = 3000, n_val: int = 500, n_test: int = 500, seed: int = 0,
