@@ -1,7 +1,14 @@
-"""False-negative statistics of batches and the class-biased sampler of the FNAC pilot experiment."""
+"""False-negative statistics of batches and the class-biased sampler of the FNAC pilot experiment.
+
+Both batch samplers shard for data-parallel training: with ``world_size`` processes every rank draws
+the same global batch of ``batch_size`` indices (same seed, same epoch) and keeps the contiguous slice
+``[rank * b, (rank + 1) * b)`` with ``b = batch_size / world_size``. Concatenating the ranks' slices in
+rank order gives back the single-process batch.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -30,6 +37,42 @@ def false_negative_ratio(labels) -> float:
     return float((counts[inverse] >= 2).mean())
 
 
+def expected_false_negative_ratio(labels, batch_size: int) -> float:
+    """Expected :func:`false_negative_ratio` of a uniformly random batch drawn without replacement.
+
+    With ``N`` samples, ``n_c`` of them of class ``c``, a member of class ``c`` has no same-class partner
+    with probability ``C(N - n_c, B - 1) / C(N - 1, B - 1)``, so
+
+        E[FN ratio] = sum_c (n_c / N) * (1 - C(N - n_c, B - 1) / C(N - 1, B - 1)).
+
+    This is exact for :class:`ShuffledBatchSampler` and for :class:`ClassBiasedBatchSampler` with ``p = 0``.
+    """
+    arr = _as_array(labels)
+    n = arr.size
+    if not 1 <= batch_size <= n:
+        raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}")
+
+    def log_comb(a: int, b: int) -> float:
+        return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
+
+    _, counts = np.unique(arr, return_counts=True)
+    total = 0.0
+    for n_c in counts.tolist():
+        lonely = 0.0 if n - n_c < batch_size - 1 else math.exp(log_comb(n - n_c, batch_size - 1)
+                                                               - log_comb(n - 1, batch_size - 1))
+        total += n_c / n * (1.0 - lonely)
+    return total
+
+
+def _check_shard(batch_size: int, rank: int, world_size: int) -> int:
+    """The per-rank batch size, after checking the shard arguments."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
+    if batch_size % world_size:
+        raise ValueError(f"batch_size {batch_size} is not divisible by world_size {world_size}")
+    return batch_size // world_size
+
+
 class ClassBiasedBatchSampler(torch.utils.data.Sampler[list[int]]):
     """Batches biased towards one class, as in the FNAC pilot experiment (Table S1).
 
@@ -38,10 +81,12 @@ class ClassBiasedBatchSampler(torch.utils.data.Sampler[list[int]]):
     from the dataset. The class's members are drawn without replacement while it has enough of them
     and with replacement beyond; the uniform slots are drawn without replacement from the indices not
     already in the batch. ``p = 0`` gives plain random batches. Reproducible from ``seed``; call
-    :meth:`set_epoch` to draw a different sequence each epoch.
+    :meth:`set_epoch` to draw a different sequence each epoch. ``batch_size`` is the global batch; with
+    ``world_size > 1`` this rank yields its slice of it (see the module docstring).
     """
 
-    def __init__(self, labels: Sequence, batch_size: int, p: float, *, num_batches: int | None = None, seed: int = 0):
+    def __init__(self, labels: Sequence, batch_size: int, p: float, *, num_batches: int | None = None, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
         arr = _as_array(labels)
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -50,6 +95,8 @@ class ClassBiasedBatchSampler(torch.utils.data.Sampler[list[int]]):
         if batch_size > len(arr):
             raise ValueError(f"batch_size {batch_size} exceeds the dataset size {len(arr)}")
         self.batch_size, self.p, self.seed, self.epoch = batch_size, float(p), seed, 0
+        self.rank, self.world_size = rank, world_size
+        self.local_batch_size = _check_shard(batch_size, rank, world_size)
         self.num_batches = len(arr) // batch_size if num_batches is None else int(num_batches)
         self.classes, inverse = np.unique(arr, return_inverse=True)
         self.members = [np.flatnonzero(inverse == k) for k in range(len(self.classes))]
@@ -62,6 +109,12 @@ class ClassBiasedBatchSampler(torch.utils.data.Sampler[list[int]]):
         return self.num_batches
 
     def __iter__(self) -> Iterator[list[int]]:
+        start = self.rank * self.local_batch_size
+        for batch in self.global_batches():
+            yield batch[start : start + self.local_batch_size]
+
+    def global_batches(self) -> Iterator[list[int]]:
+        """The whole batches of this epoch (what every rank's slices add up to)."""
         rng = np.random.default_rng([self.seed, self.epoch])
         for _ in range(self.num_batches):
             members = self.members[rng.integers(len(self.classes))]
@@ -80,12 +133,17 @@ class ClassBiasedBatchSampler(torch.utils.data.Sampler[list[int]]):
 
 
 class ShuffledBatchSampler(torch.utils.data.Sampler[list[int]]):
-    """Each epoch a fresh permutation of the dataset cut into full batches (the last partial one dropped)."""
+    """Each epoch a fresh permutation of the dataset cut into full batches (the last partial one dropped).
 
-    def __init__(self, size: int, batch_size: int, *, seed: int = 0):
+    ``batch_size`` is the global batch; with ``world_size > 1`` this rank yields its slice of it.
+    """
+
+    def __init__(self, size: int, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1):
         if not 1 <= batch_size <= size:
             raise ValueError(f"batch_size must be in [1, {size}], got {batch_size}")
         self.size, self.batch_size, self.seed, self.epoch = size, batch_size, seed, 0
+        self.rank, self.world_size = rank, world_size
+        self.local_batch_size = _check_shard(batch_size, rank, world_size)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -94,6 +152,12 @@ class ShuffledBatchSampler(torch.utils.data.Sampler[list[int]]):
         return self.size // self.batch_size
 
     def __iter__(self) -> Iterator[list[int]]:
+        start = self.rank * self.local_batch_size
+        for batch in self.global_batches():
+            yield batch[start : start + self.local_batch_size]
+
+    def global_batches(self) -> Iterator[list[int]]:
+        """The whole batches of this epoch (what every rank's slices add up to)."""
         perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
         for b in range(len(self)):
             yield perm[b * self.batch_size : (b + 1) * self.batch_size].tolist()
