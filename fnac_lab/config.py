@@ -71,8 +71,13 @@ class TrainConfig:
     # Runtime
     device: str = "auto"
     amp: bool = True  #: bfloat16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = False  #: channels-last memory format for model and image batches (faster convs on GPUs)
+    compile: bool = False  #: torch.compile the training forward (off until measured on the target machine)
+    global_negatives: bool = True  #: under DDP every loss term sees the global batch (gathered over ranks)
+    sync_batchnorm: bool = False  #: under DDP, batch-norm statistics over the global batch (CUDA only)
     eval_batch_size: int = 64
     num_workers: int = 0
+    persistent_workers: bool = False  #: keep DataLoader workers between epochs (resume then not bit-exact)
     select_metric: str = "ap50"  #: validation metric used to keep best.pt
 
     def __post_init__(self):
