@@ -16,10 +16,13 @@ USER_ERRORS = (FnacError, ConfigError, PretrainedWeightsError, AudioDecodeError,
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    from .distributed import is_main_process
     from .train import train
 
     cfg = preset(args.preset, **parse_overrides(args.set))
     result = train(cfg, args.out, resume=not args.no_resume, progress=not args.quiet)
+    if not is_main_process():  # under torchrun rank 0 reports
+        return
     best = result.summary["best_epoch"]
     test = result.summary.get("test", {})
     print(f"best epoch {best} (validation {cfg.select_metric} {result.summary['val'][cfg.select_metric]:.4f}); "

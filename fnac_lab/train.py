@@ -24,19 +24,22 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .audio import spec_augment
-from .config import BUILTIN, ConfigError, TrainConfig
+from .config import BUILTIN, REAL, ConfigError, TrainConfig
 from .data.builtin import BuiltinSpec, builtin_splits
+from .data.real import real_splits, write_dataset_reports
 from .data.sampling import ClassBiasedBatchSampler, ShuffledBatchSampler, false_negative_ratio
 from .evaluate import EvalResult, evaluate_model
 from .losses import fnac_terms, similarity_maps
 from .models import AVLocalizer, create_model
-from .utils import (FnacError, atomic_torch_save, atomic_write_text, epoch_seed, normalise_images, resolve_device,
-                    seed_everything, write_json)
+from .utils import (FnacError, atomic_torch_save, atomic_write_text, epoch_seed, normalise_images, seed_everything,
+                    write_json)
 
 TERMS = ("nce", "fns_audio", "fns_visual", "tne")
 #: Fields that may differ when a run is resumed (they do not change what is computed per epoch).
-RUNTIME_FIELDS = frozenset({"epochs", "device", "num_workers", "eval_batch_size"})
+RUNTIME_FIELDS = frozenset({"epochs", "device", "num_workers", "eval_batch_size", "channels_last", "compile",
+                            "persistent_workers"})
 
 
 @dataclass
@@ -65,39 +68,62 @@ def build_datasets(cfg: TrainConfig) -> dict[str, Any]:
         spec = BuiltinSpec(n_classes=cfg.n_classes, image_size=cfg.image_size, n_scenes=cfg.n_scenes)
         return builtin_splits(n_train=cfg.n_train, n_val=cfg.n_val, n_test=cfg.n_test, seed=cfg.data_seed,
                               spec=spec, n_unheard=cfg.n_unheard)
+    if cfg.dataset == REAL:
+        return real_splits(cfg)
     raise ConfigError(f"dataset={cfg.dataset!r} is not available")
 
 
-def batch_sampler(cfg: TrainConfig, labels: torch.Tensor, epoch: int):
+def batch_sampler(cfg: TrainConfig, labels: torch.Tensor, epoch: int, *, rank: int = 0, world_size: int = 1):
+    """The epoch's batch sampler; under DDP each rank gets its slice of the same global batch of ``cfg.batch_size``."""
+    shard = dict(seed=cfg.seed, rank=rank, world_size=world_size)
     if cfg.class_bias_p > 0:
-        sampler = ClassBiasedBatchSampler(labels, cfg.batch_size, cfg.class_bias_p, seed=cfg.seed)
+        sampler = ClassBiasedBatchSampler(labels, cfg.batch_size, cfg.class_bias_p, **shard)
     else:
-        sampler = ShuffledBatchSampler(len(labels), cfg.batch_size, seed=cfg.seed)
+        sampler = ShuffledBatchSampler(len(labels), cfg.batch_size, **shard)
     sampler.set_epoch(epoch)
     return sampler
 
 
-def _train_batches(dataset, sampler, cfg: TrainConfig):
+def train_loader(dataset, sampler, cfg: TrainConfig, device: torch.device):
+    """A DataLoader over ``sampler``'s batches, built once per run; None for in-memory data (``.batch``).
+
+    Pinned host memory when training on CUDA (asynchronous copies); with ``cfg.persistent_workers`` the
+    workers live across epochs (``sampler.set_epoch`` still applies: the batch sampler runs in this process).
+    """
     if hasattr(dataset, "batch"):
-        for idx in sampler:
-            yield dataset.batch(idx)
-        return
-    yield from torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
-                                           pin_memory=torch.cuda.is_available(),
-                                           collate_fn=getattr(dataset, "collate", None))
+        return None
+    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
+                                       pin_memory=device.type == "cuda",
+                                       persistent_workers=cfg.persistent_workers and cfg.num_workers > 0,
+                                       collate_fn=getattr(dataset, "collate", None))
+
+
+def amp_context(device: torch.device, enabled: bool):
+    """bfloat16 autocast on ``device`` when ``enabled``, else a no-op context."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
 
 
 def compute_losses(model: AVLocalizer, batch: dict, cfg: TrainConfig, device: torch.device, *,
-                   train: bool = True) -> dict[str, torch.Tensor]:
-    """The four loss terms of one batch (inputs moved and normalised on ``device``)."""
+                   train: bool = True, amp: bool | None = None) -> dict[str, torch.Tensor]:
+    """The four loss terms of one batch (inputs moved and normalised on ``device``).
+
+    The model runs under bfloat16 autocast when ``amp`` (default: ``cfg.amp`` on CUDA); the similarity
+    tensor and all four terms are then computed once, in float32, from its outputs. Under DDP with
+    ``cfg.global_negatives`` the outputs are first gathered over ranks, so that every term sees the global
+    batch (see :mod:`fnac_lab.distributed` for why the gradients need no rescaling).
+    """
     image = normalise_images(batch["image"].to(device, non_blocking=True))
     spec = batch["spec"].to(device, non_blocking=True).float()
     if train and cfg.audio_augment:
         spec = spec_augment(spec)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.amp else nullcontext())
-    with autocast:
+    if cfg.channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+        spec = spec.contiguous(memory_format=torch.channels_last)
+    with amp_context(device, cfg.amp and device.type == "cuda" if amp is None else amp):
         img, aud = model(image, spec)
     img, aud = img.float(), aud.float()
+    if cfg.global_negatives:
+        img, aud = distributed.all_gather_with_grad(img), distributed.all_gather_with_grad(aud)
     sim = similarity_maps(img, aud, cfg.tau)
     return fnac_terms(img, aud, sim, tau=cfg.tau, tne_threshold=cfg.tne_threshold, distance=cfg.distance,
                       detach_targets=cfg.detach_targets)
@@ -135,21 +161,49 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress: bool = True,
           datasets: dict[str, Any] | None = None) -> TrainResult:
-    """Train ``cfg`` into ``out_dir``; with ``resume`` an existing ``last.pt`` there is continued."""
-    out = Path(out_dir)
+    """Train ``cfg`` into ``out_dir``; with ``resume`` an existing ``last.pt`` there is continued.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) this joins the process group for the run and trains with DDP:
+    every rank draws its slice of each global batch; rank 0 alone shows progress, validates, writes
+    metrics, checkpoints and the summary; the other ranks return the same summary and history.
+    """
+    with distributed.process_group(cfg.device) as device:
+        return _train(cfg, Path(out_dir), device, resume=resume, progress=progress, datasets=datasets)
+
+
+def _global_fn_ratio(sampler, labels) -> float:
+    """Mean FN ratio over the epoch's global batches (what the loss sees with global negatives)."""
+    labels = np.asarray(labels)
+    return float(np.mean([false_negative_ratio(labels[b]) for b in sampler.global_batches()]))
+
+
+def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, progress: bool,
+           datasets: dict[str, Any] | None) -> TrainResult:
+    rank, world_size = distributed.get_rank(), distributed.get_world_size()
+    main = rank == 0
+    progress = progress and main
+    if cfg.batch_size % world_size:
+        raise ConfigError(f"batch_size={cfg.batch_size}: the global batch must be divisible by the number of "
+                          f"processes ({world_size})")
     ckpt_dir = out / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     datasets = datasets if datasets is not None else build_datasets(cfg)
+    if main:
+        write_dataset_reports(datasets, out)
     model = build_model(cfg).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"epoch": -1, "score": -math.inf}
     start = 0
     last_path = ckpt_dir / "last.pt"
-    if resume and last_path.exists():
-        state = torch.load(last_path, map_location=device, weights_only=False)
+    # rank 0 reads the checkpoint and sends it to the others (their nodes need not share its file system)
+    state = torch.load(last_path, map_location="cpu", weights_only=False) if resume and main and last_path.exists() \
+        else None
+    state = distributed.broadcast_object(state)
+    if state is not None:
         changed = {k for k, v in cfg.to_dict().items() if state["config"].get(k) != v and k not in RUNTIME_FIELDS}
         if changed:
             raise FnacError(f"{last_path}: written with a different configuration ({', '.join(sorted(changed))}); "
@@ -157,20 +211,27 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True, progres
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, best, start = state["history"], state["best"], state["epoch"] + 1
-    write_json(out / "config.json", cfg.to_dict())
+    if main:
+        write_json(out / "config.json", cfg.to_dict())
     train_set, val_set = datasets["train"], datasets["val"]
     labels = train_set.labels if hasattr(train_set, "labels") else None
+    sampler = batch_sampler(cfg, labels if labels is not None else torch.zeros(len(train_set)), start,
+                            rank=rank, world_size=world_size)
+    loader = train_loader(train_set, sampler, cfg, device)
+    forward_model = distributed.wrap_model(model, device, sync_batchnorm=cfg.sync_batchnorm)
+    if cfg.compile:
+        forward_model = torch.compile(forward_model)
 
     for epoch in range(start, cfg.epochs):
-        torch.manual_seed(epoch_seed(cfg.seed, epoch))
-        sampler = batch_sampler(cfg, labels if labels is not None else torch.zeros(len(train_set)), epoch)
+        torch.manual_seed(epoch_seed(cfg.seed, epoch) + rank)  # rank 0 draws what a single process draws
+        sampler.set_epoch(epoch)
         model.train()
         sums = torch.zeros(len(TERMS) + 1, device=device)  # accumulated on the device: no sync per step
         fn_ratios, n_batches, t0 = [], 0, time.perf_counter()
-        bar = tqdm(_train_batches(train_set, sampler, cfg), total=len(sampler), disable=not progress,
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        bar = tqdm(loader if loader is not None else map(train_set.batch, sampler), total=len(sampler),
+                   disable=not progress, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for batch in bar:
-            terms = compute_losses(model, batch, cfg, device)
+            terms = compute_losses(forward_model, batch, cfg, device)
             loss = total_loss(terms, cfg, epoch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -179,9 +240,14 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True, progres
             if "label" in batch:
                 fn_ratios.append(false_negative_ratio(batch["label"]))
             n_batches += 1
+        sums = distributed.all_reduce_mean(sums)  # equal on every rank with global negatives
+        if world_size > 1 and cfg.global_negatives and labels is not None:
+            fn_ratios = [_global_fn_ratio(sampler, labels)]
         means = dict(zip((*TERMS, "loss"), (sums / max(n_batches, 1)).tolist()))
         if not all(math.isfinite(v) for v in means.values()):
             raise FnacError(f"non-finite loss in epoch {epoch + 1} ({means}); lower lr or the FNAC weights")
+        if not main:
+            continue  # rank 0 validates and writes; the others wait for it in the next collective
         train_seconds = time.perf_counter() - t0
         val = evaluate_model(model, val_set, batch_size=cfg.eval_batch_size, device=device, baselines=False,
                              progress=progress, desc="validate")
@@ -202,7 +268,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True, progres
             atomic_torch_save(state, ckpt_dir / "best.pt")
         atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
 
-    return finish(cfg, out, datasets, device, progress=progress)
+    if not main:
+        summary, history = distributed.broadcast_object(None)
+        return TrainResult(out_dir=out, history=history, summary=summary, model=model, test=None)
+    result = finish(cfg, out, datasets, device, progress=progress)
+    distributed.broadcast_object((result.summary, result.history))
+    return result
 
 
 def finish(cfg: TrainConfig, out: Path, datasets: dict[str, Any], device: torch.device, *,
