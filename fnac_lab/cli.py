@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +32,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
+    if args.testset is not None:
+        return _cmd_evaluate_benchmark(args)
     import numpy as np
 
     from .train import build_datasets, load_checkpoint
@@ -51,6 +54,66 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     s = result.scores
     print(f"{args.split}: AP50 {s['ap50']:.4f}, mean cIoU {s['mean_ciou']:.4f}, AUC {s['auc']:.4f} "
           f"over {s['n_samples']} samples; written to {out}")
+
+
+def _cmd_evaluate_benchmark(args: argparse.Namespace) -> None:
+    from .data.real import evaluate_checkpoint
+
+    for flag in ("data_root", "annotations"):
+        if getattr(args, flag) is None:
+            raise FnacError(f"--testset {args.testset} needs --{flag.replace('_', '-')}")
+    result = evaluate_checkpoint(
+        args.checkpoint, testset=args.testset, data_root=args.data_root, annotations=args.annotations,
+        split_csv=args.split_csv, out=args.out, batch_size=args.batch_size, device=args.device,
+        num_workers=args.workers, skip_bad=args.skip_bad, save_maps=args.save_maps, ogl=args.ogl,
+        ogl_weights=args.ogl_weights, audio_rate=args.audio_rate, progress=not args.quiet)
+    out = Path(args.out)
+    if result.missing:
+        print(f"{len(result.missing)} listed ids are missing on disk (see {out / 'missing.csv'})")
+    if result.skipped:
+        print(f"{len(result.skipped)} samples skipped as undecodable (see {out / 'skipped.csv'})")
+
+    def line(s: dict) -> str:
+        seg = f", mIoU {s['miou']:.4f}, F {s['f_score']:.4f}" if "miou" in s else ""
+        return f"AP50 {s['ap50']:.4f}, mean cIoU {s['mean_ciou']:.4f}, AUC {s['auc']:.4f}{seg}"
+
+    s = result.scores
+    print(f"{args.testset}: {line(s)} over {s['n_samples']} samples"
+          + (f"; with OGL: {line(s['ogl'])}" if "ogl" in s else "") + f"; written to {out}")
+
+
+def _cmd_prepare(args: argparse.Namespace) -> None:
+    from .data.prepare import prepare_videos
+
+    report = prepare_videos(args.videos, args.out, workers=args.workers, sample_rate=args.sample_rate,
+                            progress=not args.quiet)
+    print(f"{report.n_done} clips prepared, {report.n_existing} already done, {len(report.failed)} failed"
+          + (f" (see {Path(args.out) / 'failed.csv'})" if report.failed else "") + f"; written to {args.out}")
+
+
+def _cmd_cache(args: argparse.Namespace) -> None:
+    from .data.cache import build_cache
+
+    report = build_cache(args.data_root, args.out, ids=args.ids, workers=args.workers, skip_bad=args.skip_bad,
+                         audio_rate=args.audio_rate, progress=not args.quiet)
+    print(f"{report.n_cached} clips cached in {report.out}; {len(report.missing)} listed ids missing on disk, "
+          f"{len(report.skipped)} skipped (missing.csv, skipped.csv there)")
+
+
+def _cmd_ablate(args: argparse.Namespace) -> None:
+    from .ablate import run_grid
+
+    devices = [d for d in args.devices.split(",") if d] if args.devices else None
+    run = run_grid(args.grid, args.out, jobs=args.jobs, devices=devices, progress=not args.quiet)
+    for o in run.outcomes:
+        print(f"{o.status:9s} {o.folder.name}" + (f"  ({o.seconds:.0f} s)" if o.status == "finished" else "")
+              + (f"  {o.error}" if o.error else ""))
+    counts = {s: sum(o.status == s for o in run.outcomes) for s in ("finished", "skipped", "failed")}
+    print(f"{len(run.outcomes)} points: {counts['finished']} run, {counts['skipped']} already finished, "
+          f"{counts['failed']} failed; results in {run.out_dir / 'results.csv'}")
+    if run.failed:
+        raise FnacError(f"{len(run.failed)} of {len(run.outcomes)} grid points failed (error.txt in their folders); "
+                        f"run the same command again to retry them")
 
 
 def _cmd_config(args: argparse.Namespace) -> None:
@@ -81,7 +144,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--save-maps", action="store_true", help="also write maps.npz (one 224 x 224 map per id)")
     p.add_argument("--quiet", action="store_true")
+    real = p.add_argument_group("real benchmarks (instead of --split)")
+    real.add_argument("--testset", choices=("flickr", "vggss", "vggss_heard", "vggss_unheard", "avsbench_s4"))
+    real.add_argument("--data-root", help="ROOT with frames/ + audio/ (or both flat)")
+    real.add_argument("--annotations", help="Flickr XML directory, vggss.json, or AVSBench mask directory")
+    real.add_argument("--split-csv", help="ids to evaluate (first column); default: every annotated id")
+    real.add_argument("--skip-bad", action="store_true", help="skip undecodable files (listed in skipped.csv)")
+    real.add_argument("--ogl", action="store_true", help="also score object-guided localisation")
+    real.add_argument("--ogl-weights", help="local ResNet-18 ImageNet weights for --ogl (else the timm hub)")
+    real.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="data loading processes")
+    real.add_argument("--audio-rate", type=int, default=None,
+                      help="resample audio to this rate (default: as the checkpoint was trained)")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("prepare", help="turn video clips into the frames/ + audio/ layout")
+    p.add_argument("--videos", required=True, help="directory of clips (mp4, mkv, webm, avi, mov, ...)")
+    p.add_argument("--out", required=True, help="data root to write frames/ID.jpg and audio/ID.wav into")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    p.add_argument("--sample-rate", type=int, default=None, help="resample the audio (default: the native rate)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("cache", help="pre-decode a data root into memory-mappable files")
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--ids", default=None, help="id list (first column); default: every clip of the root")
+    p.add_argument("--out", required=True, help="cache directory (must not exist yet)")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    p.add_argument("--skip-bad", action="store_true", help="skip undecodable files (listed in skipped.csv)")
+    p.add_argument("--audio-rate", type=int, default=None, help="resample the audio (default: the native rate)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_cache)
+
+    p = sub.add_parser("ablate", help="run a notebook over a parameter grid (papermill) and collect results.csv")
+    p.add_argument("grid", help="grid file (YAML: notebook, base, grid)")
+    p.add_argument("--out", required=True, help="output directory (points already finished there are skipped)")
+    p.add_argument("--jobs", type=int, default=1, help="points run at once")
+    p.add_argument("--devices", default=None, help="comma-separated devices handed to running points (e.g. cuda:0,cuda:1)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_ablate)
 
     p = sub.add_parser("config", help="print the resolved configuration of a preset")
     p.add_argument("--preset", default="demo", choices=sorted(PRESETS))

@@ -68,6 +68,19 @@ class TrainConfig:
     class_bias_p: float = 0.0  #: probability of a class-biased batch slot (pilot experiment); 0 = plain shuffling
     audio_augment: bool = True  #: SpecAugment (one frequency and one time mask) on training spectrograms
 
+    # Real data (dataset="real"; README, "Real benchmarks")
+    train_root: Optional[str] = None  #: layout of the training clips: ROOT/frames + ROOT/audio, or both flat
+    trainset: str = "vggss_144k"  #: named training subset (fnac_lab.data.real.TRAINSETS)
+    train_ids: Optional[str] = None  #: id list of the subset; default ROOT/<trainset>.txt
+    train_labels: Optional[str] = None  #: id,class csv (or vggsound.csv): FN ratio and class-biased sampling
+    cache_dir: Optional[str] = None  #: a cache of the training clips (`fnac-lab cache`); replaces train_root
+    testset: str = "vggss"  #: annotated set, split into validation and reported test (fnac_lab.data.real.TESTSETS)
+    test_root: Optional[str] = None  #: layout of the test clips
+    test_annotations: Optional[str] = None  #: Flickr XML directory, vggss.json, or AVSBench mask directory
+    test_split_csv: Optional[str] = None  #: test ids (first column); default: every annotated id
+    val_fraction: float = 0.5  #: seeded share of the test ids used for model selection, never reported as test
+    audio_rate: Optional[int] = None  #: deviation: resample audio to this rate (None = native rate, published)
+
     # Runtime
     device: str = "auto"
     amp: bool = True  #: bfloat16 autocast on CUDA (ignored on CPU)
@@ -192,10 +205,19 @@ def _validate(c: TrainConfig) -> None:
         need(c.n_scenes >= 0, "n_scenes", "must be non-negative")
         need(c.image_size >= 16, "image_size", "must be at least 16 px")
         need(c.batch_size <= c.n_train, "batch_size", f"exceeds n_train={c.n_train}")
+    if c.dataset == REAL:
+        from .data.real import TESTSETS, TRAINSETS
+
+        need(c.trainset in TRAINSETS, "trainset", f"must be one of {', '.join(TRAINSETS)}")
+        need(c.testset in TESTSETS, "testset", f"must be one of {', '.join(TESTSETS)}")
+        need(0.0 < c.val_fraction < 1.0, "val_fraction", "must leave both a validation and a test part")
+        need(c.audio_rate is None or c.audio_rate >= 1000, "audio_rate", "must be at least 1000 Hz, or none")
+        need(c.class_bias_p == 0 or c.train_labels is not None, "class_bias_p", "needs train_labels on real data")
 
 
-#: Training sets the configuration knows about.
-DATASETS = (BUILTIN,)
+REAL = "real"
+#: Training sets the configuration knows about: the built-in data, or a real benchmark (trainset, testset).
+DATASETS = (BUILTIN, REAL)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -211,8 +233,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         image_size=48, n_train=3000, n_val=500, n_test=500, batch_size=64, epochs=8, warmup_epochs=2,
         lr=3e-3, w_fns_audio=10.0, w_fns_visual=10.0, w_tne=10.0, detach_targets=True, eval_batch_size=125,
     ),
-    # The published configuration; needs real data, a pretrained visual stream and a GPU.
-    "paper": dict(),
+    # The published configuration on VGG-Sound 144k, selected on half of VGG-SS and tested on the other half;
+    # needs train_root (or cache_dir), test_root and test_annotations, a pretrained visual stream and a GPU.
+    "paper": dict(dataset=REAL, trainset="vggss_144k", testset="vggss", num_workers=8),
 }
 
 

@@ -125,3 +125,62 @@ def vggss_box_to_pixels(box: Sequence[float], size: int = 224) -> tuple[int, int
 def flickr_box_to_pixels(box: Sequence[float], size: int = 224) -> tuple[int, int, int, int]:
     """A Flickr-SoundNet box in 256-pixel coordinates scaled as ``int(size * v / 256)``."""
     return tuple(int(size * float(v) / 256) for v in box)  # type: ignore[return-value]
+
+
+# -- AVSBench single-source (S4) segmentation scores --------------------------------------------------------------
+#
+# The map is thresholded exactly as for cIoU (min-max normalisation, median threshold, ties included) and the
+# predicted region R is compared with the binary mask M of the frame:
+#
+#     IoU = |R & M| / |R | M|                       (an empty M scores the complements: |~R & ~M| / (H * W))
+#     P   = |R & M| / |R|,   Rc = |R & M| / |M|
+#     F   = (1 + beta2) * P * Rc / (beta2 * P + Rc)  with beta2 = 0.3 (0 where the denominator is 0)
+#
+# mIoU and the F-score of a test set are the means over its frames.
+
+AVSBENCH_BETA2 = 0.3
+
+
+def _regions_and_masks(pred: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    pred, single = _as_batch(pred)
+    mask, _ = _as_batch(mask)
+    if pred.shape != mask.shape:
+        raise ValueError(f"prediction shape {tuple(pred.shape)} does not match mask {tuple(mask.shape)}")
+    if pred.dtype in (torch.float16, torch.bfloat16):
+        pred = pred.float()
+    region = binarise(pred).flatten(1).to(torch.float64)
+    return region, (mask.to(device=region.device).flatten(1) > 0).to(torch.float64), single
+
+
+def mask_iou(pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-frame IoU of the thresholded raw maps ``pred`` ``[N, H, W]`` against binary masks (float64 ``[N]``)."""
+    region, m, single = _regions_and_masks(pred, mask)
+    inter = (region * m).sum(dim=1)
+    union = torch.maximum(region, m).sum(dim=1)
+    empty = m.sum(dim=1) == 0
+    inter = torch.where(empty, ((1 - region) * (1 - m)).sum(dim=1), inter)
+    union = torch.where(empty, torch.full_like(union, m.shape[1]), union)
+    out = inter / union
+    return out[0] if single else out
+
+
+def f_score(pred: torch.Tensor, mask: torch.Tensor, beta2: float = AVSBENCH_BETA2) -> torch.Tensor:
+    """Per-frame F-score (``beta2`` = beta squared) of the thresholded raw maps against binary masks."""
+    region, m, single = _regions_and_masks(pred, mask)
+    tp = (region * m).sum(dim=1)
+
+    def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+        return torch.where(den > 0, num / den.clamp(min=1e-300), torch.zeros_like(num))
+
+    precision, recall = ratio(tp, region.sum(dim=1)), ratio(tp, m.sum(dim=1))
+    out = ratio((1 + beta2) * precision * recall, beta2 * precision + recall)
+    return out[0] if single else out
+
+
+def summarize_segmentation(ious: torch.Tensor | Sequence[float], fscores: torch.Tensor | Sequence[float]) -> dict[str, float]:
+    """``{"miou", "f_score"}``: the means of per-frame IoU and F-score."""
+    ious = torch.as_tensor(ious, dtype=torch.float64).flatten()
+    fscores = torch.as_tensor(fscores, dtype=torch.float64).flatten()
+    if ious.numel() == 0 or ious.numel() != fscores.numel():
+        raise ValueError(f"need as many IoUs as F-scores, and at least one (got {ious.numel()}, {fscores.numel()})")
+    return {"miou": float(ious.mean()), "f_score": float(fscores.mean())}

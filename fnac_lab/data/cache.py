@@ -1,0 +1,212 @@
+"""A pre-decoded, memory-mappable copy of a data root, so that loading a sample costs a few memory reads.
+
+``fnac-lab cache --data-root ROOT [--ids LIST] --out CACHE`` writes (into a temporary sibling directory that is
+renamed into place once complete, so a killed run leaves no half cache)::
+
+    CACHE/meta.json               format version, count, spectrogram shape, audio rate, source root
+    CACHE/ids.txt                 one id per line, in the order of the arrays
+    CACHE/train_frames.u8         each frame resized to shorter side 246 (bicubic), whole, uint8 [3, h, w], back to back
+    CACHE/train_frames_index.npy  int64 [N, 3]: byte offset, h, w of each frame in train_frames.u8
+    CACHE/test_frames.u8          uint8 [N, 3, 224, 224]: the 224 x 224 test resize
+    CACHE/specs.f16               float16 [N, 257, F]: the published log-spectrogram of the centre 3 s (before / 12)
+    CACHE/missing.csv             listed ids absent on disk, with the reason
+    CACHE/skipped.csv             files that could not be decoded (with --skip-bad), with the reason
+
+The whole resized frame is kept (not a centre square), so the random 224 crops of training follow exactly the
+published distribution. All clips of a cache share one spectrogram width, hence one sample rate: mixed rates are
+refused unless ``--audio-rate`` resamples them.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..audio import normalise_spectrogram, spec_augment
+from ..utils import FnacError, atomic_write_text, write_json
+from .real import (CROP, DECODE_ERRORS, TRAIN_AUGMENT, Layout, clip_spectrogram, read_id_list, read_image,
+                   resize_for_testing, resize_for_training, resolve_samples, write_rows)
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class CacheReport:
+    out: Path
+    n_cached: int
+    missing: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def _decode(job: tuple[str, str, str, int | None]) -> tuple[Any, ...]:
+    """One sample: ``("ok", id, train frame, test frame, float16 log-spectrogram)`` or ``("error", id, reason)``."""
+    ident, frame, audio, audio_rate = job
+    try:
+        image = read_image(frame)
+        spec = clip_spectrogram(audio, audio_rate)
+    except DECODE_ERRORS as exc:
+        return ("error", ident, str(exc))
+    return ("ok", ident, resize_for_training(image).numpy(), resize_for_testing(image).numpy(),
+            spec.numpy().astype(np.float16))
+
+
+def build_cache(data_root: str | os.PathLike, out: str | os.PathLike, *, ids: str | os.PathLike | None = None,
+                workers: int = 1, skip_bad: bool = False, audio_rate: int | None = None,
+                progress: bool = True) -> CacheReport:
+    """Decode the clips of ``data_root`` (all, or those listed in ``ids``) into a cache at ``out``.
+
+    An undecodable file raises :class:`FnacError` naming it, or with ``skip_bad`` is left out and listed in
+    ``skipped.csv``; listed ids absent on disk are listed in ``missing.csv``. ``workers > 1`` decodes in that many
+    processes.
+    """
+    out = Path(out)
+    if (out / "meta.json").exists():
+        raise FnacError(f"{out}: already holds a cache; remove it or choose another --out")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FnacError(f"{out}: exists and is not an empty directory")
+    layout = Layout.find(data_root)
+    if ids is not None:
+        rows = read_id_list(ids)
+    else:
+        frames, audio = layout.index()
+        rows = [(i, "") for i in sorted(set(frames) | set(audio))]
+    samples, missing = resolve_samples(layout, rows)
+    if not samples:
+        raise FnacError(f"{data_root}: none of the {len(rows)} listed clips is on disk")
+    jobs = [(s.id, str(s.frame), str(s.audio), audio_rate) for s in samples]
+    audio_of = {s.id: s.audio for s in samples}
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) if workers > 1 else None
+        try:
+            results = pool.imap(_decode, jobs, chunksize=4) if pool else map(_decode, jobs)
+            cached, skipped, spec_shape, index = [], [], None, []
+            with open(tmp / "train_frames.u8", "wb") as f_train, open(tmp / "test_frames.u8", "wb") as f_test, \
+                    open(tmp / "specs.f16", "wb") as f_spec:
+                for result in tqdm(results, total=len(jobs), desc="cache", disable=not progress):
+                    if result[0] == "error":
+                        if not skip_bad:
+                            raise FnacError(result[2])
+                        skipped.append((result[1], result[2]))
+                        continue
+                    _, ident, train_frame, test_frame, spec = result
+                    if spec_shape is None:
+                        spec_shape = spec.shape
+                    elif spec.shape != spec_shape:
+                        raise FnacError(f"{audio_of[ident]}: spectrogram of {spec.shape[1]} frames where the cache holds "
+                                        f"{spec_shape[1]} (another sample rate); pass --audio-rate to resample all clips")
+                    index.append((f_train.tell(), train_frame.shape[1], train_frame.shape[2]))
+                    f_train.write(np.ascontiguousarray(train_frame).tobytes())
+                    f_test.write(np.ascontiguousarray(test_frame).tobytes())
+                    f_spec.write(np.ascontiguousarray(spec).tobytes())
+                    cached.append(ident)
+        finally:
+            if pool:
+                pool.terminate()
+        if not cached:
+            raise FnacError(f"{data_root}: no clip could be decoded ({len(skipped)} skipped)")
+        np.save(tmp / "train_frames_index.npy", np.array(index, dtype=np.int64))
+        atomic_write_text(tmp / "ids.txt", "".join(i + "\n" for i in cached))
+        write_rows(tmp / "missing.csv", ["id", "reason"], missing)
+        write_rows(tmp / "skipped.csv", ["id", "reason"], skipped)
+        write_json(tmp / "meta.json", {"version": CACHE_VERSION, "n": len(cached), "spec_shape": list(spec_shape),
+                                       "audio_rate": audio_rate, "source": str(Path(data_root).resolve())})
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return CacheReport(out=out, n_cached=len(cached), missing=missing, skipped=skipped)
+
+
+def _read_rows(path: Path) -> list[tuple[str, str]]:
+    import csv
+
+    with open(path, newline="") as fh:
+        return [(r[0], r[1]) for r in list(csv.reader(fh))[1:]]
+
+
+class CachedAVDataset(torch.utils.data.Dataset):
+    """Samples of a cache written by :func:`build_cache`.
+
+    Items: ``image`` uint8 ``[3, 224, 224]`` (ImageNet normalisation happens on the batch, on the device),
+    ``spec`` float32 ``[1, 257, F]`` (the published log-spectrogram / 12) and ``id``; with labels, ``label``.
+    ``split="train"`` applies the published random 224 crop and horizontal flip and, by default, one
+    SpecAugment frequency and time mask; ``split="test"`` returns the 224 x 224 test resize and no augmentation.
+    Set ``audio_augment=False`` when the training loop masks the batch itself.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, split: str = "train", *, audio_augment: bool | None = None):
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        self.root = Path(cache_dir)
+        meta_path = self.root / "meta.json"
+        if not meta_path.is_file():
+            raise FnacError(f"{self.root}: not a cache (no meta.json; write one with `fnac-lab cache`)")
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("version") != CACHE_VERSION:
+            raise FnacError(f"{self.root}: cache format {self.meta.get('version')} is not {CACHE_VERSION}; rebuild it")
+        self.ids = (self.root / "ids.txt").read_text().splitlines()
+        if len(self.ids) != self.meta["n"]:
+            raise FnacError(f"{self.root}: ids.txt lists {len(self.ids)} ids, meta.json {self.meta['n']}")
+        self.split = split
+        self.audio_augment = split == "train" if audio_augment is None else audio_augment
+        self.missing = _read_rows(self.root / "missing.csv")
+        self.skipped = _read_rows(self.root / "skipped.csv")
+        self.label_names: list[str] | None = None
+        self._arrays: dict[str, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _open(self) -> dict[str, np.ndarray]:
+        # Opened lazily, so that each loader worker maps the files itself.
+        if self._arrays is None:
+            n, shape = len(self.ids), tuple(self.meta["spec_shape"])
+            arrays = {"specs": np.memmap(self.root / "specs.f16", dtype=np.float16, mode="r", shape=(n, *shape))}
+            if self.split == "train":
+                arrays["frames"] = np.memmap(self.root / "train_frames.u8", dtype=np.uint8, mode="r")
+                arrays["index"] = np.load(self.root / "train_frames_index.npy")
+            else:
+                arrays["frames"] = np.memmap(self.root / "test_frames.u8", dtype=np.uint8, mode="r",
+                                             shape=(n, 3, CROP, CROP))
+            self._arrays = arrays
+        return self._arrays
+
+    def set_labels(self, by_id: dict[str, str], source: str | os.PathLike = "labels") -> None:
+        """Attach a class per id (``label`` in items, ``labels`` for the class-biased sampler)."""
+        unlabelled = [i for i in self.ids if i not in by_id]
+        if unlabelled:
+            raise FnacError(f"{source}: {len(unlabelled)} cached ids have no class (first: {unlabelled[0]!r})")
+        self.label_names = [by_id[i] for i in self.ids]
+        code = {c: k for k, c in enumerate(sorted(set(self.label_names)))}
+        self.labels = torch.tensor([code[c] for c in self.label_names])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        arrays = self._open()
+        spec = normalise_spectrogram(torch.from_numpy(np.asarray(arrays["specs"][index], dtype=np.float32)))[None]
+        if self.split == "train":
+            offset, h, w = (int(v) for v in arrays["index"][index])
+            frame = torch.from_numpy(np.array(arrays["frames"][offset : offset + 3 * h * w]).reshape(3, h, w))
+            image = TRAIN_AUGMENT(frame)
+        else:
+            image = torch.from_numpy(np.array(arrays["frames"][index]))
+        if self.audio_augment:
+            spec = spec_augment(spec[None])[0]
+        item = {"image": image, "spec": spec, "id": self.ids[index]}
+        if self.label_names is not None:
+            item["label"] = self.label_names[index]
+        return item
