@@ -65,7 +65,8 @@ def oracle_maps(gt: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def _batches(dataset, batch_size: int, num_workers: int = 0) -> Iterator[tuple[list[int], dict]]:
+def _batches(dataset, batch_size: int, num_workers: int = 0,
+             pin_memory: bool = False) -> Iterator[tuple[list[int], dict]]:
     n = len(dataset)
     if hasattr(dataset, "batch"):
         for start in range(0, n, batch_size):
@@ -73,12 +74,35 @@ def _batches(dataset, batch_size: int, num_workers: int = 0) -> Iterator[tuple[l
             yield idx, dataset.batch(idx)
         return
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                                         collate_fn=getattr(dataset, "collate", None))
+                                         pin_memory=pin_memory, collate_fn=getattr(dataset, "collate", None))
     start = 0
     for batch in loader:
         size = len(batch["id"])
         yield list(range(start, start + size)), batch
         start += size
+
+
+def ground_truth(dataset, indices: list[int], batch: dict, device: torch.device) -> torch.Tensor:
+    """Ground-truth maps ``[B, 224, 224]`` on ``device``, from the first source the batch or dataset offers.
+
+    ``batch["gt"]`` (dense maps); ``batch["gt_boxes"]`` (integer pixel boxes ``[B, K, 4]``, all-zero rows as
+    padding) drawn on the device with the dataset's ``gt_mode`` (``"vggss"`` unless it says ``"flickr"``);
+    else ``dataset.gt_maps(indices)``.
+    """
+    if "gt" in batch:
+        return batch["gt"].to(device, non_blocking=True)
+    if "gt_boxes" in batch:
+        boxes = batch["gt_boxes"].to(device, non_blocking=True)
+        return metrics.gt_maps_from_boxes(boxes, MAP_SIZE, mode=getattr(dataset, "gt_mode", "vggss"), check=False)
+    return dataset.gt_maps(indices).to(device, non_blocking=True)
+
+
+def _invalid_inputs(maps: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Per sample (on the device, no sync): a non-finite map value or a negative box coordinate."""
+    bad = ~torch.isfinite(maps).flatten(1).all(dim=1)
+    if "gt_boxes" in batch:
+        bad |= batch["gt_boxes"].to(maps.device).flatten(1).lt(0).any(dim=1)
+    return bad
 
 
 @torch.no_grad()
@@ -98,23 +122,27 @@ def evaluate_model(
     """Localise every sample of ``dataset`` and score it.
 
     ``dataset`` yields batches with ``image`` (uint8 or float in [0, 1]), ``spec`` and ``id``; the
-    ground-truth maps ``[B, 224, 224]`` come from the batch's ``gt`` entry or ``dataset.gt_maps(indices)``.
+    ground-truth maps ``[B, 224, 224]`` come from :func:`ground_truth`. Maps, ground truth and scores stay
+    on ``device`` batch after batch (upsampling, normalisation, threshold and cIoU included); the host
+    waits once, at the end, except for the baselines (the oracle's distance transform runs in scipy) and
+    ``keep_maps``.
     """
     device = torch.device(device)
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)
-    ids, labels, cious, kept = [], [], [], []
+    ids, labels, cious, invalid, kept = [], [], [], [], []
     base_cious: dict[str, list[torch.Tensor]] = {"centre_prior": [], "random": [], "oracle": []}
     prior = centre_prior().to(device)
-    for idx, batch in tqdm(_batches(dataset, batch_size, num_workers), total=-(-len(dataset) // batch_size),
-                           desc=desc, disable=not progress, leave=False):
+    batches = _batches(dataset, batch_size, num_workers, pin_memory=device.type == "cuda")
+    for idx, batch in tqdm(batches, total=-(-len(dataset) // batch_size), desc=desc, disable=not progress,
+                           leave=False):
         image = normalise_images(batch["image"].to(device, non_blocking=True))
         spec = batch["spec"].to(device, non_blocking=True).float()
         maps = model.localize(image, spec)
-        gt = batch["gt"] if "gt" in batch else dataset.gt_maps(idx)
-        gt = gt.to(device)
-        cious.append(metrics.ciou(maps, gt).cpu())
+        gt = ground_truth(dataset, idx, batch, device)
+        invalid.append(_invalid_inputs(maps, batch))
+        cious.append(metrics.ciou(maps, gt, check_finite=False))
         if baselines:
             b = maps.shape[0]
             base_cious["centre_prior"].append(metrics.ciou(prior.expand(b, -1, -1), gt).cpu())
@@ -129,7 +157,11 @@ def evaluate_model(
     model.train(was_training)
     if not ids:
         raise ValueError("the evaluation set is empty")
-    all_cious = torch.cat(cious)
+    bad = torch.cat(invalid).nonzero().flatten().tolist()  # the one wait for the device
+    if bad:
+        raise ValueError(f"non-finite localisation maps or negative box coordinates for {len(bad)} samples "
+                         f"(first ids: {', '.join(ids[i] for i in bad[:5])})")
+    all_cious = torch.cat(cious).cpu()
     result = EvalResult(ids=ids, cious=all_cious, labels=labels,
                         scores={**metrics.summarize(all_cious), "n_samples": len(ids)})
     if baselines:

@@ -54,12 +54,13 @@ def binarise(maps: torch.Tensor) -> torch.Tensor:
     return norm >= median_threshold(norm).view(-1, 1, 1)
 
 
-def ciou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+def ciou(pred: torch.Tensor, gt: torch.Tensor, *, check_finite: bool = True) -> torch.Tensor:
     """Consensus IoU per sample.
 
     ``pred``: raw localisation maps ``[N, H, W]`` or one ``[H, W]`` (any real dtype, any device);
     ``gt``: ground-truth weight maps of the same shape (binary for VGG-SS, 0 / 0.5 / 1 for Flickr).
-    Returns a float64 tensor ``[N]`` (a 0-dim tensor for a single map).
+    Returns a float64 tensor ``[N]`` (a 0-dim tensor for a single map). ``check_finite=False`` skips the
+    NaN / inf check, which waits for the device: for callers that check once at the end of a loop.
     """
     pred, single = _as_batch(pred)
     gt, _ = _as_batch(gt)
@@ -67,7 +68,7 @@ def ciou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
         pred = pred.float()  # the published evaluator works in float32; ties depend on it
     if pred.shape != gt.shape:
         raise ValueError(f"prediction shape {tuple(pred.shape)} does not match ground truth {tuple(gt.shape)}")
-    if not torch.isfinite(pred).all():
+    if check_finite and not torch.isfinite(pred).all():
         bad = (~torch.isfinite(pred.flatten(1))).any(dim=1).nonzero().flatten().tolist()
         raise ValueError(f"localisation maps contain NaN or inf (samples {bad[:10]})")
     region = binarise(pred).to(torch.float64)
@@ -117,6 +118,32 @@ def gt_map(boxes: Iterable[Sequence[int]], size: int = 224, mode: str = "vggss")
     return (acc / 2).clamp(max=1)
 
 
+def gt_maps_from_boxes(boxes: torch.Tensor, size: int = 224, mode: str = "vggss", *,
+                       check: bool = True) -> torch.Tensor:
+    """:func:`gt_map` for a batch, drawn on the boxes' device: ``[N, size, size]`` float64.
+
+    ``boxes``: integer pixel boxes ``[N, K, 4]`` (``xmin, ymin, xmax, ymax``, end-exclusive); rows with
+    ``xmax <= xmin`` or ``ymax <= ymin`` (all-zero padding) draw nothing. Coordinates must be non-negative
+    (Python slicing would wrap negative ones around); ``check=False`` skips that test, which waits for the
+    device.
+    """
+    if mode not in ("vggss", "flickr"):
+        raise ValueError(f"mode must be 'vggss' or 'flickr', got {mode!r}")
+    if boxes.dim() != 3 or boxes.shape[-1] != 4:
+        raise ValueError(f"boxes must be [N, K, 4], got shape {tuple(boxes.shape)}")
+    if check and bool((boxes < 0).any()):
+        bad = (boxes < 0).flatten(1).any(dim=1).nonzero().flatten().tolist()
+        raise ValueError(f"negative box coordinates (samples {bad[:10]})")
+    pos = torch.arange(size, device=boxes.device)
+    x0, y0, x1, y1 = (boxes[..., i, None] for i in range(4))  # [N, K, 1] each
+    rows = (pos >= y0) & (pos < y1)  # [N, K, size]
+    cols = (pos >= x0) & (pos < x1)
+    count = (rows.unsqueeze(-1) & cols.unsqueeze(-2)).sum(dim=1)  # boxes covering each pixel, [N, size, size]
+    if mode == "vggss":
+        return (count > 0).to(torch.float64)
+    return (count.to(torch.float64) / 2).clamp(max=1)
+
+
 def vggss_box_to_pixels(box: Sequence[float], size: int = 224) -> tuple[int, int, int, int]:
     """A normalised VGG-SS box ``[x0, y0, x1, y1]`` in pixels: ``int(clip(v, 0, 1) * size)``."""
     return tuple(int(min(max(float(v), 0.0), 1.0) * size) for v in box)  # type: ignore[return-value]
@@ -125,6 +152,15 @@ def vggss_box_to_pixels(box: Sequence[float], size: int = 224) -> tuple[int, int
 def flickr_box_to_pixels(box: Sequence[float], size: int = 224) -> tuple[int, int, int, int]:
     """A Flickr-SoundNet box in 256-pixel coordinates scaled as ``int(size * v / 256)``."""
     return tuple(int(size * float(v) / 256) for v in box)  # type: ignore[return-value]
+
+
+def vggss_boxes_to_pixels(boxes: torch.Tensor, size: int = 224) -> torch.Tensor:
+    """:func:`vggss_box_to_pixels` for a tensor of normalised boxes ``[..., 4]`` on any device (int64).
+
+    Computed in float64, as Python computes ``int(clip(v, 0, 1) * size)``, so that boxes on a pixel
+    boundary round the same way.
+    """
+    return (boxes.to(torch.float64).clamp(0, 1) * size).floor().to(torch.int64)
 
 
 # -- AVSBench single-source (S4) segmentation scores --------------------------------------------------------------
