@@ -103,7 +103,13 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """
     if get_world_size() == 1:
         return tensor
-    return torch.cat(dist_nn.all_gather(tensor), dim=0)
+    parts = dist_nn.all_gather(tensor)
+    if tensor.requires_grad:
+        # gloo's scatter, which carries that backward on CPU, garbles non-contiguous gradients (e.g. the
+        # transposed gradient of a matrix product); hand it contiguous ones
+        for part in parts:
+            part.register_hook(torch.Tensor.contiguous)
+    return torch.cat(parts, dim=0)
 
 
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
