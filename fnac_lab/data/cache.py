@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..audio import normalise_spectrogram, spec_augment
+from ..audio import normalise_spectrogram
 from ..utils import FnacError, atomic_write_text, write_json
-from .real import (CROP, DECODE_ERRORS, TRAIN_AUGMENT, Layout, clip_spectrogram, read_id_list, read_image,
-                   resize_for_testing, resize_for_training, resolve_samples, write_rows)
+from .real import (CROP, DECODE_ERRORS, TRAIN_AUGMENT, Layout, clip_spectrogram, mask_bands, read_id_list,
+                   read_image, resize_for_testing, resize_for_training, resolve_samples, write_rows)
 
 CACHE_VERSION = 1
 
@@ -197,7 +197,7 @@ class CachedAVDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         arrays = self._open()
-        spec = normalise_spectrogram(torch.from_numpy(np.asarray(arrays["specs"][index], dtype=np.float32)))[None]
+        spec = normalise_spectrogram(torch.from_numpy(np.array(arrays["specs"][index])).float())[None]
         if self.split == "train":
             offset, h, w = (int(v) for v in arrays["index"][index])
             frame = torch.from_numpy(np.array(arrays["frames"][offset : offset + 3 * h * w]).reshape(3, h, w))
@@ -205,7 +205,7 @@ class CachedAVDataset(torch.utils.data.Dataset):
         else:
             image = torch.from_numpy(np.array(arrays["frames"][index]))
         if self.audio_augment:
-            spec = spec_augment(spec[None])[0]
+            spec = mask_bands(spec)
         item = {"image": image, "spec": spec, "id": self.ids[index]}
         if self.label_names is not None:
             item["label"] = self.label_names[index]

@@ -136,7 +136,8 @@ def prepare_videos(videos: str | os.PathLike, out: str | os.PathLike, *, workers
     todo = [(i, str(p), str(out), sample_rate) for i, p in clips.items()
             if not ((out / "frames" / f"{i}.jpg").is_file() and (out / "audio" / f"{i}.wav").is_file())]
     failed: list[tuple[str, str, str]] = []
-    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) if workers > 1 else None
+    # The platform's default start method (fork on Linux): workers use PyAV and soundfile only, no torch.
+    pool = multiprocessing.get_context().Pool(workers, initializer=_init_worker) if workers > 1 else None
     try:
         results = pool.imap_unordered(prepare_clip, todo) if pool else map(prepare_clip, todo)
         for ident, video, reason in tqdm(results, total=len(todo), desc="prepare", disable=not progress):
