@@ -1,0 +1,279 @@
+"""Every fast path computes what the plain path computes: bf16 autocast (to its tolerance), channels_last,
+torch.compile, the single similarity einsum, uint8 batches normalised on the device, the persistent
+loader, ground truth drawn on the device and the batched evaluator."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.v2 as v2
+
+from fnac_lab import metrics
+from fnac_lab.config import preset
+from fnac_lab.evaluate import evaluate_model
+from fnac_lab.losses import fnac_losses
+from fnac_lab.train import batch_sampler, build_model, compute_losses, total_loss, train, train_loader
+from fnac_lab.utils import IMAGENET_MEAN, IMAGENET_STD, normalise_images
+
+CPU = torch.device("cpu")
+CFG = dict(visual_stage=2, audio_stage=2, embed_dim=32, image_size=32, audio_augment=False, batch_size=8,
+           warmup_epochs=0)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def make_batch(n: int = 8, seed: int = 0, size: int = 32) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g),
+            "spec": torch.randn(n, 1, 32, 24, generator=g)}
+
+
+def fresh_model(cfg, seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model(cfg).eval()  # dropout off: both paths see the same network
+
+
+def losses_and_grads(model, cfg, batch, device=CPU, **kwargs):
+    model.zero_grad()
+    terms = compute_losses(model, batch, cfg, device, **kwargs)
+    total_loss(terms, cfg, epoch=0).backward()
+    grads = torch.cat([p.grad.flatten().float().cpu() for p in model.parameters()])
+    return {k: v.item() for k, v in terms.items()}, grads
+
+
+def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((got - expected).norm() / expected.norm()).item()
+
+
+def test_bf16_autocast_stays_within_tolerance():
+    # in training mode (batch statistics), the regime autocast serves; bf16 keeps 8 mantissa bits, and at
+    # tau = 0.03 the gradients of a fresh network carry that noise (cosine about 0.98 here)
+    cfg = preset("smoke", **{**CFG, "visual_dropout": 0.0})
+    model = fresh_model(cfg).train()
+    batch = make_batch()
+    dtypes = []
+    hook = model.visual.backbone.register_forward_hook(lambda m, i, o: dtypes.append(o[-1].dtype))
+    plain, g_plain = losses_and_grads(model, cfg, batch, amp=False)
+    fast, g_fast = losses_and_grads(model, cfg, batch, amp=True)
+    hook.remove()
+    assert dtypes == [torch.float32, torch.bfloat16]  # the autocast path really ran in bfloat16
+    for k in plain:
+        assert fast[k] == pytest.approx(plain[k], rel=0.02), k
+    assert torch.nn.functional.cosine_similarity(g_plain, g_fast, dim=0).item() > 0.95
+    assert relative_error(g_fast, g_plain) < 0.35
+
+
+def test_channels_last_gives_the_same_losses_and_gradients():
+    cfg = preset("smoke", **CFG)
+    plain_model = fresh_model(cfg)
+    fast_model = copy.deepcopy(plain_model).to(memory_format=torch.channels_last)
+    fast_cfg = cfg.replace(channels_last=True)
+    batch = make_batch()
+    layouts = []
+    hook = fast_model.visual.backbone.register_forward_hook(
+        lambda m, i, o: layouts.append(o[-1].is_contiguous(memory_format=torch.channels_last)))
+    plain, g_plain = losses_and_grads(plain_model, cfg, batch)
+    fast, g_fast = losses_and_grads(fast_model, fast_cfg, batch)
+    hook.remove()
+    assert layouts == [True]
+    for k in plain:
+        assert fast[k] == pytest.approx(plain[k], rel=1e-5, abs=1e-6), k
+    assert relative_error(g_fast, g_plain) < 1e-4  # float32 sums in another order
+
+
+def test_training_with_compile_matches_eager_training(tmp_path, monkeypatch):
+    # aot_eager captures the graph and its autograd graph as inductor does, without inductor's code
+    # generation, which takes minutes on a small CPU; the inductor path is checked on CUDA below
+    cfg = preset("smoke", n_train=32, n_val=16, n_test=16, batch_size=16, embed_dim=16, epochs=1,
+                 warmup_epochs=0)
+    eager = train(cfg, tmp_path / "eager", progress=False)
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compile_(m, backend="aot_eager"))
+    compiled = train(cfg.replace(compile=True), tmp_path / "compiled", progress=False)
+    for a, b in zip(eager.history, compiled.history, strict=True):
+        for k in ("nce", "fns_audio", "fns_visual", "tne"):
+            assert b[k] == pytest.approx(a[k], rel=1e-5), k
+        assert b["mean_ciou"] == pytest.approx(a["mean_ciou"], abs=0.01)  # a few pixels may cross the threshold
+    def parameters(run) -> torch.Tensor:
+        state = torch.load(run.out_dir / "checkpoints" / "last.pt", weights_only=False)["model"]
+        return torch.cat([v.flatten() for v in state.values() if v.is_floating_point()])
+
+    # Adam rescales tiny gradient differences of near-stationary parameters; a wrong step would move
+    # the parameters by about lr / |p|, some 1e-2 here
+    assert relative_error(parameters(compiled), parameters(eager)) < 1e-3
+
+
+def test_similarity_einsum_runs_once_per_step(monkeypatch):
+    cfg = preset("smoke", **CFG)
+    model = fresh_model(cfg)
+    batch = make_batch()
+    calls = []
+    einsum = torch.einsum
+    monkeypatch.setattr(torch, "einsum", lambda *a, **k: calls.append(a[0]) or einsum(*a, **k))
+    terms = compute_losses(model, batch, cfg, CPU)
+    assert calls == ["bchw,kc->bkhw"]
+    monkeypatch.undo()
+    # and the terms equal those of the stand-alone losses on the same embeddings
+    with torch.no_grad():
+        img, aud = model(normalise_images(batch["image"]), batch["spec"])
+        expected = fnac_losses(img, aud, tau=cfg.tau, tne_threshold=cfg.tne_threshold, distance=cfg.distance)
+    for k, v in expected.items():
+        assert terms[k].item() == pytest.approx(v.item(), rel=1e-6), k
+
+
+def test_uint8_batches_are_normalised_like_torchvision():
+    images = make_batch(4, size=16)["image"]
+    reference = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    torch.testing.assert_close(normalise_images(images), reference(images), rtol=1e-6, atol=1e-6)
+
+
+class MapStyle(torch.utils.data.Dataset):
+    """A plain map-style dataset (no ``.batch``): training goes through the DataLoader."""
+
+    def __init__(self, n: int = 24):
+        self.values = torch.arange(n, dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"value": self.values[i], "index": i}
+
+
+def test_persistent_workers_see_each_epochs_batches():
+    data = MapStyle()
+    plain_cfg = preset("smoke", batch_size=6)
+    fast_cfg = plain_cfg.replace(num_workers=1, persistent_workers=True)
+    plain_sampler = batch_sampler(plain_cfg, torch.zeros(len(data)), 0)
+    fast_sampler = batch_sampler(fast_cfg, torch.zeros(len(data)), 0)
+    plain_loader = train_loader(data, plain_sampler, plain_cfg, CPU)
+    fast_loader = train_loader(data, fast_sampler, fast_cfg, CPU)
+    assert fast_loader.persistent_workers and not plain_loader.persistent_workers
+    seen = []
+    for epoch in range(3):
+        plain_sampler.set_epoch(epoch)
+        fast_sampler.set_epoch(epoch)
+        plain = [b["index"].tolist() for b in plain_loader]
+        fast = [b["index"].tolist() for b in fast_loader]
+        assert fast == plain == list(plain_sampler)
+        seen.append(fast)
+    assert seen[0] != seen[1]  # the epochs differ, and the persistent workers follow
+
+
+# -- evaluation on the device ----------------------------------------------------------------------------
+
+
+def _random_boxes(rng, n, k_max):
+    """Integer boxes [n, k_max, 4] with a random number of real boxes per sample, zero rows as padding."""
+    boxes = np.zeros((n, k_max, 4), dtype=np.int64)
+    counts = rng.integers(1, k_max + 1, size=n)
+    for i in range(n):
+        for j in range(counts[i]):
+            x0, y0 = rng.integers(0, 224, size=2)
+            boxes[i, j] = (x0, y0, rng.integers(x0, 225), rng.integers(y0, 225))
+    return boxes, counts
+
+
+@pytest.mark.parametrize("mode", ["vggss", "flickr"])
+def test_gt_maps_from_boxes_equal_the_per_sample_maps(mode):
+    rng = np.random.default_rng(0)
+    boxes, counts = _random_boxes(rng, 20, 4)
+    boxes[:2] = 0
+    boxes[0, 0] = (0, 0, 224, 224)  # whole image
+    boxes[1, :2] = [(10, 10, 10, 50), (5, 5, 6, 6)]  # empty and one-pixel boxes
+    counts[:2] = (1, 2)
+    got = metrics.gt_maps_from_boxes(torch.from_numpy(boxes), mode=mode)
+    assert got.dtype == torch.float64
+    for i in range(len(boxes)):
+        expected = metrics.gt_map(boxes[i, : counts[i]].tolist(), mode=mode)
+        assert torch.equal(got[i], expected), i
+    with pytest.raises(ValueError, match="negative box coordinates"):
+        metrics.gt_maps_from_boxes(torch.tensor([[[-1, 0, 5, 5]]]))
+
+
+def test_vggss_boxes_on_the_device_match_the_published_conversion(vggss_annotations):
+    k_max = max(len(e["bbox"]) for e in vggss_annotations)
+    norm = torch.zeros(len(vggss_annotations), k_max, 4, dtype=torch.float64)
+    for i, e in enumerate(vggss_annotations):
+        norm[i, : len(e["bbox"])] = torch.tensor(e["bbox"], dtype=torch.float64)
+    pixels = metrics.vggss_boxes_to_pixels(norm)
+    for i, e in enumerate(vggss_annotations):
+        for j, box in enumerate(e["bbox"]):
+            assert tuple(pixels[i, j].tolist()) == metrics.vggss_box_to_pixels(box)
+    some = list(range(0, len(vggss_annotations), 20))  # the maps themselves, for a twentieth of the set
+    maps = metrics.gt_maps_from_boxes(pixels[some])
+    for m, i in zip(maps, some):
+        boxes = [metrics.vggss_box_to_pixels(b) for b in vggss_annotations[i]["bbox"]]
+        assert torch.equal(m, metrics.gt_map(boxes)), vggss_annotations[i]["file"]
+
+
+class BoxedSet:
+    """In-memory evaluation data whose ground truth comes as pixel boxes (or, for comparison, dense maps)."""
+
+    def __init__(self, n: int, dense: bool, nan_at: int | None = None):
+        batch = make_batch(n, seed=3)
+        self.images, self.specs = batch["image"], batch["spec"]
+        if nan_at is not None:
+            self.specs[nan_at] = float("nan")
+        self.boxes, self.counts = _random_boxes(np.random.default_rng(4), n, 3)
+        self.dense, self.gt_mode = dense, "flickr"
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, idx) -> dict:
+        out = {"image": self.images[idx], "spec": self.specs[idx], "id": [f"s{i}" for i in idx]}
+        if self.dense:
+            out["gt"] = torch.stack([metrics.gt_map(self.boxes[i, : self.counts[i]].tolist(), mode="flickr")
+                                     for i in idx])
+        else:
+            out["gt_boxes"] = torch.from_numpy(self.boxes[idx])
+        return out
+
+
+def naive_ciou(pred: np.ndarray, gt: np.ndarray) -> float:
+    p = pred.astype(np.float32)
+    if p.max() != p.min():
+        p = (p - p.min()) / (p.max() - p.min())
+    thr = np.sort(p.flatten())[p.size // 2]
+    region = (p >= thr).astype(np.float64)
+    return float((region * gt).sum() / (gt.sum() + (region * (gt == 0)).sum()))
+
+
+def test_batched_evaluation_from_boxes_equals_dense_and_per_sample_scores():
+    cfg = preset("smoke", **CFG)
+    model = fresh_model(cfg)
+    boxed = evaluate_model(model, BoxedSet(13, dense=False), batch_size=5, keep_maps=True, baselines=False,
+                           progress=False)
+    dense = evaluate_model(model, BoxedSet(13, dense=True), batch_size=4, baselines=False, progress=False)
+    assert torch.equal(boxed.cious, dense.cious) and boxed.ids == dense.ids
+    data = BoxedSet(13, dense=True)
+    for i in range(13):
+        gt = data.batch([i])["gt"][0].numpy()
+        assert boxed.cious[i].item() == pytest.approx(naive_ciou(boxed.maps[i], gt), abs=1e-12)
+
+
+def test_non_finite_maps_are_reported_once_with_their_ids():
+    cfg = preset("smoke", **CFG)
+    with pytest.raises(ValueError, match=r"non-finite .* 1 samples \(first ids: s7\)"):
+        evaluate_model(fresh_model(cfg), BoxedSet(10, dense=False, nan_at=7), batch_size=4, baselines=False,
+                       progress=False)
+
+
+@needs_cuda
+def test_cuda_paths_match_the_cpu():
+    cfg = preset("smoke", **CFG)
+    model = fresh_model(cfg)
+    cpu = evaluate_model(model, BoxedSet(13, dense=False), batch_size=5, baselines=False, progress=False)
+    gpu = evaluate_model(model.cuda(), BoxedSet(13, dense=False), batch_size=5, baselines=False, progress=False,
+                         device="cuda")
+    torch.testing.assert_close(gpu.cious, cpu.cious, rtol=0, atol=1e-6)
+    cfg = cfg.replace(visual_dropout=0.0)
+    model = fresh_model(cfg).cuda().train()
+    plain, g_plain = losses_and_grads(model, cfg, make_batch(), device=torch.device("cuda"), amp=False)
+    fast, g_fast = losses_and_grads(torch.compile(model), cfg, make_batch(), device=torch.device("cuda"), amp=True)
+    for k in plain:
+        assert fast[k] == pytest.approx(plain[k], rel=0.02), k
+    assert torch.nn.functional.cosine_similarity(g_plain, g_fast, dim=0).item() > 0.95
