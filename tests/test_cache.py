@@ -174,8 +174,12 @@ def test_bad_files_and_mixed_rates(tmp_path, capsys):
     soundfile.write(str(bad), np.zeros(30000), 22050)
     assert cache_cli("--data-root", root, "--out", tmp_path / "c3") == 2
     assert f"{bad}: spectrogram of" in capsys.readouterr().err
-    assert cache_cli("--data-root", root, "--out", tmp_path / "c4", "--audio-rate", "16000") == 0
+    assert cache_cli("--data-root", root, "--out", tmp_path / "c4", "--audio-rate", "16000", "--workers", "2") == 0
     assert json.loads((tmp_path / "c4" / "meta.json").read_text())["audio_rate"] == 16000
+    parallel, serial = CachedAVDataset(tmp_path / "c4", split="test"), CachedAVDataset(tmp_path / "c2", split="test")
+    assert parallel.ids == ids
+    for k, j in ((0, 0), (2, 1)):  # 16 kHz clips: unchanged by --audio-rate 16000, same bytes from two processes
+        assert torch.equal(parallel[k]["spec"], serial[j]["spec"]) and torch.equal(parallel[k]["image"], serial[j]["image"])
 
 
 def test_training_reads_the_cache(cached, tmp_path):

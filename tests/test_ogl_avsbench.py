@@ -4,6 +4,7 @@ and an independent torchvision ResNet-18; evaluated end to end through the comma
 from __future__ import annotations
 
 import csv
+import functools
 import json
 
 import numpy as np
@@ -14,7 +15,7 @@ import timm
 import torch
 import torchvision
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from fnac_lab import metrics
 from fnac_lab.cli import main
@@ -22,6 +23,7 @@ from fnac_lab.config import preset
 from fnac_lab.data import real
 from fnac_lab.ogl import OGLWeightsError, load_object_network
 from fnac_lab.train import build_model
+from fnac_lab.utils import normalise_images
 
 
 def numpy_region(m: np.ndarray) -> np.ndarray:
@@ -79,13 +81,16 @@ def object_weights(tmp_path_factory):
     return path
 
 
-def numpy_object_map(image_uint8: np.ndarray, weights) -> np.ndarray:
-    """torchvision ResNet-18 to layer4, channel L2 norm in float64, bilinear (align_corners) by map_coordinates."""
-    from safetensors.torch import load_file
-
+@functools.lru_cache(maxsize=2)
+def torchvision_resnet18(weights) -> torch.nn.Module:
     net = torchvision.models.resnet18()
     net.load_state_dict(load_file(str(weights)))
-    net.eval()
+    return net.eval()
+
+
+def numpy_object_map(image_uint8: np.ndarray, weights) -> np.ndarray:
+    """torchvision ResNet-18 to layer4, channel L2 norm in float64, bilinear (align_corners) by map_coordinates."""
+    net = torchvision_resnet18(weights)
     x = (image_uint8.astype(np.float32) / 255 - np.array([0.485, 0.456, 0.406])[:, None, None]) \
         / np.array([0.229, 0.224, 0.225])[:, None, None]
     with torch.no_grad():
@@ -103,8 +108,6 @@ def numpy_object_map(image_uint8: np.ndarray, weights) -> np.ndarray:
 def test_object_network_matches_torchvision(object_weights):
     net = load_object_network(object_weights)
     image = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8)
-    from fnac_lab.utils import normalise_images
-
     got = net(normalise_images(image)).numpy()
     for k in range(2):
         np.testing.assert_allclose(got[k], numpy_object_map(image[k].numpy(), object_weights), atol=2e-4)

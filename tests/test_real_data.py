@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 
@@ -19,7 +20,8 @@ from PIL import Image
 from fnac_lab.cli import main
 from fnac_lab.config import preset
 from fnac_lab.data import real
-from fnac_lab.train import build_model, train
+from fnac_lab.train import build_model, load_checkpoint, train
+from fnac_lab.utils import normalise_images
 
 # (width, height, extension, PIL mode) of the frames and (rate, channels, subtype, seconds) of the clips
 FRAMES = [(320, 240, "jpg", "RGB"), (200, 300, "png", "RGB"), (224, 224, "jpg", "L"), (500, 281, "png", "RGBA"),
@@ -183,12 +185,10 @@ def test_vggss_evaluation_through_cli(vggss_layout, checkpoint, tmp_path, capsys
     assert [m["id"] for m in missing] == vggss_layout["absent"]
     assert "no frame" in missing[0]["reason"] and "no audio" in missing[1]["reason"]
     # each saved map is the model's map of that id (clips of several rates are batched by spectrogram width)
-    model, _, _ = __import__("fnac_lab.train", fromlist=["load_checkpoint"]).load_checkpoint(checkpoint)
+    model, _, _ = load_checkpoint(checkpoint)
     ds = real.open_testset("vggss", vggss_layout["root"], vggss_layout["json"], split_csv=vggss_layout["split"])
     for k in (0, 4, 7):
         item = ds[k]
-        from fnac_lab.utils import normalise_images
-
         direct = model.localize(normalise_images(item["image"][None]), item["spec"][None])[0].numpy()
         np.testing.assert_allclose(maps[item["id"]], direct, atol=1e-4)
 
@@ -289,8 +289,6 @@ def test_flickr_evaluation_through_cli(flickr_layout, checkpoint, tmp_path):
 
 def test_undecodable_files_stop_the_run_or_are_skipped(flickr_layout, checkpoint, tmp_path):
     root = tmp_path / "root"
-    import shutil
-
     shutil.copytree(flickr_layout["root"], root)
     bad_wav = root / f"{flickr_layout['ids'][1]}.wav"
     bad_wav.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio" * 3)
@@ -314,7 +312,7 @@ def test_undecodable_files_stop_the_run_or_are_skipped(flickr_layout, checkpoint
 def test_flickr_annotation_format_is_checked(tmp_path):
     path = tmp_path / "x.xml"
     path.write_text("<annotation><bbox><xmin>1</xmin><ymin>2</ymin><xmax>3</xmax><ymax>4</ymax></bbox></annotation>")
-    with pytest.raises(real.ImageDecodeError, match="leading child"):
+    with pytest.raises(real.FileDecodeError, match="leading child"):
         real.read_flickr_boxes(path)
     path.write_text(flickr_xml("x", [[(10, 20, 30, 40)], [(0, 0, 256, 256)]]))
     assert real.read_flickr_boxes(path) == [(10, 20, 30, 40), (0, 0, 256, 256)]

@@ -92,7 +92,8 @@ def build_cache(data_root: str | os.PathLike, out: str | os.PathLike, *, ids: st
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) if workers > 1 else None
+        # The platform's default start method, as torch's DataLoader: a forked worker sets one thread first.
+        pool = multiprocessing.get_context().Pool(workers, initializer=_init_worker) if workers > 1 else None
         try:
             results = pool.imap(_decode, jobs, chunksize=4) if pool else map(_decode, jobs)
             cached, skipped, spec_shape, index = [], [], None, []

@@ -66,7 +66,10 @@ def middle_frame(path: str | os.PathLike):
         else:
             raise ValueError("the video stream has no duration")
         middle = start + duration / 2
-        container.seek(int(middle / tb), stream=stream, backward=True, any_frame=False)
+        try:
+            container.seek(int(middle / tb), stream=stream, backward=True, any_frame=False)
+        except av.FFmpegError:
+            pass  # not seekable: decode from the start
         chosen = None
         for frame in container.decode(stream):
             if frame.pts is None:

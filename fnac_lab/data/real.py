@@ -72,8 +72,8 @@ TESTSETS: dict[str, str] = {
 }
 
 
-class ImageDecodeError(FnacError):
-    """An image or mask file exists but cannot be decoded."""
+class FileDecodeError(FnacError):
+    """An image, mask or annotation file exists but cannot be decoded."""
 
 
 # -- files on disk ----------------------------------------------------------------------------------------------
@@ -168,20 +168,20 @@ def read_flickr_boxes(path: str | os.PathLike) -> list[tuple[float, float, float
     try:
         root = ET.parse(path).getroot()
     except (ET.ParseError, OSError) as exc:
-        raise ImageDecodeError(f"{path}: cannot read annotation ({exc})") from exc
+        raise FileDecodeError(f"{path}: cannot read annotation ({exc})") from exc
     boxes = []
     for element in root.iter("bbox"):
         children = list(element)
         if len(children) != 5:
-            raise ImageDecodeError(f"{path}: a bbox holds a leading child then xmin, ymin, xmax, ymax; "
+            raise FileDecodeError(f"{path}: a bbox holds a leading child then xmin, ymin, xmax, ymax; "
                                    f"found {len(children)} children")
         try:
             boxes.append(tuple(float(c.text) for c in children[1:]))
         except (TypeError, ValueError):
-            raise ImageDecodeError(f"{path}: bbox coordinates are not numbers "
+            raise FileDecodeError(f"{path}: bbox coordinates are not numbers "
                                    f"({[c.text for c in children[1:]]})") from None
     if not boxes:
-        raise ImageDecodeError(f"{path}: no bbox element")
+        raise FileDecodeError(f"{path}: no bbox element")
     return boxes  # type: ignore[return-value]
 
 
@@ -210,7 +210,7 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
     try:
         image = decode_image(str(path), mode=ImageReadMode.RGB)
     except Exception as exc:  # torchvision raises RuntimeError or ValueError by format
-        raise ImageDecodeError(f"{path}: cannot decode image ({exc})") from exc
+        raise FileDecodeError(f"{path}: cannot decode image ({exc})") from exc
     if image.dtype != torch.uint8:  # 16-bit PNG
         image = v2.functional.to_dtype(image, torch.uint8, scale=True)
     return image
@@ -221,7 +221,7 @@ def read_mask(path: str | os.PathLike, size: int = MAP_SIZE) -> torch.Tensor:
     try:
         mask = decode_image(str(path), mode=ImageReadMode.GRAY)
     except Exception as exc:
-        raise ImageDecodeError(f"{path}: cannot decode mask ({exc})") from exc
+        raise FileDecodeError(f"{path}: cannot decode mask ({exc})") from exc
     if mask.shape[-2:] != (size, size):
         mask = v2.functional.resize(mask, [size, size], interpolation=v2.InterpolationMode.NEAREST_EXACT)
     return (mask[0] > 0).to(torch.float32)
@@ -284,14 +284,14 @@ def mask_bands(spec: torch.Tensor, max_width: int = 10) -> torch.Tensor:
 
 # -- datasets ---------------------------------------------------------------------------------------------------
 
-DECODE_ERRORS = (AudioDecodeError, ImageDecodeError)
+DECODE_ERRORS = (AudioDecodeError, FileDecodeError)
 
 
 class RealAVDataset(torch.utils.data.Dataset):
     """Frames and audio of a list of :class:`Sample` with the published pre-processing.
 
     Items: ``image`` uint8 ``[3, 224, 224]``, ``spec`` float32 ``[1, 257, F]`` (normalised), ``id``, ``index``,
-    ``label`` (class name, when known) and, for test sets, ``gt`` float32 ``[224, 224]``. A file that cannot be
+    ``label`` (class name, when every sample has one) and, for test sets, ``gt`` float32 ``[224, 224]``. A file that cannot be
     decoded gives an item ``{"id", "index", "error"}``; :meth:`collate` refuses it, :meth:`collate_lenient`
     sets it aside.
     """
@@ -308,9 +308,9 @@ class RealAVDataset(torch.utils.data.Dataset):
         self.split, self.gt, self.audio_rate, self.audio_augment, self.name = split, gt, audio_rate, audio_augment, name
         self.missing = list(missing)  # (id, reason) for listed ids absent on disk
         self.skipped = list(skipped)  # (id, reason) for files that could not be read
-        if all(s.label for s in self.samples) and self.samples and split == "train":
-            names = sorted({s.label for s in self.samples})
-            code = {c: i for i, c in enumerate(names)}
+        self.has_labels = bool(self.samples) and all(s.label for s in self.samples)
+        if self.has_labels and split == "train":
+            code = {c: i for i, c in enumerate(sorted({s.label for s in self.samples}))}
             self.labels = torch.tensor([code[s.label] for s in self.samples])  # for the class-biased sampler
 
     def __len__(self) -> int:
@@ -333,7 +333,7 @@ class RealAVDataset(torch.utils.data.Dataset):
         if self.audio_augment:
             spec = mask_bands(spec)
         item = {"image": image, "spec": spec, "id": s.id, "index": index}
-        if s.label:
+        if self.has_labels:
             item["label"] = s.label
         if gt is not None:
             item["gt"] = gt
@@ -375,7 +375,7 @@ class RealAVDataset(torch.utils.data.Dataset):
 
 
 def resolve_samples(layout: Layout, rows: Sequence[tuple[str, str]], targets: dict[str, Any] | None = None,
-             target_name: str = "annotation") -> tuple[list[Sample], list[tuple[str, str]]]:
+                    target_name: str = "annotation") -> tuple[list[Sample], list[tuple[str, str]]]:
     """Samples of the listed ``(id, class)`` rows present on disk, and ``(id, reason)`` for the others."""
     frames, audio = layout.index()
     samples, missing = [], []
@@ -460,13 +460,13 @@ def open_testset(testset: str, root: str | os.PathLike, annotations: str | os.Pa
                     continue
                 try:
                     targets[ident] = [metrics.flickr_box_to_pixels(b, MAP_SIZE) for b in read_flickr_boxes(files[ident])]
-                except ImageDecodeError as exc:
+                except FileDecodeError as exc:
                     if not skip_bad:
                         raise
                     skipped.append((ident, str(exc)))
     bad = {i for i, _ in skipped}
     samples, missing = resolve_samples(Layout.find(root), [r for r in rows if r[0] not in bad], targets,
-                                target_name="mask" if kind == "mask" else "annotation")
+                                       target_name="mask" if kind == "mask" else "annotation")
     return RealAVDataset(samples, split="test", gt=kind, audio_rate=audio_rate, name=testset,
                          missing=missing, skipped=skipped)
 
