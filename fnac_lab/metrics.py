@@ -71,11 +71,11 @@ def ciou(pred: torch.Tensor, gt: torch.Tensor, *, check_finite: bool = True) -> 
     if check_finite and not torch.isfinite(pred).all():
         bad = (~torch.isfinite(pred.flatten(1))).any(dim=1).nonzero().flatten().tolist()
         raise ValueError(f"localisation maps contain NaN or inf (samples {bad[:10]})")
-    region = binarise(pred).to(torch.float64)
-    g = gt.to(device=region.device, dtype=torch.float64)
-    inter = (region * g).flatten(1).sum(dim=1)
-    outside = (region * (g == 0)).flatten(1).sum(dim=1)
-    out = inter / (g.flatten(1).sum(dim=1) + outside)
+    region = binarise(pred).flatten(1)
+    g = gt.to(device=region.device, dtype=torch.float64).flatten(1)
+    inter = (g * region).sum(dim=1)
+    outside = (region & (g == 0)).sum(dim=1)  # an exact count
+    out = inter / (g.sum(dim=1) + outside)
     return out[0] if single else out
 
 
@@ -136,9 +136,10 @@ def gt_maps_from_boxes(boxes: torch.Tensor, size: int = 224, mode: str = "vggss"
         raise ValueError(f"negative box coordinates (samples {bad[:10]})")
     pos = torch.arange(size, device=boxes.device)
     x0, y0, x1, y1 = (boxes[..., i, None] for i in range(4))  # [N, K, 1] each
-    rows = (pos >= y0) & (pos < y1)  # [N, K, size]
-    cols = (pos >= x0) & (pos < x1)
-    count = (rows.unsqueeze(-1) & cols.unsqueeze(-2)).sum(dim=1)  # boxes covering each pixel, [N, size, size]
+    rows = ((pos >= y0) & (pos < y1)).float()  # [N, K, size]
+    cols = ((pos >= x0) & (pos < x1)).float()
+    # boxes covering each pixel, [N, size, size]: a sum of K products of 0/1, exact in float32
+    count = rows.transpose(1, 2) @ cols
     if mode == "vggss":
         return (count > 0).to(torch.float64)
     return (count.to(torch.float64) / 2).clamp(max=1)
