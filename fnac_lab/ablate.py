@@ -3,6 +3,7 @@
 A grid file (YAML)::
 
     notebook: notebooks/01_train.ipynb     # relative paths are taken from the current directory
+    paper: distance                        # optional: the published table this sweep compares with
     base: {smoke: true}                    # parameters common to every point
     grid:                                  # the cartesian product of these axes
       distance: [l1, l2]
@@ -29,6 +30,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
 import queue
 import re
 import time
@@ -44,7 +46,7 @@ from tqdm.auto import tqdm
 
 from .utils import FnacError, atomic_write_text, write_json
 
-GRID_KEYS = ("notebook", "base", "grid", "out_param")
+GRID_KEYS = ("notebook", "base", "grid", "out_param", "paper")
 DONE, ERROR, METRICS = "done.json", "error.txt", "metrics.json"
 #: Repository folders (a source checkout); the bundled notebooks and grid files live there.
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -113,6 +115,7 @@ class Grid:
     base: dict[str, Any]
     axes: dict[str, list[Any]]
     out_param: str = "out_dir"
+    paper: str | None = None  #: key of :data:`PAPER_TABLES` this sweep compares with
 
     def points(self) -> list[GridPoint]:
         """The cartesian product of the axes, in file order (the last axis varies fastest)."""
@@ -128,7 +131,8 @@ class Grid:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"notebook": str(self.notebook), "base": self.base, "grid": self.axes, "out_param": self.out_param}
+        return {"notebook": str(self.notebook), "base": self.base, "grid": self.axes, "out_param": self.out_param,
+                "paper": self.paper}
 
 
 def value_label(value: Any) -> str:
@@ -148,7 +152,7 @@ def point_name(values: Mapping[str, Any], parameters: Mapping[str, Any]) -> str:
 
 
 def make_grid(notebook: str | Path, *, base: Mapping[str, Any] | None = None, grid: Mapping[str, Sequence[Any]] | None = None,
-              out_param: str = "out_dir", source: str = "grid") -> Grid:
+              out_param: str = "out_dir", paper: str | None = None, source: str = "grid") -> Grid:
     """A validated :class:`Grid` (``source`` names the grid in error messages)."""
     nb = Path(notebook).expanduser()
     nb = nb if nb.is_absolute() else Path.cwd() / nb
@@ -161,7 +165,10 @@ def make_grid(notebook: str | Path, *, base: Mapping[str, Any] | None = None, gr
             raise FnacError(f"{source}: grid axis {name!r} must be a non-empty list of values, got {values!r}")
     if out_param in base or out_param in axes:
         raise FnacError(f"{source}: {out_param!r} is set by the runner (each point writes into its own folder)")
-    return Grid(notebook=nb.resolve(), base=base, axes={k: list(v) for k, v in axes.items()}, out_param=out_param)
+    if paper is not None and paper not in PAPER_TABLES:
+        raise FnacError(f"{source}: paper {paper!r} is not one of {', '.join(PAPER_TABLES)}")
+    return Grid(notebook=nb.resolve(), base=base, axes={k: list(v) for k, v in axes.items()}, out_param=out_param,
+                paper=paper)
 
 
 def load_grid(path: str | Path) -> Grid:
@@ -184,7 +191,7 @@ def load_grid(path: str | Path) -> Grid:
         if spec.get(key) is not None and not isinstance(spec[key], dict):
             raise FnacError(f"{path}: {key!r} must be a mapping, got {spec[key]!r}")
     return make_grid(spec["notebook"], base=spec.get("base"), grid=spec.get("grid"),
-                     out_param=spec.get("out_param", "out_dir"), source=str(path))
+                     out_param=spec.get("out_param", "out_dir"), paper=spec.get("paper"), source=str(path))
 
 
 def check_parameters(grid: Grid) -> None:
@@ -268,7 +275,7 @@ def run_grid(grid: Grid | str | Path, out_dir: str | Path, *, jobs: int = 1, dev
     """
     grid = load_grid(grid) if isinstance(grid, (str, Path)) else grid
     check_parameters(grid)
-    out = Path(out_dir)
+    out = Path(out_dir).expanduser().resolve()  # kernels run inside their point's folder: paths must be absolute
     (out / "points").mkdir(parents=True, exist_ok=True)
     write_json(out / "grid.json", grid.to_dict())
     points = grid.points()
@@ -318,7 +325,7 @@ def collect_results(grid: Grid, out_dir: str | Path, outcomes: Sequence[PointOut
         folder = out / "points" / point.name
         row: dict[str, Any] = {}
         for axis, value in point.values.items():
-            row[axis] = value_label(value)
+            row[axis] = value_label(value) if isinstance(value, Mapping) else value
             if isinstance(value, Mapping):
                 row.update(value)
         outcome = by_name.get(point.name)
@@ -353,4 +360,49 @@ def bundled_grid(name: str, *, notebook: str | Path | None = None, base: Mapping
     spec = yaml.safe_load(path.read_text())
     nb = Path(notebook) if notebook is not None else REPO_ROOT / spec["notebook"]
     return make_grid(nb, base={**(spec.get("base") or {}), **(base or {})}, grid=spec.get("grid"),
-                     out_param=spec.get("out_param", "out_dir"), source=str(path))
+                     out_param=spec.get("out_param", "out_dir"), paper=spec.get("paper"), source=str(path))
+
+
+# -- comparison with the paper --------------------------------------------------------------------------------------
+
+
+def _value_key(value: Any) -> str:
+    """A knob value as a comparable string: numbers in shortest form (``0`` and ``0.0`` alike)."""
+    text = value_label(value)
+    if text in ("True", "False"):
+        return text
+    try:
+        return f"{float(text):g}"
+    except ValueError:
+        return text
+
+
+def paper_comparison(results: pd.DataFrame, knob: str, paper: PaperTable | None,
+                     metrics: Sequence[str] = ("ap50", "mean_ciou", "auc")) -> pd.DataFrame:
+    """One row per knob value (ours and the paper's, outer-joined): our metrics (0-1) beside the paper's columns (%)."""
+    ours = results.assign(**{knob: results[knob].map(_value_key)}).set_index(knob)
+    ours = ours[[m for m in metrics if m in ours]].add_prefix("ours: ")
+    if paper is None or not paper.values:
+        return ours
+    published = pd.DataFrame({f"paper: {c} (%)": v for c, v in paper.columns.items()},
+                             index=pd.Index([_value_key(v) for v in paper.values], name=knob))
+    order = list(dict.fromkeys([*ours.index, *published.index]))
+    return ours.join(published, how="outer").loc[order]
+
+
+def sweep_statement(results: pd.DataFrame, knob: str, metric: str = "ap50") -> str:
+    """Which value of ``knob`` scored best and worst on ``metric``, and whether the spread exceeds the noise of a
+    difference between two points (``2 * sqrt(2) * SE``, ``SE`` the binomial standard error of one AP50)."""
+    done = results.dropna(subset=[metric]) if metric in results else results.iloc[0:0]
+    if len(done) < 2:
+        return f"Fewer than two finished points: nothing to compare for {knob}."
+    best, worst = done.loc[done[metric].idxmax()], done.loc[done[metric].idxmin()]
+    spread = best[metric] - worst[metric]
+    p, n = done[metric].mean(), done["n_samples"].iloc[0] if "n_samples" in done else None
+    text = (f"{knob}: best {metric} {best[metric]:.3f} at {best[knob]}, worst {worst[metric]:.3f} at {worst[knob]} "
+            f"(spread {spread:.3f}")
+    if n and metric == "ap50":
+        noise = 2 * math.sqrt(2 * p * (1 - p) / n)
+        verdict = "larger" if spread > noise else "not larger"
+        text += f", {verdict} than twice the standard error of a difference of two points: {noise:.3f} at {int(n)} test samples"
+    return text + ")."

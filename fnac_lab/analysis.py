@@ -26,13 +26,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import TrainConfig, preset
+from .config import BUILTIN, TrainConfig, preset
 from .data.sampling import false_negative_ratio
 from .evaluate import EvalResult, evaluate_model
 from .losses import foreground_features, max_pooled_logits, minmax_normalise, own_maps, similarity_maps
 from .metrics import vggss_box_to_pixels
 from .models import AVLocalizer
-from .utils import atomic_write_text, normalise_images, write_json
+from .utils import FnacError, atomic_write_text, normalise_images, write_json
 
 MATRICES = ("audio", "visual", "cross", "foreground")
 INTRA_MODAL = ("audio", "visual", "foreground")
@@ -85,6 +85,18 @@ def batch_adjacency(img: torch.Tensor, aud: torch.Tensor, *, tau: float, tne_thr
                           foreground=f @ f.t() / tau, own=own, mask=tne_mask(own, tne_threshold))
 
 
+def descend_logits(start: torch.Tensor, objective, *, steps: int = 300, lr: float = 0.1) -> torch.Tensor:
+    """Minimise ``objective(logits)`` over free logits with Adam from ``start``: what an objective does to the
+    cross-modal matrix when every entry may move independently (a network cannot, but it shows the target)."""
+    logits = start.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([logits], lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        objective(logits).backward()
+        optimizer.step()
+    return logits.detach()
+
+
 @torch.no_grad()
 def embed_batch(model: AVLocalizer, batch: Mapping[str, Any], *, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """The model's normalised visual maps and audio embeddings of a batch (eval mode, float32, on the CPU)."""
@@ -96,11 +108,42 @@ def embed_batch(model: AVLocalizer, batch: Mapping[str, Any], *, device: torch.d
     return img.float().cpu(), aud.float().cpu()
 
 
+def idealised_embeddings(batch: Mapping[str, Any], *, n_classes: int, grid: int = 7, dim: int = 16, noise: float = 0.1,
+                         seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings a perfectly trained model would give, drawn from a batch's annotations (float64, normalised).
+
+    Every class ``c`` gets a random unit code ``u_c`` and the background one more code ``u_bg``. A clip embeds
+    as ``u_label + noise``; a frame as a ``grid x grid`` map whose cell holds the code of the object covering
+    the cell centre (the sounding object where it overlaps a distractor), ``u_bg`` elsewhere, plus noise.
+    Boxes are the batch's normalised ``box`` and ``distractor_boxes`` (labels ``distractor_labels``, -1 = none).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    codes = torch.nn.functional.normalize(torch.randn(n_classes + 1, dim, generator=gen, dtype=torch.float64), dim=1)
+    labels = torch.as_tensor(batch["label"]).long()
+    b = len(labels)
+    centres = (torch.arange(grid, dtype=torch.float64) + 0.5) / grid
+    owner = torch.full((b, grid, grid), n_classes, dtype=torch.long)
+
+    def paint(box, cls: int, i: int) -> None:
+        x0, y0, x1, y1 = (float(v) for v in box)
+        inside = ((centres[:, None] >= y0) & (centres[:, None] < y1) & (centres[None, :] >= x0) & (centres[None, :] < x1))
+        owner[i][inside] = cls
+
+    for i in range(b):
+        for box, cls in zip(batch["distractor_boxes"][i], batch["distractor_labels"][i]):
+            if int(cls) >= 0:
+                paint(box, int(cls), i)
+        paint(batch["box"][i], int(labels[i]), i)
+    img = codes[owner].permute(0, 3, 1, 2) + noise * torch.randn(b, dim, grid, grid, generator=gen, dtype=torch.float64)
+    aud = codes[labels] + noise * torch.randn(b, dim, generator=gen, dtype=torch.float64)
+    return torch.nn.functional.normalize(img, dim=1), torch.nn.functional.normalize(aud, dim=1)
+
+
 def same_class_mask(labels, *, include_self: bool = False) -> torch.Tensor:
     """``[B, B]`` bool: ``labels[i] == labels[j]`` (and ``i != j`` unless ``include_self``): the false negatives
     of contrastive learning, which treats every off-diagonal pair as a negative."""
-    lab = torch.as_tensor(np.asarray(labels))
-    mask = lab[:, None] == lab[None, :]
+    lab = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    mask = torch.from_numpy(lab[:, None] == lab[None, :])
     if not include_self:
         mask &= ~torch.eye(len(lab), dtype=torch.bool)
     return mask
@@ -262,10 +305,81 @@ def nearest_neighbour_accuracy(x: np.ndarray, labels) -> float:
 # -- localisation maps ---------------------------------------------------------------------------------------------
 
 
+def evaluation_split(cfg: TrainConfig, split: str = "test"):
+    """One evaluation split of ``cfg``'s data. The built-in splits are generated from per-split seeds, so the
+    training split is cut to one batch here (generating it in full would take minutes and change nothing)."""
+    from .train import build_datasets
+
+    if cfg.dataset == BUILTIN:
+        cfg = cfg.replace(n_train=cfg.batch_size, **({} if split == "val" else {"n_val": 1}))
+    datasets = build_datasets(cfg)
+    if split not in datasets:
+        raise FnacError(f"split {split!r} does not exist for this configuration (available: {', '.join(datasets)})")
+    return datasets[split]
+
+
+@dataclass
+class ModelPair:
+    """The FNAC model and its NCE baseline (either may be missing), the configuration of the data they are
+    evaluated on, and a sentence saying where they came from."""
+
+    models: dict[str, AVLocalizer]
+    cfg: TrainConfig
+    source: str
+
+
+#: Folders of a ``01_train`` output directory: the configured run and its NCE-only twin.
+RUN_FOLDERS = {"FNAC": "fnac", "NCE baseline": "nce"}
+
+
+def load_model_pair(*, checkpoint: str | Path | None = None, baseline_checkpoint: str | Path | None = None,
+                    run_dir: str | Path | None = None, preset_name: str = "demo", smoke: bool = False,
+                    out_dir: str | Path | None = None, progress: bool = True) -> ModelPair:
+    """The models a notebook looks at, by the first rule that applies:
+
+    1. ``checkpoint`` and / or ``baseline_checkpoint``: those checkpoint files;
+    2. ``run_dir``: the ``best.pt`` of a ``01_train`` output directory (``fnac/`` and ``nce/``);
+    3. ``smoke``: fresh, untrained models of the ``smoke`` preset;
+    4. otherwise: train ``preset_name`` and its NCE twin into ``out_dir`` (continuing what is there).
+    """
+    from .train import build_model, load_checkpoint, train
+
+    paths: dict[str, Path] = {}
+    if checkpoint is not None or baseline_checkpoint is not None:
+        paths = {name: Path(p) for name, p in (("FNAC", checkpoint), ("NCE baseline", baseline_checkpoint)) if p is not None}
+        source = "checkpoints " + ", ".join(str(p) for p in paths.values())
+    elif run_dir is not None:
+        paths = {name: Path(run_dir) / folder / "checkpoints" / "best.pt" for name, folder in RUN_FOLDERS.items()
+                 if (Path(run_dir) / folder / "checkpoints" / "best.pt").is_file()}
+        if not paths:
+            raise FnacError(f"{run_dir}: no fnac/checkpoints/best.pt or nce/checkpoints/best.pt (a 01_train out_dir?)")
+        source = f"the best checkpoints of the run in {run_dir}"
+    if paths:
+        models, cfgs = {}, {}
+        for name, path in paths.items():
+            models[name], cfgs[name], _ = load_checkpoint(path)
+        return ModelPair(models=models, cfg=cfgs.get("FNAC", next(iter(cfgs.values()))), source=source)
+    if smoke:
+        cfg = preset("smoke")
+        models = {}
+        for i, name in enumerate(RUN_FOLDERS):
+            torch.manual_seed(cfg.seed + i)
+            models[name] = build_model(cfg).eval()
+        return ModelPair(models=models, cfg=cfg, source="fresh, untrained models of the smoke preset (no checkpoint given)")
+    if out_dir is None:
+        raise FnacError("no checkpoint, run_dir or out_dir given: nothing to load and nowhere to train")
+    cfg = preset(preset_name)
+    models = {}
+    for name, run_cfg in (("FNAC", cfg), ("NCE baseline", nce_twin(cfg))):
+        models[name] = train(run_cfg, Path(out_dir) / RUN_FOLDERS[name], progress=progress).model.eval()
+    return ModelPair(models=models, cfg=cfg, source=f"the {preset_name!r} preset and its NCE twin, trained into {out_dir}")
+
+
 def localise(model: AVLocalizer, dataset, *, batch_size: int = 64, device: torch.device | str = "cpu",
              progress: bool = False) -> EvalResult:
     """Maps ``[N, 224, 224]`` and per-sample cIoU of a split (the benchmark evaluation, maps kept)."""
-    return evaluate_model(model, dataset, batch_size=batch_size, device=device, keep_maps=True, progress=progress)
+    return evaluate_model(model, dataset, batch_size=batch_size, device=device, keep_maps=True, baselines=False,
+                          progress=progress)
 
 
 def best_worst(cious, k: int) -> tuple[np.ndarray, np.ndarray]:

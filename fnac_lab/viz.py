@@ -19,14 +19,14 @@ import seaborn as sns
 import torch
 from plotly.subplots import make_subplots
 
-from .metrics import vggss_box_to_pixels
+from .metrics import binarise, vggss_box_to_pixels
 from .models import MAP_SIZE
 
 MATRIX_TITLES = {
-    "audio": "audio  A_aud = aud·audᵀ/τ",
-    "visual": "visual  A_img = v·vᵀ/τ",
-    "cross": "cross-modal  logits = max S",
-    "foreground": "foreground  A_fg = f·fᵀ/τ",
+    "audio": "audio  A_aud",
+    "visual": "visual  A_img",
+    "cross": "cross-modal  logits",
+    "foreground": "foreground  A_fg",
 }
 MODEL_COLOURS = {"FNAC": "#d62728", "NCE baseline": "#1f77b4"}
 
@@ -50,7 +50,8 @@ def _np(x) -> np.ndarray:
 def adjacency_heatmaps(matrices: Mapping[str, Any], *, same_class=None, titles: Mapping[str, str] | None = None,
                        softmax: bool = False, cell_inches: float = 0.06, suptitle: str | None = None) -> plt.Figure:
     """Seaborn heatmaps of ``[B, B]`` matrices side by side; same-class off-diagonal pairs (the false negatives)
-    outlined in white. With ``softmax`` each row is shown as its softmax distribution (what FNAC compares)."""
+    outlined in white. With ``softmax`` each row is shown as its softmax distribution (what FNAC compares).
+    ``titles`` overrides panel titles (default: :data:`MATRIX_TITLES`, else the key)."""
     names = list(matrices)
     b = _np(matrices[names[0]]).shape[0]
     side = max(2.6, min(5.0, cell_inches * b + 1.2))
@@ -66,11 +67,11 @@ def adjacency_heatmaps(matrices: Mapping[str, Any], *, same_class=None, titles: 
             ii, jj = np.nonzero(mask)
             ax.scatter(jj + 0.5, ii + 0.5, s=max(4.0, 900.0 / b), marker="s", facecolors="none",
                        edgecolors="white", linewidths=0.8)
-        ax.set_title((titles or MATRIX_TITLES).get(name, name) + (" (row softmax)" if softmax else ""), fontsize=10)
+        ax.set_title({**MATRIX_TITLES, **(titles or {})}.get(name, name), fontsize=10)
         ax.set_xlabel("k (audio)" if name == "cross" else "k")
         ax.set_ylabel("b (image)" if name == "cross" else "b")
-    if suptitle:
-        fig.suptitle(suptitle)
+    note = "each row shown as its softmax distribution" if softmax else "logit scale (similarity / tau)"
+    fig.suptitle(f"{suptitle}: {note}" if suptitle else note, fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -114,13 +115,22 @@ def _box_patch(box, *, colour: str, dashed: bool = False) -> mpatches.Rectangle:
 
 
 def show_map(ax: plt.Axes, image, heatmap=None, *, box=None, distractor_boxes=None, title: str | None = None,
-             alpha: float = 0.5) -> None:
-    """One frame (uint8 ``[3, H, W]``) stretched to 224 x 224, an optional map ``[224, 224]`` over it, the
-    sounding object's box (solid green) and distractor boxes (dashed white); boxes normalised [x0, y0, x1, y1]."""
+             alpha: float = 0.6) -> None:
+    """One frame (uint8 ``[3, H, W]``) stretched to 224 x 224, the sounding object's box (solid green) and the
+    distractors' boxes (dashed white); boxes normalised [x0, y0, x1, y1]. With a map ``[224, 224]`` the frame is
+    drawn in grey under the map, and the region the cIoU scores (map >= its median) is outlined in black."""
     extent = (0, MAP_SIZE, MAP_SIZE, 0)
-    ax.imshow(np.transpose(_np(image), (1, 2, 0)), extent=extent, interpolation="nearest")
-    if heatmap is not None:
-        ax.imshow(_np(heatmap), extent=extent, cmap="jet", alpha=alpha)
+    frame = np.transpose(_np(image), (1, 2, 0))
+    if heatmap is None:
+        ax.imshow(frame, extent=extent, interpolation="nearest")
+    else:
+        grey = frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        ax.imshow(grey, extent=extent, cmap="gray", interpolation="nearest")
+        m = torch.as_tensor(_np(heatmap), dtype=torch.float32)
+        ax.imshow(m.numpy(), extent=extent, cmap="jet", alpha=alpha)
+        region = binarise(m[None])[0].numpy().astype(float)
+        ax.contour(np.arange(MAP_SIZE) + 0.5, np.arange(MAP_SIZE) + 0.5, region, levels=[0.5], colors="black",
+                   linewidths=1.0)
     for b in (distractor_boxes if distractor_boxes is not None else []):
         if min(_np(b)) >= 0:
             ax.add_patch(_box_patch(b, colour="white", dashed=True))
@@ -136,7 +146,8 @@ def show_map(ax: plt.Axes, image, heatmap=None, *, box=None, distractor_boxes=No
 
 def localization_grid(images, maps: Mapping[str, Any], *, boxes, distractor_boxes=None, cious: Mapping[str, Any] | None = None,
                       row_titles: Sequence[str] | None = None, panel_inches: float = 2.0) -> plt.Figure:
-    """Rows of samples; columns: the frame with its boxes, then each model's map with its cIoU."""
+    """Rows of samples; columns: the frame with its boxes, then each model's map (over the frame in grey, the
+    median-thresholded region outlined) with its cIoU."""
     n = len(images)
     cols = 1 + len(maps)
     fig, axes = plt.subplots(n, cols, figsize=(panel_inches * cols, panel_inches * n + 0.3), squeeze=False)
