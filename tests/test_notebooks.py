@@ -1,0 +1,214 @@
+"""Every notebook runs headless under papermill with ``smoke=True``; the tutorial also passes ``pytest --nbval``
+against its stored outputs. One smoke training run (01) feeds the explorer, embedding and map notebooks."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+import torch
+
+from fnac_lab import analysis
+from fnac_lab.config import TrainConfig
+from fnac_lab.evaluate import evaluate_model
+from fnac_lab.train import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+TUTORIAL = NOTEBOOKS / "00_false_negatives_tutorial.ipynb"
+ALL = sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+#: Kernels run single-threaded: the smoke tensors gain nothing from a second thread, and on two cores shared with
+#: the test process OpenMP's spin-waiting would dominate.
+KERNEL_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+DURATIONS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_threaded_kernels():
+    saved = {k: os.environ.get(k) for k in KERNEL_ENV}
+    os.environ.update(KERNEL_ENV)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    print("\nsmoke notebook durations: " + ", ".join(f"{k} {v:.0f} s" for k, v in DURATIONS.items()))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("notebooks")
+
+
+def execute(name: str, workdir: Path, **parameters) -> nbformat.NotebookNode:
+    """Run a notebook with ``smoke=True`` from an unrelated working directory and return the executed copy."""
+    cwd = workdir / f"cwd-{name}"
+    cwd.mkdir(exist_ok=True)
+    t0 = time.perf_counter()
+    papermill.execute_notebook(str(NOTEBOOKS / name), str(workdir / name), parameters={"smoke": True, **parameters},
+                               kernel_name="python3", cwd=str(cwd), progress_bar=False)
+    DURATIONS[name] = time.perf_counter() - t0
+    return nbformat.read(workdir / name, as_version=4)
+
+
+def outputs(nb: nbformat.NotebookNode, mime: str) -> list[str]:
+    found = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and mime == "text/plain":
+                found.append(out["text"])
+            elif mime in out.get("data", {}):
+                found.append(out["data"][mime])
+    return found
+
+
+@pytest.fixture(scope="module")
+def train_run(workdir) -> tuple[Path, nbformat.NotebookNode]:
+    run_dir = workdir / "train-run"
+    nb = execute("01_train.ipynb", workdir, out_dir=str(run_dir), progress=False, n_examples=3)
+    return run_dir, nb
+
+
+def test_notebooks_are_parameterised_and_stripped():
+    assert ALL == ["00_false_negatives_tutorial.ipynb", "01_train.ipynb", "02_ablations.ipynb",
+                   "03_false_negative_explorer.ipynb", "04_embeddings.ipynb", "05_localization_maps.ipynb"]
+    for name in ALL:
+        nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+        assert nb.metadata.kernelspec.name == "python3", name
+        first = next(c for c in nb.cells if c.cell_type == "code")
+        assert "parameters" in first.metadata.get("tags", []), name
+        assert re.search(r"^smoke = False", first.source, re.M), name
+        if name != TUTORIAL.name:
+            assert all(not c.get("outputs") and c.get("execution_count") is None
+                       for c in nb.cells if c.cell_type == "code"), f"{name} is committed with outputs"
+    tutorial = nbformat.read(TUTORIAL, as_version=4)
+    assert all(c.get("outputs") for c in tutorial.cells if c.cell_type == "code" and "parameters" not in
+               c.metadata.get("tags", []) and "import" not in c.source.split("\n", 1)[0])
+
+
+def test_train_notebook_names_every_config_field():
+    params = papermill.inspect_notebook(str(NOTEBOOKS / "01_train.ipynb"))
+    missing = [f for f in TrainConfig.field_names() if f not in params]
+    assert not missing, f"add these TrainConfig fields to the parameters cell of 01_train.ipynb: {missing}"
+    for name in ("smoke", "preset", "out_dir", "baseline"):
+        assert name in params
+    assert params["preset"]["default"] == '"demo"' and params["baseline"]["default"] == "True"
+    assert all(params[f]["default"] == "None" for f in TrainConfig.field_names())
+
+
+def test_train_notebook_smoke(train_run):
+    run_dir, nb = train_run
+    report = json.loads((run_dir / "metrics.json").read_text())
+    for name, folder in (("fnac", run_dir / "fnac"), ("baseline", run_dir / "nce")):
+        summary = json.loads((folder / "summary.json").read_text())
+        scores = report if name == "fnac" else report["baseline"]
+        for key in ("ap50", "mean_ciou", "auc", "n_samples"):
+            assert scores[key] == summary["test"][key], (name, key)
+    # The NCE twin is the same configuration with the FNAC weights at 0.
+    cfg_fnac = json.loads((run_dir / "fnac" / "config.json").read_text())
+    cfg_nce = json.loads((run_dir / "nce" / "config.json").read_text())
+    assert {k for k in cfg_fnac if cfg_fnac[k] != cfg_nce[k]} == {"w_fns_audio", "w_fns_visual", "w_tne"}
+    assert not any(cfg_nce[k] for k in ("w_fns_audio", "w_fns_visual", "w_tne"))
+    # Scores recomputed independently from the best checkpoint.
+    model, cfg, _ = load_checkpoint(run_dir / "fnac" / "checkpoints" / "best.pt")
+    test = evaluate_model(model, analysis.evaluation_split(cfg, "test"), batch_size=64, progress=False)
+    assert report["ap50"] == pytest.approx(test.scores["ap50"])
+    assert report["mean_ciou"] == pytest.approx(test.scores["mean_ciou"])
+    assert report["gain"]["ap50"] == pytest.approx(report["ap50"] - report["baseline"]["ap50"])
+    # scores.md: FNAC, NCE baseline and the three reference maps, with the numbers of metrics.json.
+    rows = {}
+    for line in (run_dir / "scores.md").read_text().splitlines()[2:]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0]] = [float(c) for c in cells[1:]]
+    assert list(rows) == ["FNAC", "NCE baseline", "centre prior", "random map", "oracle (gt-derived)"]
+    assert rows["FNAC"] == [round(report[k], 3) for k in ("ap50", "mean_ciou", "auc")]
+    assert rows["NCE baseline"][0] == round(report["baseline"]["ap50"], 3)
+    assert rows["oracle (gt-derived)"][0] == round(report["trivial"]["oracle"]["ap50"], 3)
+    # "What this run shows" is computed, and the plotly figures carry HTML for the export.
+    sources = "\n".join(c.source for c in nb.cells)
+    assert "## What this run shows" in sources
+    shows = " ".join(outputs(nb, "text/markdown"))
+    assert f"test AP50 **{report['ap50']:.3f}**" in shows and f"AP50 gain is **{report['gain']['ap50']:+.3f}**" in shows
+    html = outputs(nb, "text/html")
+    assert any("plotly" in h.lower() and "define" in h for h in html), "plotly.js is not embedded"
+    assert sum("Plotly.newPlot" in h for h in html) >= 3
+
+
+def test_html_export_shows_plotly_figures(train_run):
+    """``nbconvert --to html`` (as ``make demo`` runs it) keeps plotly.js inline, ahead of every figure, and one
+    ``Plotly.newPlot`` call per figure div."""
+    from nbconvert import HTMLExporter
+
+    _, nb = train_run
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    library = body.find("window.Plotly = Plotly")
+    divs = [re.search(r'id="([0-9a-f-]{36})"', tag).group(1)
+            for tag in re.findall(r'<div[^>]*class="plotly-graph-div"[^>]*>', body)]
+    assert library >= 0, "plotly.js is not embedded in the HTML export"
+    assert len(divs) >= 3
+    for div in divs:
+        assert body.index(f'id="{div}"') > library
+        assert re.search(rf'Plotly\.newPlot\(\s*"{div}"', body), div
+
+
+@pytest.mark.parametrize("name", ["03_false_negative_explorer.ipynb", "04_embeddings.ipynb", "05_localization_maps.ipynb"])
+def test_analysis_notebooks_smoke_on_the_trained_run(train_run, workdir, name):
+    run_dir, _ = train_run
+    nb = execute(name, workdir, run_dir=str(run_dir))
+    text = "\n".join(outputs(nb, "text/plain"))
+    assert f"from the best checkpoints of the run in {run_dir}" in text
+    assert "data: builtin test split, 64 samples" in text
+    report = json.loads((run_dir / "metrics.json").read_text())
+    if name.startswith("05"):
+        # The summary table's AP50 of both models equals the training run's test AP50.
+        assert re.search(rf"^FNAC\s+{report['ap50']:.3f}\s", text, re.M), text
+        assert re.search(rf"^NCE baseline\s+{report['baseline']['ap50']:.3f}\s", text, re.M), text
+    if name.startswith("03"):
+        assert re.search(r"^audio\s+: AP FNAC \d\.\d{3}, NCE baseline \d\.\d{3}", text, re.M)
+        assert sum("Plotly.newPlot" in h for h in outputs(nb, "text/html")) >= 2
+    if name.startswith("04"):
+        assert "nearest-neighbour class accuracy over 64 samples" in text
+
+
+def test_analysis_notebook_smoke_without_checkpoints(workdir):
+    nb = execute("03_false_negative_explorer.ipynb", workdir)
+    assert "fresh, untrained models of the smoke preset" in "\n".join(outputs(nb, "text/plain"))
+
+
+def test_ablation_notebook_smoke(workdir):
+    out = workdir / "ablations"
+    nb = execute("02_ablations.ipynb", workdir, out_dir=str(out))
+    import pandas as pd
+
+    results = pd.read_csv(out / "smoke" / "results.csv")
+    assert list(results["distance"]) == ["l1", "l2"] and list(results["status"]) == ["finished", "finished"]
+    for row in results.itertuples():
+        metrics = json.loads((Path(row.folder) / "metrics.json").read_text())
+        assert row.ap50 == pytest.approx(metrics["ap50"]) and metrics["config"]["distance"] == row.distance
+    assert any("Distance D of the FNAC terms" in m for m in outputs(nb, "text/markdown"))
+
+
+def test_tutorial_smoke(workdir):
+    nb = execute(TUTORIAL.name, workdir)
+    text = "\n".join(outputs(nb, "text/plain"))
+    assert "foreground similarity finds them better than whole-frame similarity: True" in text
+
+
+def test_tutorial_matches_its_stored_outputs(tmp_path):
+    """``pytest --nbval`` on the committed tutorial, as a separate process (its own kernel and plugin)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval", str(TUTORIAL), "--nbval-sanitize-with",
+         str(NOTEBOOKS / "nbval_sanitize.cfg"), "-p", "no:cacheprovider", "-q", "--rootdir", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, **KERNEL_ENV}, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert re.search(r"\d+ passed", proc.stdout)
