@@ -304,3 +304,50 @@ def test_intramodal_retrieval_pools_pairs_within_batches():
     assert np.allclose(emb["audio"], model.codes[labels].numpy())
     assert np.allclose(emb["visual"], model.codes[labels].numpy() / 2)  # three cells +code, one cell -code
     assert emb["ids"] == [str(i) for i in range(len(labels))]
+
+
+def test_idealised_embeddings_follow_the_annotations():
+    batch = {"label": torch.tensor([1, 2]),
+             "box": torch.tensor([[0.0, 0.0, 0.5, 1.0], [0.5, 0.0, 1.0, 1.0]]),
+             "distractor_boxes": torch.tensor([[[0.5, 0.0, 1.0, 1.0]], [[-1.0, -1.0, -1.0, -1.0]]]),
+             "distractor_labels": torch.tensor([[2], [-1]])}
+    img, aud = analysis.idealised_embeddings(batch, n_classes=4, grid=4, dim=8, noise=0.0)
+    # Cell centres at 0.125, 0.375 | 0.625, 0.875: columns 0-1 are the left half, 2-3 the right half.
+    for r in range(4):
+        for c in range(2):
+            assert torch.allclose(img[0, :, r, c], aud[0])  # sounding object, class 1
+            assert torch.allclose(img[1, :, r, c], img[1, :, 0, 0])  # background of frame 1
+        for c in range(2, 4):
+            assert torch.allclose(img[0, :, r, c], aud[1])  # frame 0's distractor is class 2, clip 1's class
+            assert torch.allclose(img[1, :, r, c], aud[1])
+    background = img[1, :, 0, 0]
+    assert not torch.allclose(background, aud[0]) and not torch.allclose(background, aud[1])
+    noisy, _ = analysis.idealised_embeddings(batch, n_classes=4, grid=4, dim=8, noise=0.1)
+    assert torch.allclose(noisy.norm(dim=1), torch.ones(2, 4, 4, dtype=torch.float64))
+
+
+def test_evaluation_split_equals_the_full_build():
+    from fnac_lab.config import preset
+    from fnac_lab.train import build_datasets
+
+    cfg = preset("smoke", n_train=40, n_val=8, n_test=12, batch_size=8, image_size=16)
+    full = build_datasets(cfg)["test"]
+    quick = analysis.evaluation_split(cfg, "test")
+    assert quick.ids == full.ids
+    assert torch.equal(quick.images, full.images) and torch.equal(quick.labels, full.labels)
+    assert torch.equal(quick.specs, full.specs)
+    assert len(analysis.evaluation_split(cfg, "val")) == 8
+
+
+def test_adjacency_heatmaps_outline_exactly_the_same_class_pairs():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from fnac_lab import viz
+
+    labels = [0, 1, 0, 2, 1]
+    mask = analysis.same_class_mask(labels)
+    fig = viz.adjacency_heatmaps({"audio": torch.randn(5, 5)}, same_class=mask)
+    marked = fig.axes[0].collections[-1].get_offsets()
+    expected = sorted((j + 0.5, i + 0.5) for i in range(5) for j in range(5) if labels[i] == labels[j] and i != j)
+    assert sorted(map(tuple, np.asarray(marked))) == expected
