@@ -26,7 +26,7 @@ demo: $(STAMP)
 	@cat $(DEMO_OUT)/scores.md
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache
