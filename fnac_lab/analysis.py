@@ -426,15 +426,6 @@ def expected_fn_ratio(class_probs: Sequence[float], batch_size: int) -> float:
     return float((p * (1.0 - (1.0 - p) ** (batch_size - 1))).sum())
 
 
-def simulated_fn_ratio(labels, batch_size: int, *, n_batches: int = 200, seed: int = 0) -> float:
-    """Mean :func:`~fnac_lab.data.sampling.false_negative_ratio` of ``n_batches`` random batches drawn without
-    replacement from the pool ``labels`` (what shuffled training batches see)."""
-    lab = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    return float(np.mean([false_negative_ratio(lab[rng.choice(len(lab), batch_size, replace=False)])
-                          for _ in range(n_batches)]))
-
-
 def fn_ratio_table(batch_sizes: Sequence[int], class_counts: Sequence[int]) -> pd.DataFrame:
     """Expected FN ratio for uniform classes: one row per (``n_classes``, ``batch_size``)."""
     rows = [{"n_classes": k, "batch_size": b, "fn_ratio": expected_fn_ratio(np.ones(k), b)}
@@ -518,13 +509,13 @@ def compare_to_baseline(fnac_runs: Sequence[Mapping[str, Any]], nce_runs: Sequen
                            "ap50_per_seed": gains["ap50"]}
     if len(fnac_runs) > 1:
         out["noise"] = float(np.std(gains["ap50"], ddof=1) / math.sqrt(len(fnac_runs)))
-        out["noise_source"] = f"standard error of the mean AP50 gain over {len(fnac_runs)} seeds"
+        out["noise_source"] = f"the standard error of the mean AP50 gain over {len(fnac_runs)} seeds"
     else:
         parts = ap50_noise(fnac_runs[0], nce_runs[0])
         out["noise"] = parts["noise"]
-        out["noise_source"] = ("binomial standard error of the AP50 difference on the test split"
+        out["noise_source"] = ("the binomial standard error of the AP50 difference on the test split"
                                if parts["test_se"] >= parts["epoch_jitter"] else
-                               "epoch-to-epoch spread of validation AP50 over the last epochs (one seed)")
+                               "the epoch-to-epoch spread of validation AP50 over the last epochs, one seed")
         out.update({k: parts[k] for k in ("test_se", "epoch_jitter")})
     out["exceeds_noise"] = bool(out["ap50"] > 2 * out["noise"])
     return out
@@ -596,8 +587,8 @@ def what_this_run_shows(report: Mapping[str, Any]) -> list[str]:
                    "and the NCE baseline beyond noise")
         seeds = f" (mean over {gain['n_seeds']} seeds)" if gain["n_seeds"] > 1 else ""
         lines.append(f"The NCE-only twin reached AP50 **{base['ap50']:.3f}**; FNAC's AP50 gain{seeds} is "
-                     f"**{gain['ap50']:+.3f}** against a noise estimate of {gain['noise']:.3f} ({gain['noise_source']}), "
-                     f"so it {verdict}.")
+                     f"**{gain['ap50']:+.3f}** against a noise estimate of {gain['noise']:.3f} from {gain['noise_source']}; "
+                     f"the gain {verdict}.")
     centre, rand, oracle = (trivial[k]["ap50"] for k in ("centre_prior", "random", "oracle"))
     runs = {"this run": report["ap50"], **({"the baseline": report["baseline"]["ap50"]} if "baseline" in report else {})}
     below = [k for k, v in runs.items() if v <= centre]

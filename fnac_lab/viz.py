@@ -262,11 +262,10 @@ def pr_curves(curves: Mapping[str, Any], *, title: str = "Finding same-class pai
 # -- false-negative ratio, ablations ----------------------------------------------------------------------------------
 
 
-def fn_ratio_figure(table: pd.DataFrame, *, paper: Mapping[int, float], reference: Mapping[str, Mapping[int, float]],
-                    measured: pd.DataFrame | None = None) -> plt.Figure:
+def fn_ratio_figure(table: pd.DataFrame, *, paper: Mapping[int, float], reference: Mapping[str, Mapping[int, float]]
+                    ) -> plt.Figure:
     """Expected FN ratio against batch size, one line per class count (``table`` from
-    :func:`~fnac_lab.analysis.fn_ratio_table`), with the paper's and REFERENCE's points, and optional simulated
-    points (``measured`` with ``batch_size``, ``fn_ratio``, ``label``)."""
+    :func:`~fnac_lab.analysis.fn_ratio_table`), with the paper's and REFERENCE's points."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for k, group in table.groupby("n_classes"):
         ax.plot(group["batch_size"], 100 * group["fn_ratio"], marker=".", label=f"uniform, {k} classes")
@@ -275,10 +274,6 @@ def fn_ratio_figure(table: pd.DataFrame, *, paper: Mapping[int, float], referenc
     for (name, points), marker in zip(reference.items(), ("x", "P")):
         ax.scatter(list(points), [100 * v for v in points.values()], s=60, marker=marker, color="dimgrey", zorder=5,
                    label=f"REFERENCE: {name}")
-    if measured is not None:
-        for label, group in measured.groupby("label"):
-            ax.scatter(group["batch_size"], 100 * group["fn_ratio"], s=40, marker="o", facecolors="none",
-                       edgecolors="red", zorder=6, label=label)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size B")
     ax.set_ylabel("false-negative ratio (%)")

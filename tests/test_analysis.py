@@ -136,14 +136,10 @@ def test_expected_fn_ratio_matches_reference_and_simulation():
     assert analysis.expected_fn_ratio(probs, 5) == pytest.approx(np.mean(shares), abs=0.01)
 
 
-def test_simulated_fn_ratio_counts_batches_without_replacement():
-    labels = np.repeat(np.arange(10), 3)
-    # Batches of 2 from 30 items: a partner with probability 2/29, for both members alike.
-    assert analysis.simulated_fn_ratio(labels, 2, n_batches=4000, seed=1) == pytest.approx(2 / 29, abs=0.012)
-    # The whole pool: every member has two partners.
-    assert analysis.simulated_fn_ratio(labels, 30, n_batches=3) == 1.0
+def test_fn_ratio_table_uses_the_uniform_closed_form():
     table = analysis.fn_ratio_table([2, 8], [4])
     assert table.loc[table.batch_size == 8, "fn_ratio"].item() == pytest.approx(1 - 0.75**7)
+    assert table.loc[table.batch_size == 2, "fn_ratio"].item() == pytest.approx(0.25)
 
 
 def test_vggss_class_mix_fn_ratio(vggss_annotations):
