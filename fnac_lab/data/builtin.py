@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 import torchaudio.transforms as T
 
-from ..metrics import gt_map, vggss_box_to_pixels
+from ..metrics import gt_maps_from_boxes, vggss_boxes_to_pixels
 
 SPLITS = ("train", "val", "test")
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
@@ -286,6 +286,7 @@ class BuiltinAVDataset(torch.utils.data.Dataset):
             "label": self.labels[idx],
             "distractor_boxes": self.distractor_boxes[idx],
             "distractor_labels": self.distractor_labels[idx],
+            "gt_boxes": vggss_boxes_to_pixels(self.boxes[idx])[:, None],  # [B, 1, 4] pixels at 224
             "scene": self.scenes[idx],
             "id": [self.ids[i] for i in idx.tolist()],
         }
@@ -298,8 +299,8 @@ class BuiltinAVDataset(torch.utils.data.Dataset):
 
     def gt_maps(self, indices, size: int = 224) -> torch.Tensor:
         """Binary ground-truth maps ``[B, size, size]`` of the sounding objects (VGG-SS conventions)."""
-        return torch.stack([gt_map([vggss_box_to_pixels(self.boxes[i].tolist(), size)], size, mode="vggss")
-                            for i in indices])
+        boxes = vggss_boxes_to_pixels(self.boxes[torch.as_tensor(indices, dtype=torch.long)], size)
+        return gt_maps_from_boxes(boxes[:, None], size, mode="vggss")
 
 
 @lru_cache(maxsize=8)
