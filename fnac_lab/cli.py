@@ -104,7 +104,7 @@ def _cmd_ablate(args: argparse.Namespace) -> None:
     from .ablate import run_grid
 
     devices = [d for d in args.devices.split(",") if d] if args.devices else None
-    run = run_grid(args.grid, args.out, jobs=args.jobs, devices=devices, progress=not args.quiet)
+    run = run_grid(args.grid, args.out, jobs=args.jobs, devices=devices, timeout=args.timeout, progress=not args.quiet)
     for o in run.outcomes:
         print(f"{o.status:9s} {o.folder.name}" + (f"  ({o.seconds:.0f} s)" if o.status == "finished" else "")
               + (f"  {o.error}" if o.error else ""))
@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (points already finished there are skipped)")
     p.add_argument("--jobs", type=int, default=1, help="points run at once")
     p.add_argument("--devices", default=None, help="comma-separated devices handed to running points (e.g. cuda:0,cuda:1)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds one notebook cell may run before its point fails")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_ablate)
 
