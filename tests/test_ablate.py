@@ -88,7 +88,7 @@ def test_a_crashing_point_is_reported_and_the_others_kept(toy_notebook, tmp_path
     flag = tmp_path / "fail-now"
     flag.write_text("")
     grid = ablate.make_grid(toy_notebook, grid={"x": [1, 3], "fail_flag": [None, str(flag)]})
-    run = ablate.run_grid(grid, tmp_path / "sweep", jobs=2, progress=False)
+    run = ablate.run_grid(grid, tmp_path / "sweep", jobs=2, timeout=300, progress=False)
     rows = {(r.x, not pd.isna(r.fail_flag)): r for r in run.results.itertuples()}
     assert len(run.outcomes) == 4 and len(run.failed) == 2
     for x in (1, 3):
@@ -110,7 +110,7 @@ def test_a_crashing_point_is_reported_and_the_others_kept(toy_notebook, tmp_path
 
     # Once the cause is gone, a rerun runs only the failed points.
     flag.unlink()
-    rerun = ablate.run_grid(grid, tmp_path / "sweep", progress=False)
+    rerun = ablate.run_grid(grid, tmp_path / "sweep", timeout=300, progress=False)
     assert sorted(o.status for o in rerun.outcomes) == ["finished", "finished", "skipped", "skipped"]
     assert rerun.results["ap50"].tolist() == pytest.approx([0.1, 0.1, 0.3, 0.3])
     assert not (failed_folder / ablate.ERROR).exists()

@@ -228,8 +228,10 @@ def test_report_table_markdown_and_statements(tmp_path):
     assert list(table.index)[:2] == ["FNAC", "NCE baseline"]
     text = " ".join(analysis.what_this_run_shows(report))
     assert "does not show a difference" in text
-    assert "This run does not beat the centre prior" in text
-    assert "collapse" in text  # validation AP50 fell from 0.4 after warm-up to at best 0.1
+    assert ("Against the centre prior (AP50 0.100, mean cIoU 0.300, AUC 0.300): FNAC beats it on none" in text)
+    assert "the NCE baseline beats it on AP50 but not on mean cIoU and AUC" in text  # 0.6, 0.3 (a tie), 0.2
+    assert "from 0.400 at the end of the 1-epoch NCE warm-up to at best 0.100 and 0.050 at the last epoch" in text
+    assert "a collapse" in text
 
 
 def test_notebook_config_applies_non_none_fields():

@@ -29,6 +29,7 @@ ALL = sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 #: the test process OpenMP's spin-waiting would dominate.
 KERNEL_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 DURATIONS: dict[str, float] = {}
+CELL_TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -55,7 +56,8 @@ def execute(name: str, workdir: Path, **parameters) -> nbformat.NotebookNode:
     cwd.mkdir(exist_ok=True)
     t0 = time.perf_counter()
     papermill.execute_notebook(str(NOTEBOOKS / name), str(workdir / name), parameters={"smoke": True, **parameters},
-                               kernel_name="python3", cwd=str(cwd), progress_bar=False)
+                               kernel_name="python3", cwd=str(cwd), progress_bar=False,
+                               execution_timeout=CELL_TIMEOUT_S)  # a stuck kernel fails the test, never hangs it
     DURATIONS[name] = time.perf_counter() - t0
     return nbformat.read(workdir / name, as_version=4)
 
