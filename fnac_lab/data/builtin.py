@@ -138,21 +138,22 @@ class BuiltinSpec:
 
 
 def _place_boxes(rng: np.random.Generator, spec: BuiltinSpec, count: int) -> list[tuple[float, float, float, float]]:
-    """``count`` normalised boxes (x0, y0, x1, y1) side by side, pairwise overlap at most ``max_overlap``."""
-    for _ in range(1000):
+    """``count`` normalised boxes (x0, y0, x1, y1) side by side, in random order, with neighbours overlapping by
+    at most ``max_overlap`` of the narrower width and the leftover width spread over random gaps."""
+    for _ in range(100):
         widths = rng.uniform(*spec.object_width, size=count)
-        heights = rng.uniform(*spec.object_height, size=count)
-        x0 = rng.uniform(0, 1 - widths)
-        ok = True
-        for i in range(count):
-            for j in range(i):
-                inter = max(0.0, min(x0[i] + widths[i], x0[j] + widths[j]) - max(x0[i], x0[j]))
-                if inter > spec.max_overlap * min(widths[i], widths[j]):
-                    ok = False
-        if ok:
-            y0 = rng.uniform(0, 1 - heights)
-            return [(x0[i], y0[i], x0[i] + widths[i], y0[i] + heights[i]) for i in range(count)]
-    raise RuntimeError("could not place the objects; reduce distractors or object_width")
+        overlaps = rng.uniform(0, spec.max_overlap, size=count - 1) * np.minimum(widths[:-1], widths[1:])
+        free = 1.0 - widths.sum() + overlaps.sum()
+        if free >= 0:
+            break
+    else:
+        raise RuntimeError("could not place the objects; reduce distractors or object_width")
+    gaps = rng.dirichlet(np.ones(count + 1)) * free
+    x0 = gaps[0] + np.concatenate([[0.0], np.cumsum(widths[:-1] - overlaps + gaps[1:-1])])
+    heights = rng.uniform(*spec.object_height, size=count)
+    y0 = rng.uniform(0, 1 - heights)
+    order = rng.permutation(count)  # which slot holds the sounding object (index 0) is random
+    return [(x0[j], y0[j], x0[j] + widths[j], y0[j] + heights[j]) for j in order]
 
 
 def _render_image(rng: np.random.Generator, spec: BuiltinSpec, classes: list[int], boxes, scene: int) -> np.ndarray:
