@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -27,6 +26,7 @@ import numpy as np
 import scipy.signal
 import soundfile
 import torch
+from machine import cpu_name
 from PIL import Image
 
 from fnac_lab.data import CachedAVDataset
@@ -107,16 +107,6 @@ def median_rates(readers: dict, n: int, rounds: int) -> dict[str, float]:
                 read(i)
             rates[name].append(n / (time.perf_counter() - t0))
     return {name: statistics.median(r) for name, r in rates.items()}
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

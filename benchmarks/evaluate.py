@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from machine import describe_machine
 import torch.nn.functional as F
 
 from fnac_lab import metrics
@@ -122,21 +121,6 @@ def project_evaluate(low: torch.Tensor, boxes: torch.Tensor, device: torch.devic
     return values, metrics.summarize(values)
 
 
-def machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    if device.type == "cuda":
-        text = f"{torch.cuda.get_device_name(device)}; host: {text}"
-    if hasattr(os, "getloadavg"):
-        text += f", load average {os.getloadavg()[0]:.1f} at start"
-    return text
-
-
 def timed(fn, device: torch.device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -175,7 +159,7 @@ def main() -> None:
         assert our_summary == their_summary, (our_summary, their_summary)
 
     rate = {k: args.n / statistics.median(v) for k, v in times.items()}
-    print(f"machine: {machine(device)}")
+    print(f"machine: {describe_machine(device)}")
     print(f"{args.n} maps (7 x 7 upsampled to 224 x 224), {source}; {args.repeats} repeats (median); "
           f"project batch {args.batch}")
     print(f"scores identical on every repeat: AP50 {our_summary['ap50']:.4f}, mean cIoU "

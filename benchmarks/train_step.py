@@ -23,12 +23,11 @@ the median step time. Before timing, the published-style terms are checked to eq
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 
 import torch
+from machine import describe_machine
 import torch.nn.functional as F
 
 from fnac_lab.config import TrainConfig
@@ -157,21 +156,6 @@ def check_terms_agree(cfg: TrainConfig, device: torch.device) -> None:
         torch.testing.assert_close(theirs[k], v, rtol=1e-10, atol=1e-12, msg=f"published-style {k} differs")
 
 
-def machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    if device.type == "cuda":
-        text = f"{torch.cuda.get_device_name(device)}; host: {text}"
-    if hasattr(os, "getloadavg"):
-        text += f", load average {os.getloadavg()[0]:.1f} at start"
-    return text
-
-
 def main() -> None:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -206,7 +190,7 @@ def main() -> None:
     if args.compile:
         variants["project: + torch.compile"] = ProjectStep(last, device, batch, amp=bf16, compile_model=True)
 
-    print(f"machine: {machine(device)}")
+    print(f"machine: {describe_machine(device)}")
     print(f"batch {args.batch}, image {args.image_size} px, spectrogram {bins} x {frames}, ResNet-18 both streams, "
           f"{args.steps} steps x {args.repeats} repeats (median)")
     for step in variants.values():  # warm-up: allocator, cudnn autotuning, compilation
@@ -217,7 +201,7 @@ def main() -> None:
             seconds[name].append(time_steps(step, args.steps, device) / args.steps)
     step_time = {name: statistics.median(v) for name, v in seconds.items()}
     base = step_time[next(iter(variants))]
-    print(f"\n| variant | samples/s | ms / step | vs published |\n| --- | ---: | ---: | ---: |")
+    print("\n| variant | samples/s | ms / step | vs published |\n| --- | ---: | ---: | ---: |")
     for name, t in step_time.items():
         print(f"| {name} | {args.batch / t:.1f} | {1000 * t:.1f} | {base / t:.2f}x |")
 
@@ -230,7 +214,7 @@ def main() -> None:
     theirs = terms_seconds(cfg, device, args.batch, map_size, repeats, published=True)
     print(f"\nFNAC terms (similarity + 4 terms, forward + backward, fp32, {args.batch} x {cfg.embed_dim} x "
           f"{map_size} x {map_size}):")
-    print(f"| path | ms | share of its step |\n| --- | ---: | ---: |")
+    print("| path | ms | share of its step |\n| --- | ---: | ---: |")
     print(f"| project, one similarity tensor | {1000 * ours:.2f} | {100 * ours / step_time[fastest]:.2f} % "
           f"(of '{fastest}') |")
     print(f"| published-style, per-term similarity | {1000 * theirs:.2f} | {100 * theirs / base:.2f} % |")

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from .config import BUILTIN, TrainConfig, preset
-from .data.sampling import false_negative_ratio
+from .data.sampling import false_negative_ratio  # noqa: F401  (re-exported for the notebooks)
 from .evaluate import EvalResult, evaluate_model
 from .losses import foreground_features, max_pooled_logits, minmax_normalise, own_maps, similarity_maps
 from .metrics import vggss_box_to_pixels

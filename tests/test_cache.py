@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-import scipy.signal
 import soundfile
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
@@ -19,24 +18,12 @@ from fnac_lab.cli import main
 from fnac_lab.config import ConfigError, preset
 from fnac_lab.data import CachedAVDataset, real
 from fnac_lab.train import build_datasets, train
+from references import file_log_spectrogram
 
 # (width, height, extension) of the frames; (channels, subtype, seconds) of the 16 kHz clips
 FRAMES = [(500, 281, "png"), (240, 320, "jpg"), (224, 224, "jpg"), (97, 61, "png"), (640, 360, "jpg")]
 CLIPS = [(1, "PCM_16", 10.0), (2, "FLOAT", 2.2), (1, "PCM_24", 3.0), (3, "PCM_16", 5.5), (2, "DOUBLE", 0.7)]
 RATE = 16000
-
-
-def scipy_log_spectrogram(path) -> np.ndarray:
-    """soundfile + numpy mono mix, centre 3 s window (tiled when short) + scipy, before the / 12."""
-    x, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
-    x = np.clip(x, -1, 1).mean(axis=1)
-    n = int(rate * 3.0)
-    start = int(max(len(x) / rate / 2 - 1.5, 0) * rate)
-    w = x[start : start + n]
-    if len(w) < n:
-        w = np.tile(w, n // len(w) + 1)[:n]
-    _, _, spec = scipy.signal.spectrogram(w, rate, nperseg=512, noverlap=274)
-    return np.log(spec + 1e-7)
 
 
 def make_root(root, n: int, seed: int = 0, rate=RATE):
@@ -85,7 +72,7 @@ def test_spectrogram_equals_scipy_to_float16_precision(cached):
         for k, ident in enumerate(cached["ids"]):
             item = ds[k]
             assert item["id"] == ident and item["spec"].dtype == torch.float32
-            ref = scipy_log_spectrogram(cached["root"] / "audio" / f"{ident}.wav")
+            ref = file_log_spectrogram(cached["root"] / "audio" / f"{ident}.wav")
             assert item["spec"].shape == (1, *ref.shape)
             # float16 storage: relative spacing 2^-10, so half of it as the tolerance, plus float32 rounding
             np.testing.assert_allclose(item["spec"][0].numpy() * 12, ref, rtol=2 ** -11, atol=2e-4)

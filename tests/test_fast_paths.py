@@ -16,6 +16,7 @@ from fnac_lab.config import preset
 from fnac_lab.evaluate import evaluate_model
 from fnac_lab.losses import fnac_losses
 from fnac_lab.train import batch_sampler, build_model, compute_losses, total_loss, train_loader
+from references import naive_ciou
 from fnac_lab.utils import IMAGENET_MEAN, IMAGENET_STD, normalise_images
 
 CPU = torch.device("cpu")
@@ -222,15 +223,6 @@ class BoxedSet:
         else:
             out["gt_boxes"] = torch.from_numpy(self.boxes[idx])
         return out
-
-
-def naive_ciou(pred: np.ndarray, gt: np.ndarray) -> float:
-    p = pred.astype(np.float32)
-    if p.max() != p.min():
-        p = (p - p.min()) / (p.max() - p.min())
-    thr = np.sort(p.flatten())[p.size // 2]
-    region = (p >= thr).astype(np.float64)
-    return float((region * gt).sum() / (gt.sum() + (region * (gt == 0)).sum()))
 
 
 def test_batched_evaluation_from_boxes_equals_dense_and_per_sample_scores():

@@ -4,44 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.integrate
 import torch
 import torch.nn.functional as F
 
 from fnac_lab import metrics
-
-
-def naive_ciou(pred: np.ndarray, gt: np.ndarray) -> float:
-    """One sample, numpy, float32 map as the published evaluator sees it."""
-    p = pred.astype(np.float32)
-    if p.max() != p.min():
-        p = (p - p.min()) / (p.max() - p.min())
-    thr = np.sort(p.flatten())[int(p.shape[0] * p.shape[1] / 2)]
-    region = np.zeros(p.shape)
-    region[p >= thr] = 1
-    return float(np.sum(region * gt) / (np.sum(gt) + np.sum(region * (gt == 0))))
-
-
-def naive_gt(boxes, mode, size=224):
-    acc = np.zeros((size, size))
-    for x0, y0, x1, y1 in boxes:
-        tmp = np.zeros((size, size))
-        tmp[y0:y1, x0:x1] = 1
-        acc += tmp
-    if mode == "vggss":
-        acc[acc > 0] = 1
-        return acc
-    acc = acc / 2
-    acc[acc > 1] = 1
-    return acc
-
-
-def naive_summary(values):
-    values = np.asarray(values)
-    thresholds = [0.05 * i for i in range(21)]
-    curve = [np.sum(values >= t) / len(values) for t in thresholds]
-    return {"ap50": np.sum(values >= 0.5) / len(values), "mean_ciou": values.mean(),
-            "auc": scipy.integrate.trapezoid(curve, thresholds)}
+from references import naive_ciou, naive_gt, naive_summary
 
 
 def _maps(n, seed, kind):

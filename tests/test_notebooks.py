@@ -14,7 +14,6 @@ from pathlib import Path
 import nbformat
 import papermill
 import pytest
-import torch
 
 from fnac_lab import analysis
 from fnac_lab.config import TrainConfig

@@ -11,8 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-import scipy.integrate
-import scipy.signal
 import soundfile
 import torch
 from PIL import Image
@@ -22,6 +20,7 @@ from fnac_lab.config import preset
 from fnac_lab.data import real
 from fnac_lab.train import build_model, load_checkpoint, train
 from fnac_lab.utils import normalise_images
+from references import file_log_spectrogram, naive_ciou, naive_gt, naive_summary
 
 # (width, height, extension, PIL mode) of the frames and (rate, channels, subtype, seconds) of the clips
 FRAMES = [(320, 240, "jpg", "RGB"), (200, 300, "png", "RGB"), (224, 224, "jpg", "L"), (500, 281, "png", "RGBA"),
@@ -31,42 +30,6 @@ CLIPS = [(16000, 1, "PCM_16", 10.0), (44100, 2, "FLOAT", 2.0), (22050, 1, "PCM_2
 
 
 # -- independent references -----------------------------------------------------------------------------------
-
-def numpy_ciou(pred: np.ndarray, gt: np.ndarray) -> float:
-    p = pred.astype(np.float32)
-    if p.max() != p.min():
-        p = (p - p.min()) / (p.max() - p.min())
-    thr = np.sort(p.flatten())[p.size // 2]
-    region = (p >= thr).astype(np.float64)
-    return float((region * gt).sum() / (gt.sum() + (region * (gt == 0)).sum()))
-
-
-def numpy_gt(pixel_boxes, mode: str) -> np.ndarray:
-    acc = np.zeros((224, 224))
-    for x0, y0, x1, y1 in pixel_boxes:
-        acc[y0:y1, x0:x1] += 1
-    return (acc > 0).astype(float) if mode == "vggss" else np.minimum(acc / 2, 1.0)
-
-
-def numpy_summary(values) -> dict:
-    values = np.asarray(values)
-    t = [0.05 * i for i in range(21)]
-    return {"ap50": np.mean(values >= 0.5), "mean_ciou": values.mean(),
-            "auc": scipy.integrate.trapezoid([np.mean(values >= x) for x in t], t)}
-
-
-def scipy_spectrogram(path) -> np.ndarray:
-    """soundfile + numpy centre window with tiling + scipy, divided by 12."""
-    x, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
-    x = np.clip(x, -1, 1).mean(axis=1)
-    n = int(rate * 3.0)
-    start = int(max(len(x) / rate / 2 - 1.5, 0) * rate)
-    w = x[start : start + n]
-    if len(w) < n:
-        w = np.tile(w, n // len(w) + 1)[:n]
-    _, _, spec = scipy.signal.spectrogram(w, rate, nperseg=512, noverlap=274)
-    return np.log(spec + 1e-7) / 12
-
 
 # -- layouts --------------------------------------------------------------------------------------------------
 
@@ -148,13 +111,13 @@ def test_item_preprocessing_matches_pil_and_scipy(vggss_layout):
     for k in range(len(ds)):
         item = ds[k]
         sample = ds.samples[k]
-        np.testing.assert_allclose(item["spec"][0].numpy(), scipy_spectrogram(sample.audio), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(item["spec"][0].numpy(), file_log_spectrogram(sample.audio) / 12, atol=1e-4, rtol=0)
         ref = np.asarray(Image.open(sample.frame).convert("RGB").resize((224, 224), Image.BICUBIC), dtype=float)
         got = item["image"].permute(1, 2, 0).numpy().astype(float)
         assert item["image"].dtype == torch.uint8 and got.shape == (224, 224, 3)
         assert np.abs(got - ref).mean() < 1.0 and np.abs(got - ref).max() <= 12  # two bicubic implementations
         boxes = [[int(min(max(v, 0), 1) * 224) for v in b] for b in vggss_layout["by_id"][sample.id]["bbox"]]
-        np.testing.assert_array_equal(item["gt"].numpy(), numpy_gt(boxes, "vggss"))
+        np.testing.assert_array_equal(item["gt"].numpy(), naive_gt(boxes, "vggss"))
         assert item["label"] == vggss_layout["by_id"][sample.id]["class"]
 
 
@@ -172,11 +135,11 @@ def test_vggss_evaluation_through_cli(vggss_layout, checkpoint, tmp_path, capsys
     values = []
     for r in rows:
         boxes = [[int(min(max(v, 0), 1) * 224) for v in b] for b in by_id[r["id"]]["bbox"]]
-        expected = numpy_ciou(maps[r["id"]], numpy_gt(boxes, "vggss"))
+        expected = naive_ciou(maps[r["id"]], naive_gt(boxes, "vggss"))
         assert float(r["ciou"]) == pytest.approx(expected, abs=1e-6)
         assert r["class"] == by_id[r["id"]]["class"]
         values.append(expected)
-    for k, v in numpy_summary(values).items():
+    for k, v in naive_summary(values).items():
         assert scores[k] == pytest.approx(v, abs=1e-6)
     assert (scores["n_samples"], scores["n_missing"], scores["n_skipped"]) == (8, 2, 0)
     assert set(scores["baselines"]) == {"centre_prior", "random", "oracle"}
@@ -275,14 +238,14 @@ def test_flickr_evaluation_through_cli(flickr_layout, checkpoint, tmp_path):
     values = []
     for r in rows:
         pixels = [[int(224 * v / 256) for v in b] for b in flickr_layout["boxes"][r["id"]]]
-        gt = numpy_gt(pixels, "flickr")
+        gt = naive_gt(pixels, "flickr")
         assert set(np.unique(gt)) <= {0.0, 0.5, 1.0} and (gt == 1.0).any()
-        expected = numpy_ciou(maps[r["id"]], gt)
+        expected = naive_ciou(maps[r["id"]], gt)
         assert float(r["ciou"]) == pytest.approx(expected, abs=1e-6)
         assert r["class"] == flickr_layout["classes"][r["id"]]
         values.append(expected)
     scores = json.loads((out / "scores.json").read_text())
-    for k, v in numpy_summary(values).items():
+    for k, v in naive_summary(values).items():
         assert scores[k] == pytest.approx(v, abs=1e-6)
     assert scores["n_missing"] == 0 and read_csv(out / "missing.csv") == []
 
