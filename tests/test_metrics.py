@@ -63,6 +63,16 @@ def test_ties_at_threshold_are_included():
     assert metrics.ciou(pred, gt).item() == pytest.approx(112 * 112 / 224**2)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("kind", ["smooth", "quantised"])
+def test_median_threshold_is_the_sorted_element(kind, dtype):
+    """Both selection paths (numpy on CPU float32 / float64, torch otherwise) pick sort(p)[floor(H*W/2)]."""
+    maps = _maps(6, 11, kind).to(dtype)
+    flat = maps.flatten(1).float().numpy()
+    expected = np.sort(flat, axis=1)[:, flat.shape[1] // 2]
+    np.testing.assert_array_equal(metrics.median_threshold(maps).float().numpy(), expected)
+
+
 def test_gt_maps_from_real_vggss_boxes(vggss_annotations):
     rng = np.random.default_rng(1)
     sample = [vggss_annotations[i] for i in rng.choice(len(vggss_annotations), 200, replace=False)]
