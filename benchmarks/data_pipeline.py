@@ -26,12 +26,13 @@ import numpy as np
 import scipy.signal
 import soundfile
 import torch
-from machine import cpu_name
 from PIL import Image
 
 from fnac_lab.data import CachedAVDataset
 from fnac_lab.data.cache import build_cache
 from fnac_lab.utils import IMAGENET_MEAN, IMAGENET_STD, normalise_images
+
+from machine import cpu_name
 
 MEAN = np.array(IMAGENET_MEAN, dtype=np.float32)[:, None, None]
 STD = np.array(IMAGENET_STD, dtype=np.float32)[:, None, None]

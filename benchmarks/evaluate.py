@@ -29,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine import describe_machine
 import torch.nn.functional as F
 
 from fnac_lab import metrics
 from fnac_lab.models import upsample_maps
+
+from machine import describe_machine
 
 VGGSS_JSON = Path(__file__).resolve().parents[2] / "shared" / "reference-data" / "vggss.json"
 

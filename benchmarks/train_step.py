@@ -27,13 +27,14 @@ import statistics
 import time
 
 import torch
-from machine import describe_machine
 import torch.nn.functional as F
 
 from fnac_lab.config import TrainConfig
 from fnac_lab.losses import fnac_terms, similarity_maps
 from fnac_lab.train import build_model, compute_losses, total_loss
 from fnac_lab.utils import normalise_images
+
+from machine import describe_machine
 
 WEIGHT = 100.0  # published weight of each FNAC term
 

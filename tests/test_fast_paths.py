@@ -16,8 +16,8 @@ from fnac_lab.config import preset
 from fnac_lab.evaluate import evaluate_model
 from fnac_lab.losses import fnac_losses
 from fnac_lab.train import batch_sampler, build_model, compute_losses, total_loss, train_loader
-from references import naive_ciou
 from fnac_lab.utils import IMAGENET_MEAN, IMAGENET_STD, normalise_images
+from references import naive_ciou
 
 CPU = torch.device("cpu")
 CFG = dict(visual_stage=2, audio_stage=2, embed_dim=32, image_size=32, audio_augment=False, batch_size=8,
