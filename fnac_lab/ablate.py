@@ -11,6 +11,9 @@ A grid file (YAML)::
         - {w_fns_audio: 0, w_fns_visual: 0, w_tne: 0}
         - {w_fns_audio: 10, w_fns_visual: 10, w_tne: 10}
 
+``grid`` may also be a list of such mappings (blocks): the points are then the union of the blocks' products,
+each point once, so that a factor can be crossed with only some of the others.
+
 Output layout::
 
     OUT/grid.json                     the resolved grid
@@ -113,25 +116,41 @@ class GridPoint:
 class Grid:
     notebook: Path
     base: dict[str, Any]
-    axes: dict[str, list[Any]]
+    blocks: tuple[dict[str, list[Any]], ...]  #: each block's axes; the points are the union of their products
     out_param: str = "out_dir"
     paper: str | None = None  #: key of :data:`PAPER_TABLES` this sweep compares with
 
+    @property
+    def axes(self) -> dict[str, list[Any]]:
+        """Every axis of every block, with the values it takes anywhere (in file order)."""
+        merged: dict[str, list[Any]] = {}
+        for block in self.blocks:
+            for name, values in block.items():
+                merged.setdefault(name, [])
+                merged[name].extend(v for v in values if v not in merged[name])
+        return merged
+
     def points(self) -> list[GridPoint]:
-        """The cartesian product of the axes, in file order (the last axis varies fastest)."""
-        out = []
-        for combo in itertools.product(*self.axes.values()):
-            values = dict(zip(self.axes, combo))
-            params = dict(self.base)
-            for value in combo:
-                if isinstance(value, Mapping):
-                    params.update(value)
-            params.update({k: v for k, v in values.items() if not isinstance(v, Mapping)})
-            out.append(GridPoint(name=point_name(values, params), values=values, parameters=params))
+        """Each block's cartesian product in file order (the last axis varies fastest); a point that an earlier
+        block already holds (same parameters) is not repeated."""
+        out, seen = [], set()
+        for block in self.blocks:
+            for combo in itertools.product(*block.values()):
+                values = dict(zip(block, combo))
+                params = dict(self.base)
+                for value in combo:
+                    if isinstance(value, Mapping):
+                        params.update(value)
+                params.update({k: v for k, v in values.items() if not isinstance(v, Mapping)})
+                point = GridPoint(name=point_name(values, params), values=values, parameters=params)
+                if point.name not in seen:
+                    seen.add(point.name)
+                    out.append(point)
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"notebook": str(self.notebook), "base": self.base, "grid": self.axes, "out_param": self.out_param,
+        grid = self.blocks[0] if len(self.blocks) == 1 else list(self.blocks)
+        return {"notebook": str(self.notebook), "base": self.base, "grid": grid, "out_param": self.out_param,
                 "paper": self.paper}
 
 
@@ -151,24 +170,36 @@ def point_name(values: Mapping[str, Any], parameters: Mapping[str, Any]) -> str:
     return f"{slug}-{digest}"
 
 
-def make_grid(notebook: str | Path, *, base: Mapping[str, Any] | None = None, grid: Mapping[str, Sequence[Any]] | None = None,
+def make_grid(notebook: str | Path, *, base: Mapping[str, Any] | None = None,
+              grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]]] | None = None,
               out_param: str = "out_dir", paper: str | None = None, source: str = "grid") -> Grid:
-    """A validated :class:`Grid` (``source`` names the grid in error messages)."""
+    """A validated :class:`Grid` (``source`` names the grid in error messages); ``grid`` is one mapping of axes
+    or a list of them (blocks)."""
     nb = Path(notebook).expanduser()
     nb = nb if nb.is_absolute() else Path.cwd() / nb
     if not nb.is_file():
         raise FnacError(f"{source}: notebook {notebook} not found (relative paths are taken from {Path.cwd()})")
     base = dict(base or {})
-    axes = {str(k): v for k, v in (grid or {}).items()}
-    for name, values in axes.items():
-        if not isinstance(values, list) or not values:
-            raise FnacError(f"{source}: grid axis {name!r} must be a non-empty list of values, got {values!r}")
-    if out_param in base or out_param in axes:
+    blocks = [grid or {}] if grid is None or isinstance(grid, Mapping) else list(grid)
+    if not blocks:
+        raise FnacError(f"{source}: 'grid' is an empty list of blocks")
+    checked = []
+    for k, block in enumerate(blocks):
+        where = f"grid block {k + 1}" if len(blocks) > 1 else "grid"
+        if not isinstance(block, Mapping):
+            raise FnacError(f"{source}: {where} must be a mapping of axes, got {block!r}")
+        axes = {str(name): values for name, values in block.items()}
+        for name, values in axes.items():
+            if not isinstance(values, list) or not values:
+                raise FnacError(f"{source}: {where} axis {name!r} must be a non-empty list of values, got {values!r}")
+        if out_param in axes:
+            raise FnacError(f"{source}: {out_param!r} is set by the runner (each point writes into its own folder)")
+        checked.append({name: list(values) for name, values in axes.items()})
+    if out_param in base:
         raise FnacError(f"{source}: {out_param!r} is set by the runner (each point writes into its own folder)")
     if paper is not None and paper not in PAPER_TABLES:
         raise FnacError(f"{source}: paper {paper!r} is not one of {', '.join(PAPER_TABLES)}")
-    return Grid(notebook=nb.resolve(), base=base, axes={k: list(v) for k, v in axes.items()}, out_param=out_param,
-                paper=paper)
+    return Grid(notebook=nb.resolve(), base=base, blocks=tuple(checked), out_param=out_param, paper=paper)
 
 
 def load_grid(path: str | Path) -> Grid:
@@ -187,9 +218,10 @@ def load_grid(path: str | Path) -> Grid:
         raise FnacError(f"{path}: unknown key(s) {', '.join(map(repr, unknown))} (allowed: {', '.join(GRID_KEYS)})")
     if "notebook" not in spec:
         raise FnacError(f"{path}: missing the 'notebook' key")
-    for key in ("base", "grid"):
-        if spec.get(key) is not None and not isinstance(spec[key], dict):
-            raise FnacError(f"{path}: {key!r} must be a mapping, got {spec[key]!r}")
+    if spec.get("base") is not None and not isinstance(spec["base"], dict):
+        raise FnacError(f"{path}: 'base' must be a mapping, got {spec['base']!r}")
+    if spec.get("grid") is not None and not isinstance(spec["grid"], (dict, list)):
+        raise FnacError(f"{path}: 'grid' must be a mapping of axes or a list of them, got {spec['grid']!r}")
     return make_grid(spec["notebook"], base=spec.get("base"), grid=spec.get("grid"),
                      out_param=spec.get("out_param", "out_dir"), paper=spec.get("paper"), source=str(path))
 

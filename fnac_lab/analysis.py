@@ -439,10 +439,22 @@ def fn_ratio_table(batch_sizes: Sequence[int], class_counts: Sequence[int]) -> p
 def notebook_config(preset_name: str, *, smoke: bool, values: Mapping[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
     """The configuration of a notebook run: the ``smoke`` preset when ``smoke`` else ``preset_name``, with every
     ``TrainConfig`` field found in ``values`` (a notebook's parameters) that is not None applied on top.
-    Returns the configuration and the applied overrides."""
+
+    ``values["fnac_strength"]``, when given, sets all three FNAC weights to that many times the batch size: the
+    terms average over ``B x B`` entries, so their pull against NCE goes with ``w / B`` (the paper's 100 / 128 =
+    0.78). Returns the configuration and the applied overrides."""
     name = "smoke" if smoke else preset_name
     overrides = {k: values[k] for k in TrainConfig.field_names() if values.get(k) is not None}
-    return preset(name, **overrides), overrides
+    cfg = preset(name, **overrides)
+    strength = values.get("fnac_strength")
+    if strength is not None:
+        named = [k for k in NCE_ONLY if k in overrides]
+        if named:
+            raise FnacError(f"fnac_strength and {', '.join(named)} both set the FNAC weights; set one of them")
+        weights = {k: float(strength) * cfg.batch_size for k in NCE_ONLY}
+        cfg = cfg.replace(**weights)
+        overrides = {**overrides, **weights}
+    return cfg, overrides
 
 
 def nce_twin(cfg: TrainConfig) -> TrainConfig:
@@ -471,6 +483,7 @@ def run_metrics(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
     ratios = [r["fn_ratio"] for r in history if r.get("fn_ratio") is not None]
     return {
         **{k: test[k] for k in (*SCORES, "n_samples")},
+        **{k: v for k, v in history[-1].items() if k.startswith("fn_auroc_")},  # at the last epoch
         "best_epoch": summary["best_epoch"],
         "epochs_trained": summary["epochs_trained"],
         "val": summary["val"],

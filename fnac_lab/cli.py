@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from .audio import AudioDecodeError
-from .config import PRESETS, ConfigError, TrainConfig, parse_overrides, preset
+from .config import (PRESETS, PRETRAIN_PRESETS, ConfigError, PretrainConfig, TrainConfig, parse_overrides, preset,
+                     pretrain_preset)
 from .models import PretrainedWeightsError
 from .utils import FnacError
 
@@ -29,6 +30,16 @@ def _cmd_train(args: argparse.Namespace) -> None:
     print(f"best epoch {best} (validation {cfg.select_metric} {result.summary['val'][cfg.select_metric]:.4f}); "
           f"test AP50 {test.get('ap50', float('nan')):.4f}, mean cIoU {test.get('mean_ciou', float('nan')):.4f}, "
           f"AUC {test.get('auc', float('nan')):.4f}; written to {args.out}")
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> None:
+    from .pretrain import pretrain
+
+    cfg = pretrain_preset(args.preset, **parse_overrides(args.set, PretrainConfig))
+    result = pretrain(cfg, args.out, resume=not args.no_resume, progress=not args.quiet)
+    s = result.summary
+    print(f"validation accuracy {s['val_accuracy']:.4f} over {cfg.n_classes} object kinds (chance {s['chance']:.4f}) "
+          f"after {s['epochs']} epochs; weights in {result.weights} (use --set visual_weights={result.weights})")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -135,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/checkpoints/last.pt exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("pretrain", help="pretrain the visual stream on single built-in objects (ImageNet's stand-in)")
+    p.add_argument("--preset", default="demo", choices=sorted(PRETRAIN_PRESETS), help="starting configuration")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a setting (repeatable); settings: {', '.join(PretrainConfig.field_names())}")
+    p.add_argument("--out", required=True, help="output directory (visual_backbone.pt, metrics.jsonl, summary.json)")
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.pt exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("evaluate", help="score a checkpoint")
     p.add_argument("--checkpoint", required=True, help="a last.pt or best.pt written by train")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, fields
 from typing import Any, Optional
@@ -22,12 +23,42 @@ class ConfigError(ValueError):
     """A configuration value or key is invalid."""
 
 
+class _Settings:
+    """Construction helpers shared by the configuration dataclasses: checked field names and coerced values."""
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+        self._validate()
+
+    def _validate(self) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def replace(self, **changes: Any):
+        """A copy with ``changes`` applied; unknown names are refused."""
+        check_keys(changes, type(self))
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        check_keys(values, cls)
+        return cls(**values)
+
+
 @dataclass(frozen=True)
-class TrainConfig:
-    """All hyper-parameters of a run. Defaults reproduce the published configuration (REFERENCE 1)."""
+class TrainConfig(_Settings):
+    """All hyper-parameters of a run. Defaults reproduce the published configuration (Sun et al., CVPR 2023)."""
 
     # Model
-    visual_backbone: str = "resnet18"
+    visual_backbone: str = "resnet18.tv_in1k"  #: timm name; the tag picks torchvision's ImageNet weights (published)
     visual_stage: int = 4  #: timm feature stage of the visual map (4 = last ResNet stage, 7 x 7 at 224 px)
     audio_backbone: str = "resnet18"
     audio_stage: int = 4
@@ -36,6 +67,7 @@ class TrainConfig:
     audio_dropout: float = 0.0
     visual_pretrained: bool = True  #: ImageNet weights through timm (needs a network, or visual_weights)
     visual_weights: Optional[str] = None  #: local file with pretrained visual weights
+    visual_pretrain: Optional[str] = None  #: built-in pretraining preset (smoke, demo) of the visual stream, cached
     centre_norm: bool = False  #: deviation: parameter-free batch norm on each projection before L2
 
     # Objective
@@ -66,7 +98,7 @@ class TrainConfig:
     image_size: int = 224  #: visual input size (the built-in data is rendered at this size)
     data_seed: int = 0
     class_bias_p: float = 0.0  #: probability of a class-biased batch slot (pilot experiment); 0 = plain shuffling
-    audio_augment: bool = True  #: SpecAugment (one frequency and one time mask) on training spectrograms
+    audio_augment: str = "per_axis"  #: SpecAugment masks: per_axis, published (starts drawn as published) or off
 
     # Real data (dataset="real"; README, "Real benchmarks")
     train_root: Optional[str] = None  #: layout of the training clips: ROOT/frames + ROOT/audio, or both flat
@@ -93,37 +125,17 @@ class TrainConfig:
     persistent_workers: bool = False  #: keep DataLoader workers between epochs (resume then not bit-exact)
     select_metric: str = "ap50"  #: validation metric used to keep best.pt
 
-    def __post_init__(self):
-        hints = typing.get_type_hints(TrainConfig)
-        for f in fields(self):
-            object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+    def _validate(self) -> None:
         _validate(self)
-
-    # -- construction helpers -------------------------------------------------------------------
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-    def replace(self, **changes: Any) -> "TrainConfig":
-        """A copy with ``changes`` applied; unknown names are refused."""
-        check_keys(changes)
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        check_keys(values)
-        return cls(**values)
 
     @property
     def fnac_active(self) -> bool:
         return any(w > 0 for w in (self.w_fns_audio, self.w_fns_visual, self.w_tne))
 
 
-def check_keys(values: dict[str, Any]) -> None:
-    names = TrainConfig.field_names()
+def check_keys(values: dict[str, Any], cls: type = None) -> None:
+    """Refuse names that are not fields of ``cls`` (default :class:`TrainConfig`), suggesting the closest."""
+    names = (cls or TrainConfig).field_names()
     for key in values:
         if key not in names:
             near = difflib.get_close_matches(key, names, n=1)
@@ -142,9 +154,18 @@ _NONE_WORDS = {"none", "null", "soft", ""}
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
+#: Text fields that also take a boolean: true / false stand for these values (older configurations, grids).
+_BOOLEAN_ALIASES = {"audio_augment": {True: "per_axis", False: "off"}}
+
+
 def _coerce(name: str, value: Any, annotation: Any) -> Any:
     """Convert ``value`` (possibly a string from the command line) to the field's type, or refuse it."""
     tp, optional = _base_type(annotation)
+    aliases = _BOOLEAN_ALIASES.get(name)
+    if aliases is not None:
+        word = value.strip().lower() if isinstance(value, str) else value
+        if isinstance(word, bool) or word in _TRUE | _FALSE:
+            value = aliases[word if isinstance(word, bool) else word in _TRUE]
     if value is None or (optional and isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
         if optional:
             return None
@@ -188,9 +209,9 @@ def _validate(c: TrainConfig) -> None:
     for name in ("visual_stage", "audio_stage"):
         need(0 <= getattr(c, name) <= 4, name, "must be a timm feature stage between 0 and 4")
     for name in ("w_fns_audio", "w_fns_visual", "w_tne", "weight_decay"):
-        need(getattr(c, name) >= 0, name, "must be non-negative")
-    need(c.tau > 0, "tau", "must be positive")
-    need(c.lr > 0, "lr", "must be positive")
+        need(math.isfinite(getattr(c, name)) and getattr(c, name) >= 0, name, "must be a non-negative finite number")
+    need(math.isfinite(c.tau) and c.tau > 0, "tau", "must be a positive finite number")
+    need(math.isfinite(c.lr) and c.lr > 0, "lr", "must be a positive finite number")
     need(c.tne_threshold is None or 0.0 <= c.tne_threshold < 1.0, "tne_threshold", "must be in [0, 1) or 'soft'")
     need(c.distance in DISTANCES, "distance", f"must be one of {', '.join(DISTANCES)}")
     need(c.warmup_epochs >= 0, "warmup_epochs", "must be non-negative")
@@ -199,6 +220,11 @@ def _validate(c: TrainConfig) -> None:
     need(c.device == "auto" or c.device.split(":")[0] in ("cpu", "cuda", "mps"), "device", "must be auto, cpu, cuda[:N] or mps")
     need(c.select_metric in ("ap50", "mean_ciou", "auc"), "select_metric", "must be ap50, mean_ciou or auc")
     need(c.dataset in DATASETS, "dataset", f"must be one of {', '.join(DATASETS)}")
+    need(c.audio_augment in AUDIO_AUGMENT, "audio_augment", f"must be one of {', '.join(AUDIO_AUGMENT)}")
+    need(c.visual_pretrain is None or c.visual_pretrain in PRETRAIN_PRESETS, "visual_pretrain",
+         f"must be one of {', '.join(PRETRAIN_PRESETS)}, or none")
+    need(c.visual_pretrain is None or c.visual_weights is None, "visual_pretrain",
+         "and visual_weights both name the visual weights; set one of them")
     if c.dataset == BUILTIN:
         need(2 <= c.n_classes <= 64, "n_classes", "must be between 2 and 64 for the built-in data")
         need(0 <= c.n_unheard < c.n_classes - 1, "n_unheard", "must leave at least two heard classes")
@@ -216,6 +242,8 @@ def _validate(c: TrainConfig) -> None:
 
 
 REAL = "real"
+#: SpecAugment draws (fnac_lab.audio.spec_augment): each mask's start from its own axis, as published, or off.
+AUDIO_AUGMENT = ("per_axis", "published", "off")
 #: Training sets the configuration knows about: the built-in data, or a real benchmark (trainset, testset).
 DATASETS = (BUILTIN, REAL)
 
@@ -242,6 +270,67 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+@dataclass(frozen=True)
+class PretrainConfig(_Settings):
+    """Supervised pretraining of the visual stream on single built-in objects: the built-in analogue of the
+    ImageNet pretraining the paper starts from (``fnac-lab pretrain``, :mod:`fnac_lab.pretrain`).
+
+    The backbone is cut as the audio-visual model cuts it (``visual_backbone``, ``visual_stage``) and classifies
+    every object kind the built-in generator draws (``n_classes`` up to 64 shape-colour pairs, a superset of the
+    audio-visual classes), from images of the audio-visual data's size with the ImageNet normalisation.
+    """
+
+    visual_backbone: str = "resnet18.tv_in1k"
+    visual_stage: int = 2
+    image_size: int = 48
+    n_classes: int = 64
+    n_train: int = 12000
+    n_val: int = 1000
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    device: str = "auto"
+
+    def _validate(self) -> None:
+        def need(ok: bool, name: str, rule: str) -> None:
+            if not ok:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: {rule}")
+
+        for name in ("n_train", "n_val", "epochs", "batch_size"):
+            need(getattr(self, name) >= 1, name, "must be a positive integer")
+        need(0 <= self.visual_stage <= 4, "visual_stage", "must be a timm feature stage between 0 and 4")
+        need(2 <= self.n_classes <= 64, "n_classes", "must be between 2 and 64 (the built-in object kinds)")
+        need(self.image_size >= 16, "image_size", "must be at least 16 px")
+        need(math.isfinite(self.lr) and self.lr > 0, "lr", "must be a positive finite number")
+        need(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "must be non-negative")
+        need(self.batch_size <= self.n_train, "batch_size", f"exceeds n_train={self.n_train}")
+        need(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), "device",
+             "must be auto, cpu, cuda[:N] or mps")
+
+
+#: Built-in pretraining presets; the backbone, its cut and the image size come from the run that uses them.
+PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": dict(visual_stage=2, image_size=32, n_train=1024, n_val=256, epochs=3, batch_size=64),
+    "demo": dict(visual_stage=2, image_size=48),
+}
+
+
+def pretrain_preset(name: str, **overrides: Any) -> PretrainConfig:
+    """The named pretraining preset with ``overrides`` applied."""
+    if name not in PRETRAIN_PRESETS:
+        raise ConfigError(f"unknown pretraining preset {name!r} (choose from {', '.join(PRETRAIN_PRESETS)})")
+    check_keys(overrides, PretrainConfig)
+    return PretrainConfig(**{**PRETRAIN_PRESETS[name], **overrides})
+
+
+def pretrain_config_for(cfg: TrainConfig) -> PretrainConfig:
+    """The pretraining that ``cfg.visual_pretrain`` names, cut and sized for ``cfg``'s visual stream."""
+    return pretrain_preset(cfg.visual_pretrain, visual_backbone=cfg.visual_backbone, visual_stage=cfg.visual_stage,
+                           image_size=cfg.image_size, device=cfg.device)
+
+
 def preset(name: str, **overrides: Any) -> TrainConfig:
     """The named preset with ``overrides`` applied."""
     if name not in PRESETS:
@@ -250,13 +339,14 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
     return TrainConfig(**{**PRESETS[name], **overrides})
 
 
-def parse_overrides(items: list[str]) -> dict[str, str]:
-    """``["key=value", ...]`` from the command line into a dict (values stay strings until coerced)."""
+def parse_overrides(items: list[str], cls: type = None) -> dict[str, str]:
+    """``["key=value", ...]`` from the command line into a dict (values stay strings until coerced); keys are
+    checked against the fields of ``cls`` (default :class:`TrainConfig`)."""
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got {item!r}")
         out[key.strip()] = value.strip()
-    check_keys(out)
+    check_keys(out, cls)
     return out

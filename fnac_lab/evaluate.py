@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import metrics
+from .losses import foreground_features, own_maps, similarity_maps
 from .models import MAP_SIZE, AVLocalizer
 from .utils import normalise_images
 
@@ -36,6 +37,22 @@ class EvalResult:
     scores: dict[str, float]
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
     maps: np.ndarray | None = None  # [N, 224, 224] float32 when kept
+    #: with ``embeddings=True``: per-sample ``audio`` embeddings, ``visual`` (spatial mean of the visual map) and
+    #: ``foreground`` (the TNE-pooled visual features), each ``[N, D]`` float32
+    embeddings: dict[str, np.ndarray] | None = None
+
+    def fn_auroc(self, max_samples: int = 1000) -> dict[str, float]:
+        """``fn_auroc_<matrix>``: :func:`fnac_lab.metrics.same_class_auroc` of each kept embedding over the first
+        ``max_samples`` samples; empty without embeddings or without a class for every sample."""
+        labels = self.labels[:max_samples]
+        if self.embeddings is None or any(lab is None or lab == "" for lab in labels):
+            return {}
+        out = {}
+        for name, x in self.embeddings.items():
+            value = metrics.same_class_auroc(x[:max_samples], labels)
+            if value is not None:
+                out[f"fn_auroc_{name}"] = value
+        return out
 
     def write(self, out_dir: str | Path, extra_scores: dict[str, Any] | None = None) -> None:
         """``scores.json`` and ``per_sample.csv`` (id, ciou, label) into ``out_dir``."""
@@ -118,6 +135,8 @@ def evaluate_model(
     num_workers: int = 0,
     seed: int = 0,
     desc: str = "evaluate",
+    embeddings: bool = False,
+    tne_threshold: float | None = 0.6,
 ) -> EvalResult:
     """Localise every sample of ``dataset`` and score it.
 
@@ -125,13 +144,15 @@ def evaluate_model(
     ground-truth maps ``[B, 224, 224]`` come from :func:`ground_truth`. Maps, ground truth and scores stay
     on ``device`` batch after batch (upsampling, normalisation, threshold and cIoU included); the host
     waits once, at the end, except for the baselines (the oracle's distance transform runs in scipy) and
-    ``keep_maps``.
+    ``keep_maps``. ``embeddings`` keeps each sample's intra-modal embeddings (the foreground ones pooled with
+    ``tne_threshold``) from the same forward pass.
     """
     device = torch.device(device)
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     ids, labels, cious, invalid, kept = [], [], [], [], []
+    embedded: dict[str, list[torch.Tensor]] = {"audio": [], "visual": [], "foreground": []}
     base_cious: dict[str, list[torch.Tensor]] = {"centre_prior": [], "random": [], "oracle": []}
     prior = centre_prior().to(device)
     batches = _batches(dataset, batch_size, num_workers, pin_memory=device.type == "cuda")
@@ -139,7 +160,13 @@ def evaluate_model(
                            leave=False):
         image = normalise_images(batch["image"].to(device, non_blocking=True))
         spec = batch["spec"].to(device, non_blocking=True).float()
-        maps = model.localize(image, spec)
+        img, aud = model(image, spec)
+        maps = model.maps_from_embeddings(img, aud)
+        if embeddings:
+            own = own_maps(similarity_maps(img.float(), aud.float(), model.tau))
+            for name, x in (("audio", aud), ("visual", img.mean(dim=(2, 3))),
+                            ("foreground", foreground_features(img, own, tne_threshold))):
+                embedded[name].append(x.float().cpu())
         gt = ground_truth(dataset, idx, batch, device)
         invalid.append(_invalid_inputs(maps, batch))
         cious.append(metrics.ciou(maps, gt, check_finite=False))
@@ -168,4 +195,6 @@ def evaluate_model(
         result.baselines = {k: metrics.summarize(torch.cat(v)) for k, v in base_cious.items()}
     if keep_maps:
         result.maps = np.concatenate(kept)
+    if embeddings:
+        result.embeddings = {k: torch.cat(v).numpy() for k, v in embedded.items()}
     return result

@@ -225,3 +225,32 @@ def summarize_segmentation(ious: torch.Tensor | Sequence[float], fscores: torch.
     if ious.numel() == 0 or ious.numel() != fscores.numel():
         raise ValueError(f"need as many IoUs as F-scores, and at least one (got {ious.numel()}, {fscores.numel()})")
     return {"miou": float(ious.mean()), "f_score": float(fscores.mean())}
+
+
+# -- false-negative detection ----------------------------------------------------------------------------------------
+
+
+def same_class_auroc(embeddings: torch.Tensor | np.ndarray, labels: Sequence) -> float | None:
+    """AUROC with which the cosine similarity of two embeddings separates same-class from different-class pairs.
+
+    Every unordered pair ``i < j`` of the rows of ``embeddings`` ``[N, D]`` is scored by its cosine similarity
+    and labelled same-class or not (``labels``: one class id or name per row); the result is scikit-learn's
+    ``roc_auc_score`` of those scores: the probability that a random same-class pair scores above a random
+    different-class pair (ties count half). 0.5 is chance, 1.0 a perfect ranking. It measures how much
+    false-negative information an intra-modal similarity carries: FNAC's targets ``softmax(aud aud^T / tau)`` and
+    ``softmax(v v^T / tau)`` help only where same-class pairs score higher. ``None`` when the pairs are all of
+    one kind.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    x = torch.as_tensor(np.asarray(embeddings), dtype=torch.float64)
+    if x.dim() != 2 or x.shape[0] != len(labels):
+        raise ValueError(f"expected embeddings [N, D] with one label per row, got {tuple(x.shape)} and {len(labels)}")
+    x = torch.nn.functional.normalize(x, dim=1)
+    pairs = np.triu_indices(len(x), k=1)
+    scores = (x @ x.T).numpy()[pairs]
+    lab = np.asarray(labels)
+    same = (lab[:, None] == lab[None, :])[pairs]
+    if same.all() or not same.any():
+        return None
+    return float(roc_auc_score(same, scores))

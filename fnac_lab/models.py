@@ -17,45 +17,84 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .losses import own_maps, similarity_maps
+from .utils import describe
 
 MAP_SIZE = 224
+#: The published visual stream: ResNet-18 with torchvision's ImageNet weights (timm's ``tv_in1k`` tag; plain
+#: ``resnet18`` would give timm's own ``a1_in1k`` training recipe).
+VISUAL_BACKBONE = "resnet18.tv_in1k"
 
 
 class PretrainedWeightsError(RuntimeError):
-    """Pretrained weights were asked for but cannot be loaded."""
+    """Pretrained weights were asked for but cannot be loaded (the message names the file or model)."""
 
 
 def init_published(module: nn.Module) -> None:
     """Published initialisation of the parts that are not pretrained.
 
-    Conv: Kaiming normal (fan_out, relu); linear: truncated normal (std 0.01), bias 0;
-    batch norm: weight N(1, 0.02), bias 0.
+    Conv: Kaiming normal (fan_out, relu); linear: truncated normal (std 0.01); batch norm: weight
+    N(1, 0.02), bias 0. Conv and linear biases keep PyTorch's default initialisation, as published.
     """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.01)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.affine:
             nn.init.normal_(m.weight, mean=1.0, std=0.02)
             nn.init.zeros_(m.bias)
 
 
-def _feature_backbone(name: str, stage: int, *, in_chans: int = 3, pretrained: bool = False,
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict from a ``.safetensors`` or torch file (a plain mapping, or one under ``"state_dict"``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PretrainedWeightsError(f"{path}: weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch and safetensors raise many types for a damaged file
+        raise PretrainedWeightsError(f"{path}: not a readable state dict ({describe(exc)})") from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PretrainedWeightsError(f"{path}: not a state dict (expected a mapping of names to tensors)")
+    return state
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike, name: str) -> None:
+    """Load a weights file into a ``features_only`` timm backbone, every key checked.
+
+    The file may hold the whole network (an ImageNet ResNet-18 with its classifier, as torchvision and
+    timm save it) or only the stages the backbone keeps (``fnac-lab pretrain``). timm's own file loader
+    is not used: for feature backbones it loads non-strictly, so a file whose keys do not fit would load
+    nothing and only warn.
+    """
+    path = Path(path)
+    state = read_state_dict(path)
+    own = backbone.state_dict()
+    known = set(timm.create_model(name, pretrained=False).state_dict())
+    strangers = sorted(k for k in state if k not in own and k not in known)
+    missing = sorted(k for k in own if k not in state)
+    reshaped = sorted(k for k in own if k in state and state[k].shape != own[k].shape)
+    for problem, keys in (("has keys that timm model %r does not" % name, strangers),
+                          ("lacks keys of timm model %r" % name, missing),
+                          ("has other shapes than timm model %r" % name, reshaped)):
+        if keys:
+            raise PretrainedWeightsError(f"{path}: {problem} ({len(keys)}, first: {keys[0]!r}); "
+                                         f"is it a state dict of that model?")
+    backbone.load_state_dict({k: state[k] for k in own}, strict=True)
+
+
+def feature_backbone(name: str, stage: int, *, in_chans: int = 3, pretrained: bool = False,
                       weights: str | os.PathLike | None = None) -> nn.Module:
     """A timm backbone returning the feature map of one stage (``features_only``)."""
     kwargs = dict(features_only=True, out_indices=(stage,), in_chans=in_chans)
-    if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise PretrainedWeightsError(f"{path}: visual weights file not found")
-        try:
-            return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
-        except Exception as exc:
-            raise PretrainedWeightsError(f"{path}: cannot load as weights for timm model {name!r} ({exc})") from exc
-    if pretrained:
+    if pretrained and weights is None:
         try:
             return timm.create_model(name, pretrained=True, **kwargs)
         except Exception as exc:
@@ -64,9 +103,12 @@ def _feature_backbone(name: str, stage: int, *, in_chans: int = 3, pretrained: b
                 f"download them elsewhere and pass a local file with visual_weights=/path/to/{name}.safetensors"
             ) from exc
     try:
-        return timm.create_model(name, pretrained=False, **kwargs)
+        backbone = timm.create_model(name, pretrained=False, **kwargs)
     except Exception as exc:
         raise ValueError(f"cannot build timm backbone {name!r} with stage {stage} ({exc})") from exc
+    if weights is not None:
+        load_backbone_weights(backbone, weights, name)
+    return backbone
 
 
 class VisualStream(nn.Module):
@@ -118,7 +160,10 @@ class AVLocalizer(nn.Module):
     @torch.no_grad()
     def localize(self, image: torch.Tensor, spec: torch.Tensor, size: int = MAP_SIZE) -> torch.Tensor:
         """Inference maps ``[B, size, size]``: the own-pair similarity ``S[b, b]`` upsampled bicubically."""
-        img, aud = self(image, spec)
+        return self.maps_from_embeddings(*self(image, spec), size=size)
+
+    def maps_from_embeddings(self, img: torch.Tensor, aud: torch.Tensor, size: int = MAP_SIZE) -> torch.Tensor:
+        """:meth:`localize` from the two streams' outputs."""
         return upsample_maps(own_maps(similarity_maps(img, aud, self.tau)), size)
 
 
@@ -129,7 +174,7 @@ def upsample_maps(maps: torch.Tensor, size: int = MAP_SIZE) -> torch.Tensor:
 
 def create_model(
     *,
-    visual_backbone: str = "resnet18",
+    visual_backbone: str = VISUAL_BACKBONE,
     visual_stage: int = 4,
     audio_backbone: str = "resnet18",
     audio_stage: int = 4,
@@ -144,8 +189,8 @@ def create_model(
     """Build the localiser. ``visual_weights`` (a local file) or ``visual_pretrained=True`` (timm hub,
     needs a network) load pretrained visual weights; everything else gets the published initialisation."""
     pretrained = visual_pretrained or visual_weights is not None
-    vis_backbone = _feature_backbone(visual_backbone, visual_stage, pretrained=visual_pretrained, weights=visual_weights)
-    aud_backbone = _feature_backbone(audio_backbone, audio_stage, in_chans=1)
+    vis_backbone = feature_backbone(visual_backbone, visual_stage, pretrained=visual_pretrained, weights=visual_weights)
+    aud_backbone = feature_backbone(audio_backbone, audio_stage, in_chans=1)
     visual = VisualStream(vis_backbone, embed_dim, visual_dropout, centre_norm)
     audio = AudioStream(aud_backbone, embed_dim, audio_dropout, centre_norm)
     init_published(audio)

@@ -26,17 +26,20 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .audio import spec_augment
-from .config import BUILTIN, REAL, ConfigError, TrainConfig
+from .config import BUILTIN, REAL, ConfigError, TrainConfig, pretrain_config_for
 from .data.builtin import BuiltinSpec, builtin_splits
 from .data.real import real_splits, write_dataset_reports
 from .data.sampling import ClassBiasedBatchSampler, ShuffledBatchSampler, false_negative_ratio
 from .evaluate import EvalResult, evaluate_model
 from .losses import fnac_terms, similarity_maps
 from .models import AVLocalizer, create_model
+from .pretrain import builtin_visual_weights
 from .utils import (FnacError, atomic_torch_save, atomic_write_text, epoch_seed, normalise_images, seed_everything,
                     write_json)
 
 TERMS = ("nce", "fns_audio", "fns_visual", "tne")
+#: Validation samples whose pairs score false-negative detection (``fn_auroc_*`` in metrics.jsonl).
+FN_AUROC_SAMPLES = 1000
 #: Fields that may differ when a run is resumed (they do not change what is computed per epoch).
 RUNTIME_FIELDS = frozenset({"epochs", "device", "num_workers", "eval_batch_size", "channels_last", "compile",
                             "persistent_workers"})
@@ -51,14 +54,20 @@ class TrainResult:
     test: EvalResult | None
 
 
-def build_model(cfg: TrainConfig) -> AVLocalizer:
-    """The localiser described by ``cfg`` (published initialisation, optional pretrained visual weights)."""
+def build_model(cfg: TrainConfig, *, progress: bool = True) -> AVLocalizer:
+    """The localiser described by ``cfg`` (published initialisation, optional pretrained visual weights).
+
+    The visual weights come from ``cfg.visual_weights`` (a file), else from the built-in pretraining that
+    ``cfg.visual_pretrain`` names (pretrained once and cached), else from timm's hub when ``cfg.visual_pretrained``.
+    """
+    weights = cfg.visual_weights
+    if cfg.visual_pretrain is not None:
+        weights = builtin_visual_weights(pretrain_config_for(cfg), progress=progress)
     return create_model(
         visual_backbone=cfg.visual_backbone, visual_stage=cfg.visual_stage,
         audio_backbone=cfg.audio_backbone, audio_stage=cfg.audio_stage, embed_dim=cfg.embed_dim,
         visual_dropout=cfg.visual_dropout, audio_dropout=cfg.audio_dropout, centre_norm=cfg.centre_norm,
-        visual_pretrained=cfg.visual_pretrained and cfg.visual_weights is None,
-        visual_weights=cfg.visual_weights, tau=cfg.tau,
+        visual_pretrained=cfg.visual_pretrained and weights is None, visual_weights=weights, tau=cfg.tau,
     )
 
 
@@ -114,8 +123,8 @@ def compute_losses(model: AVLocalizer, batch: dict, cfg: TrainConfig, device: to
     """
     image = normalise_images(batch["image"].to(device, non_blocking=True))
     spec = batch["spec"].to(device, non_blocking=True).float()
-    if train and cfg.audio_augment:
-        spec = spec_augment(spec)
+    if train and cfg.audio_augment != "off":
+        spec = spec_augment(spec, draw=cfg.audio_augment)
     if cfg.channels_last:
         image = image.contiguous(memory_format=torch.channels_last)
         spec = spec.contiguous(memory_format=torch.channels_last)
@@ -150,7 +159,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise FnacError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
-        cfg = TrainConfig(**{**ckpt["config"], "visual_pretrained": False, "visual_weights": None})
+        cfg = TrainConfig(**{**ckpt["config"], "visual_pretrained": False, "visual_weights": None,
+                             "visual_pretrain": None})
     except Exception as exc:
         raise FnacError(f"{path}: not a fnac-lab checkpoint ({exc})") from exc
     model = build_model(cfg)
@@ -191,7 +201,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, p
     datasets = datasets if datasets is not None else build_datasets(cfg)
     if main:
         write_dataset_reports(datasets, out)
-    model = build_model(cfg).to(device)
+    model = build_model(cfg, progress=progress).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -250,16 +260,17 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, p
             continue  # rank 0 validates and writes; the others wait for it in the next collective
         train_seconds = time.perf_counter() - t0
         val = evaluate_model(model, val_set, batch_size=cfg.eval_batch_size, device=device, baselines=False,
-                             progress=progress, desc="validate")
+                             progress=progress, desc="validate", embeddings=True, tne_threshold=cfg.tne_threshold)
         record = {"epoch": epoch + 1, "split": "val",
                   **{k: val.scores[k] for k in ("ap50", "mean_ciou", "auc")},
                   **means,
+                  **val.fn_auroc(FN_AUROC_SAMPLES),
                   "fnac_active": cfg.fnac_active and epoch >= cfg.warmup_epochs,
                   "fn_ratio": float(np.mean(fn_ratios)) if fn_ratios else None,
                   "train_seconds": round(train_seconds, 2)}
         history.append(record)
         score = val.scores[cfg.select_metric]
-        improved = score > best["score"]
+        improved = score >= best["score"]  # ties go to the later epoch, as published
         if improved:
             best = {"epoch": epoch + 1, "score": score}
         state = _checkpoint(model, optimizer, cfg, epoch, history, best)

@@ -20,6 +20,13 @@ class FnacError(RuntimeError):
     """An error the command line reports as one line (bad input, missing file, ...)."""
 
 
+def describe(exc: BaseException, limit: int = 200) -> str:
+    """``"Type: first line of the message"``, cut to ``limit`` characters: a library's error inside a one-line report."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``"auto"`` picks CUDA when available, else the CPU."""
     if name == "auto":

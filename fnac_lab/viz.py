@@ -208,6 +208,28 @@ def validation_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], *, l
     return fig
 
 
+def fn_auroc_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], *, warmup_epochs: int | None = None) -> go.Figure:
+    """False-negative detection per epoch: the AUROC with which each intra-modal similarity (audio, visual,
+    foreground) separates same-class from different-class validation pairs, one line per run; 0.5 is chance."""
+    panels = [("fn_auroc_audio", "audio  aud aud^T"), ("fn_auroc_visual", "visual  v v^T"),
+              ("fn_auroc_foreground", "foreground  f f^T")]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in panels], shared_yaxes=True)
+    for run, history in histories.items():
+        epochs = [r["epoch"] for r in history]
+        for c, (key, _) in enumerate(panels, start=1):
+            fig.add_trace(go.Scatter(x=epochs, y=[r.get(key) for r in history], mode="lines+markers", name=run,
+                                     legendgroup=run, showlegend=c == 1, line=dict(color=MODEL_COLOURS.get(run))),
+                          row=1, col=c)
+            fig.add_hline(y=0.5, line_dash="dash", line_color="grey", row=1, col=c)
+            if warmup_epochs:
+                fig.add_vline(x=warmup_epochs + 0.5, line_dash="dot", line_color="grey", row=1, col=c)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text="same-class AUROC", range=[0.4, 1.0], row=1, col=1)
+    fig.update_layout(height=340, title="False-negative detection on validation pairs (0.5 dashed: chance)",
+                      margin=dict(t=80))
+    return fig
+
+
 def scores_bars(table: pd.DataFrame, *, title: str = "Test scores beside the trivial maps") -> go.Figure:
     """Grouped bars of a scores table (rows: models and reference maps; columns: metrics)."""
     fig = go.Figure()

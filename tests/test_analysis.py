@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from fnac_lab import analysis
+from fnac_lab.config import preset
 from fnac_lab.losses import distribution_distance, fnac_losses
+from fnac_lab.utils import FnacError
 
 
 def _embeddings(b=6, c=5, h=3, w=4, seed=0):
@@ -349,3 +351,13 @@ def test_adjacency_heatmaps_outline_exactly_the_same_class_pairs():
     marked = fig.axes[0].collections[-1].get_offsets()
     expected = sorted((j + 0.5, i + 0.5) for i in range(5) for j in range(5) if labels[i] == labels[j] and i != j)
     assert sorted(map(tuple, np.asarray(marked))) == expected
+
+
+def test_fnac_strength_sets_the_weights_per_batch_member():
+    cfg, overrides = analysis.notebook_config("demo", smoke=False, values={"fnac_strength": 0.4, "batch_size": 128})
+    assert (cfg.w_fns_audio, cfg.w_fns_visual, cfg.w_tne) == (0.4 * 128,) * 3 and cfg.batch_size == 128
+    assert overrides["w_tne"] == 0.4 * 128
+    twin, _ = analysis.notebook_config("demo", smoke=False, values={"fnac_strength": 0})
+    assert not twin.fnac_active and twin == analysis.nce_twin(preset("demo"))
+    with pytest.raises(FnacError, match="fnac_strength and w_tne both set"):
+        analysis.notebook_config("demo", smoke=False, values={"fnac_strength": 0.4, "w_tne": 1})

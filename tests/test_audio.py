@@ -80,6 +80,40 @@ def test_spec_augment_masks():
     assert torch.equal(spec, torch.ones_like(spec))  # input untouched
 
 
+def sampled_mask_counts(draw: str, freq: int, time: int, n: int, rng: np.random.Generator) -> dict[str, float]:
+    """Independent sampling of one mask per axis by the two rules, written from their definitions: width
+    floor(10 U); start floor(U' (size - 10 U)) on its own axis (per_axis) or floor(U' * other size) (published);
+    bins [start, start + width) that fall inside the axis are masked."""
+    out = {}
+    for axis, size, other in (("freq", freq, time), ("time", time, freq)):
+        w = rng.random(n) * 10
+        u = rng.random(n)
+        start = np.floor(u * (size - w)) if draw == "per_axis" else np.floor(u * other)
+        masked = np.clip(np.minimum(start + np.floor(w), size) - start, 0, None)
+        out[f"no_{axis}"] = float(np.mean(masked == 0))
+        out[f"mean_{axis}"] = float(np.mean(masked))
+    return out
+
+
+@pytest.mark.parametrize("draw", ["per_axis", "published"])
+@pytest.mark.parametrize("frames", [200, 554])  # 3 s at 16 kHz and at 44.1 kHz
+def test_spec_augment_draws_against_independent_sampling(draw, frames):
+    n = 6000
+    torch.manual_seed(1)
+    out = audio.spec_augment(torch.ones(n, 1, 257, frames), draw=draw)[:, 0]
+    zero = out == 0
+    got = {"no_freq": float((~zero.all(dim=2).any(dim=1)).float().mean()),
+           "no_time": float((~zero.all(dim=1).any(dim=1)).float().mean()),
+           "mean_freq": float(zero.all(dim=2).sum(dim=1).float().mean()),
+           "mean_time": float(zero.all(dim=1).sum(dim=1).float().mean())}
+    want = sampled_mask_counts(draw, 257, frames, 200_000, np.random.default_rng(0))
+    for key in want:
+        tolerance = 0.02 if key.startswith("no_") else 0.15
+        assert got[key] == pytest.approx(want[key], abs=tolerance), (key, got, want)
+    if draw == "published":  # the shares measured on the published code (30 % and 57 %, from a finite sample)
+        assert want["no_time" if frames == 200 else "no_freq"] == pytest.approx(0.30 if frames == 200 else 0.57, abs=0.02)
+
+
 @pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT", "PCM_U8"])
 def test_load_audio_formats(tmp_path, subtype):
     rate, x = 22050, _clip(22050, 0.5, 2, channels=2).T * 0.5

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from fnac_lab import metrics
+from fnac_lab.metrics import same_class_auroc
 from references import naive_ciou, naive_gt, naive_summary
 
 
@@ -132,3 +133,35 @@ def test_cuda_matches_cpu():
     cpu = metrics.ciou(maps, gts)
     gpu = metrics.ciou(maps.cuda(), gts.cuda())
     assert torch.equal(cpu, gpu.cpu())
+
+
+def naive_same_class_auroc(x: np.ndarray, labels) -> float:
+    """Mann-Whitney, pair by pair: the share of (same-class pair, different-class pair) couples ranked right."""
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    same, other = [], []
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            (same if labels[i] == labels[j] else other).append(float(x[i] @ x[j]))
+    same, other = np.array(same)[:, None], np.array(other)[None, :]
+    return float(((same > other).sum() + 0.5 * (same == other).sum()) / (same.size * other.size))
+
+
+def test_same_class_auroc_against_pairwise_counting():
+    rng = np.random.default_rng(3)
+    for n, dim, classes in ((30, 5, 4), (57, 8, 9), (40, 3, 2)):
+        labels = rng.integers(classes, size=n)
+        x = rng.normal(size=(n, dim)) + 0.8 * np.eye(classes, dim)[labels]  # a little class structure
+        assert same_class_auroc(x, labels) == pytest.approx(naive_same_class_auroc(x, labels), abs=1e-12)
+    names = ["dog", "car", "dog", "piano", "car"]
+    x = rng.normal(size=(5, 4))
+    assert same_class_auroc(torch.from_numpy(x), names) == pytest.approx(naive_same_class_auroc(x, names), abs=1e-12)
+
+
+def test_same_class_auroc_is_one_on_clustered_and_chance_on_random():
+    rng = np.random.default_rng(4)
+    labels = np.repeat(np.arange(6), 10)
+    centres = rng.normal(size=(6, 32))
+    assert same_class_auroc(centres[labels] + 0.01 * rng.normal(size=(60, 32)), labels) == 1.0
+    random = same_class_auroc(rng.normal(size=(600, 32)), rng.integers(10, size=600))
+    assert random == pytest.approx(0.5, abs=0.02)
+    assert same_class_auroc(rng.normal(size=(5, 3)), [1] * 5) is None

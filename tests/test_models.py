@@ -39,7 +39,10 @@ def test_published_initialisation_statistics():
     assert bn.mean().item() == pytest.approx(1.0, abs=0.005) and bn.std().item() == pytest.approx(0.02, abs=0.003)
     lin = model.audio.proj.weight.detach()
     assert lin.std().item() == pytest.approx(0.01, rel=0.05)  # torch truncates at +-2 (absolute)
-    assert torch.count_nonzero(model.audio.proj.bias) == 0
+    # the bias keeps PyTorch's default, uniform on +-1/sqrt(fan_in), as published
+    bound = 1 / model.audio.proj.in_features ** 0.5
+    bias = model.audio.proj.bias.detach()
+    assert bias.abs().max().item() <= bound and bias.std().item() == pytest.approx(bound / 3**0.5, rel=0.1)
     conv = model.audio.backbone.layer1[0].conv1.weight.detach()  # 64 out, 3x3: fan_out = 576
     assert conv.std().item() == pytest.approx((2 / (64 * 9)) ** 0.5, rel=0.05)
 
@@ -51,6 +54,24 @@ def test_visual_weights_from_local_file(tmp_path):
     model = create_model(visual_weights=path)
     torch.testing.assert_close(model.visual.backbone.conv1.weight, reference.conv1.weight)
     torch.testing.assert_close(model.visual.backbone.layer4[1].bn2.running_var, reference.layer4[1].bn2.running_var)
+
+
+def test_pretrained_visual_stream_asks_timm_for_torchvision_weights(monkeypatch):
+    """The published visual stream starts from torchvision's ImageNet ResNet-18, timm's ``tv_in1k`` tag (not
+    timm's default ``a1_in1k`` recipe); checked without a network by intercepting timm."""
+    asked = []
+    real = timm.create_model
+
+    def spy(name, pretrained=False, **kwargs):
+        asked.append((name, pretrained))
+        return real(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", spy)
+    create_model(visual_pretrained=True, visual_stage=2, audio_stage=2, embed_dim=8)
+    assert asked[0] == ("resnet18.tv_in1k", True)
+    assert timm.models.get_pretrained_cfg("resnet18.tv_in1k").hf_hub_id == "timm/resnet18.tv_in1k"
+    from fnac_lab.config import TrainConfig
+    assert TrainConfig().visual_backbone == "resnet18.tv_in1k"
 
 
 def test_missing_or_unreachable_weights_say_what_to_do(tmp_path, monkeypatch):

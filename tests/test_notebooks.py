@@ -100,7 +100,7 @@ def test_train_notebook_names_every_config_field():
     params = papermill.inspect_notebook(str(NOTEBOOKS / "01_train.ipynb"))
     missing = [f for f in TrainConfig.field_names() if f not in params]
     assert not missing, f"add these TrainConfig fields to the parameters cell of 01_train.ipynb: {missing}"
-    for name in ("smoke", "preset", "out_dir", "baseline"):
+    for name in ("smoke", "preset", "out_dir", "baseline", "fnac_strength"):
         assert name in params
     assert params["preset"]["default"] == '"demo"' and params["baseline"]["default"] == "True"
     assert all(params[f]["default"] == "None" for f in TrainConfig.field_names())

@@ -27,6 +27,8 @@ from ..metrics import gt_maps_from_boxes, vggss_boxes_to_pixels
 
 SPLITS = ("train", "val", "test")
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+#: Random streams of the single-object images (pretraining), disjoint from every audio-visual split's stream.
+OBJECT_SPLITS = {"train": 3, "val": 4}
 
 #: Saturated RGB colours, one per colour group.
 PALETTE = np.array(
@@ -328,6 +330,27 @@ def _generate(split: str, n: int, seed: int, spec: BuiltinSpec, classes: tuple[i
         specs = builtin_spectrogram(waves, spec)
     return (torch.from_numpy(images), specs.contiguous(), torch.from_numpy(boxes), torch.from_numpy(labels).long(),
             torch.from_numpy(dboxes), torch.from_numpy(dlabels), torch.from_numpy(scenes).long())
+
+
+@lru_cache(maxsize=4)
+def object_images(split: str, n: int, *, seed: int = 0, spec: BuiltinSpec = BuiltinSpec(n_classes=64)
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Single-object images for supervised pretraining: uint8 ``[n, 3, S, S]`` and class ids ``[n]``.
+
+    Each image holds one object of a class drawn uniformly from ``spec.n_classes`` (64: every shape-colour pair
+    the generator knows, a superset of the audio-visual classes), placed, drawn and cluttered as in the
+    audio-visual frames, without distractors. ``split`` (``"train"`` or ``"val"``) picks a random stream of its
+    own, so that neither the images nor their backgrounds occur in any audio-visual split, whatever the seeds.
+    """
+    if split not in OBJECT_SPLITS:
+        raise ValueError(f"split must be one of {tuple(OBJECT_SPLITS)}, got {split!r}")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, OBJECT_SPLITS[split], spec.n_classes]))
+    labels = rng.integers(spec.n_classes, size=n)
+    images = np.empty((n, 3, spec.image_size, spec.image_size), dtype=np.uint8)
+    single = with_changes(spec, distractors=(0, 0))
+    for i, c in enumerate(labels):
+        images[i] = _render_image(rng, single, [int(c)], _place_boxes(rng, single, 1), -1)
+    return torch.from_numpy(images), torch.from_numpy(labels).long()
 
 
 def builtin_splits(*, n_train: int = 3000, n_val: int = 500, n_test: int = 500, seed: int = 0,

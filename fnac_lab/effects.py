@@ -1,0 +1,102 @@
+"""Paired effects of FNAC over its NCE twin, from the results of a grid whose ``fnac_strength`` axis holds 0.
+
+A grid point with ``fnac_strength = 0`` is the NCE-only twin of every point that shares its setting and seed
+(same data, batches and initialisation; only the loss differs). For each setting and strength above 0 the AP50
+gains of the seeds are paired with their twins and summarised as a mean with a 95 % Student-t interval:
+
+    gain_s = AP50(FNAC, seed s) - AP50(NCE twin, seed s)
+    mean +- t_{0.975, n-1} * sd(gain) / sqrt(n)
+
+beside each model's final false-negative detection (``fn_auroc_*`` at the last epoch).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+#: Axes that define a setting in ``data/grids/fnac_effect.yaml``.
+SETTING = ("visual_pretrain", "class_bias_p", "batch_size")
+STRENGTH, SEED = "fnac_strength", "seed"
+FN_AUROC = ("fn_auroc_audio", "fn_auroc_visual", "fn_auroc_foreground")
+#: The columns of a committed results file (``data/results/*.csv``).
+RESULT_COLUMNS = (*SETTING, STRENGTH, SEED, "ap50", "mean_ciou", "auc", "best_epoch", *FN_AUROC, "fn_ratio",
+                  "train_seconds", "status")
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the Student-t confidence interval of the mean (NaN bounds below two values)."""
+    x = np.asarray(values, dtype=np.float64)
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, math.nan, math.nan
+    half = float(scipy.stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return mean, mean - half, mean + half
+
+
+def compact_results(results: pd.DataFrame) -> pd.DataFrame:
+    """The columns of :data:`RESULT_COLUMNS` that ``results`` (an ``ablate`` results.csv) has, with the scratch
+    visual stream spelled ``scratch`` instead of an empty cell."""
+    table = results[[c for c in RESULT_COLUMNS if c in results]].copy()
+    if "visual_pretrain" in table:
+        table["visual_pretrain"] = table["visual_pretrain"].fillna("scratch")
+    return table
+
+
+def paired_effects(results: pd.DataFrame, metric: str = "ap50", setting: Sequence[str] = SETTING) -> pd.DataFrame:
+    """One row per setting and strength above 0: seeds paired with their twin, the mean gain in ``metric`` and
+    its 95 % interval, both models' mean ``metric``, and both models' final ``fn_auroc_*`` (seed means).
+
+    Only finished points count; a seed whose FNAC point or twin is missing is left out (``n`` says how many
+    pairs remain)."""
+    done = compact_results(results)
+    if "status" in done:
+        done = done[done["status"] == "finished"]
+    setting = [c for c in setting if c in done]
+    twins = done[done[STRENGTH] == 0].set_index([*setting, SEED])
+    rows = []
+    for key, group in done[done[STRENGTH] > 0].groupby([*setting, STRENGTH], sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        where = dict(zip([*setting, STRENGTH], key))
+        pairs = []
+        for _, run in group.iterrows():
+            index = tuple(run[c] for c in setting) + (run[SEED],)
+            if index in twins.index:
+                pairs.append((run, twins.loc[index]))
+        if not pairs:
+            continue
+        gains = [f[metric] - n[metric] for f, n in pairs]
+        mean, low, high = t_interval(gains)
+        row = {**where, "n": len(pairs), "FNAC": np.mean([f[metric] for f, _ in pairs]),
+               "NCE": np.mean([n[metric] for _, n in pairs]), "gain": mean, "low": low, "high": high,
+               "seeds": ",".join(str(int(f[SEED])) for f, _ in pairs)}
+        for col in FN_AUROC:
+            if col in done:
+                row[f"{col} FNAC"] = float(np.mean([f[col] for f, _ in pairs]))
+                row[f"{col} NCE"] = float(np.mean([n[col] for _, n in pairs]))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def effects_markdown(effects: pd.DataFrame) -> str:
+    """The README table of :func:`paired_effects`: one row per setting, gain and interval, detection AUROCs."""
+    header = ("| visual stream | `class_bias_p` | B | w / B | seeds | NCE AP50 | FNAC AP50 | gain (95 % CI) "
+              "| AUROC audio FNAC / NCE | AUROC visual FNAC / NCE | AUROC foreground FNAC / NCE |")
+    lines = [header, "| --- | --: | --: | --: | --: | --: | --: | --- | --: | --: | --: |"]
+    for r in effects.itertuples(index=False):
+        r = r._asdict()
+        interval = "" if math.isnan(r["low"]) else f" [{r['low']:+.3f}, {r['high']:+.3f}]"
+        marker = " **above 0**" if r["low"] > 0 else (" *below 0*" if r["high"] < 0 else "")
+
+        def pair(name: str) -> str:
+            f, n = r.get(f"fn_auroc_{name} FNAC"), r.get(f"fn_auroc_{name} NCE")
+            return "" if f is None else f"{f:.3f} / {n:.3f}"
+
+        lines.append(f"| {r['visual_pretrain']} | {r['class_bias_p']:g} | {int(r['batch_size'])} | "
+                     f"{r[STRENGTH]:g} | {r['n']} | {r['NCE']:.3f} | {r['FNAC']:.3f} | "
+                     f"{r['gain']:+.3f}{interval}{marker} | {pair('audio')} | {pair('visual')} | {pair('foreground')} |")
+    return "\n".join(lines) + "\n"
