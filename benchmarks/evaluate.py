@@ -11,7 +11,7 @@ repository, else synthetic boxes of the same kind), 5,158 samples by default.
 - ``project``: chunks of ``--batch`` maps and their boxes go to the device, where
   :func:`fnac_lab.models.upsample_maps`, :func:`fnac_lab.metrics.gt_maps_from_boxes` and
   :func:`fnac_lab.metrics.ciou` (normalisation, median threshold with ties, cIoU) run batched; the host waits
-  once, for the cIoU vector, and :func:`fnac_lab.metrics.summarize` finishes.
+  once, for the cIoU vector, and :func:`fnac_lab.metrics.summarise` finishes.
 
 Every per-sample cIoU and every summary score must be equal (exactly) before any figure is printed. The
 figure is the median over ``--repeats`` of samples per second.
@@ -119,7 +119,7 @@ def project_evaluate(low: torch.Tensor, boxes: torch.Tensor, device: torch.devic
         gt = metrics.gt_maps_from_boxes(pixels, check=False)
         cious.append(metrics.ciou(maps, gt, check_finite=False))
     values = torch.cat(cious).cpu()  # the one wait for the device
-    return values, metrics.summarize(values)
+    return values, metrics.summarise(values)
 
 
 def timed(fn, device: torch.device):

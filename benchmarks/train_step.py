@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from fnac_lab.config import TrainConfig
 from fnac_lab.losses import fnac_terms, similarity_maps
-from fnac_lab.train import build_model, compute_losses, total_loss
+from fnac_lab.checkpoint import build_model
+from fnac_lab.train import compute_losses, total_loss
 from fnac_lab.utils import normalise_images
 
 from machine import describe_machine

@@ -10,7 +10,9 @@ from pathlib import Path
 from .audio import AudioDecodeError
 from .config import (PRESETS, PRETRAIN_PRESETS, ConfigError, PretrainConfig, TrainConfig, parse_overrides, preset,
                      pretrain_preset)
+from .data.catalogue import TESTSETS
 from .models import PretrainedWeightsError
+from .ogl import OBJECT_REDUCTIONS
 from .utils import FnacError
 
 #: Errors reported as one line instead of a traceback.
@@ -47,7 +49,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         return _cmd_evaluate_benchmark(args)
     import numpy as np
 
-    from .train import build_datasets, load_checkpoint
+    from .checkpoint import load_checkpoint
+    from .datasets import build_datasets
     from .evaluate import evaluate_model
     from .utils import resolve_device
 
@@ -68,7 +71,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate_benchmark(args: argparse.Namespace) -> None:
-    from .data.real import evaluate_checkpoint
+    from .benchmark import evaluate_checkpoint
 
     for flag in ("data_root", "annotations"):
         if getattr(args, flag) is None:
@@ -77,7 +80,7 @@ def _cmd_evaluate_benchmark(args: argparse.Namespace) -> None:
         args.checkpoint, testset=args.testset, data_root=args.data_root, annotations=args.annotations,
         split_csv=args.split_csv, out=args.out, batch_size=args.batch_size, device=args.device,
         num_workers=args.workers, skip_bad=args.skip_bad, save_maps=args.save_maps, ogl=args.ogl,
-        ogl_weights=args.ogl_weights, audio_rate=args.audio_rate, progress=not args.quiet)
+        ogl_weights=args.ogl_weights, ogl_object=args.ogl_object, audio_rate=args.audio_rate, progress=not args.quiet)
     out = Path(args.out)
     if result.missing:
         print(f"{len(result.missing)} listed ids are missing on disk (see {out / 'missing.csv'})")
@@ -127,6 +130,21 @@ def _cmd_ablate(args: argparse.Namespace) -> None:
                         f"run the same command again to retry them")
 
 
+def _cmd_effects(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from .ablate.effects import compact_results, effects_markdown, paired_effects
+    from .utils import atomic_write_text
+
+    path = Path(args.results)
+    if not path.is_file():
+        raise FnacError(f"{path}: results file not found")
+    results = pd.read_csv(path)
+    if args.write:
+        atomic_write_text(args.write, compact_results(results).to_csv(index=False))
+    print(effects_markdown(paired_effects(results)), end="")
+
+
 def _cmd_config(args: argparse.Namespace) -> None:
     import json
 
@@ -165,13 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-maps", action="store_true", help="also write maps.npz (one 224 x 224 map per id)")
     p.add_argument("--quiet", action="store_true")
     real = p.add_argument_group("real benchmarks (instead of --split)")
-    real.add_argument("--testset", choices=("flickr", "vggss", "vggss_heard", "vggss_unheard", "avsbench_s4"))
+    real.add_argument("--testset", choices=sorted(TESTSETS))
     real.add_argument("--data-root", help="ROOT with frames/ + audio/ (or both flat)")
     real.add_argument("--annotations", help="Flickr XML directory, vggss.json, or AVSBench mask directory")
     real.add_argument("--split-csv", help="ids to evaluate (first column); default: every annotated id")
     real.add_argument("--skip-bad", action="store_true", help="skip undecodable files (listed in skipped.csv)")
     real.add_argument("--ogl", action="store_true", help="also score object-guided localisation")
     real.add_argument("--ogl-weights", help="local ResNet-18 ImageNet weights for --ogl (else the timm hub)")
+    real.add_argument("--ogl-object", default="mean_abs", choices=OBJECT_REDUCTIONS,
+                      help="object map: channel mean of |features| (published) or their L2 norm")
     real.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="data loading processes")
     real.add_argument("--audio-rate", type=int, default=None,
                       help="resample audio to this rate (default: as the checkpoint was trained)")
@@ -203,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, help="seconds one notebook cell may run before its point fails")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_ablate)
+
+    p = sub.add_parser("effects", help="FNAC's AP50 gains over their NCE twins, paired by seed, from a grid's results")
+    p.add_argument("results", help="results.csv of a grid with an fnac_strength axis holding 0 (the twins)")
+    p.add_argument("--write", metavar="CSV", help="also write the compact results (one row per run) to this file")
+    p.set_defaults(func=_cmd_effects)
 
     p = sub.add_parser("config", help="print the resolved configuration of a preset")
     p.add_argument("--preset", default="demo", choices=sorted(PRESETS))

@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .losses import foreground_features, own_maps, similarity_maps
-from .models import MAP_SIZE, AVLocalizer
+from .metrics import MAP_SIZE
+from .models import AVLocaliser
 from .utils import normalise_images
 
 
@@ -124,7 +125,7 @@ def _invalid_inputs(maps: torch.Tensor, batch: dict) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_model(
-    model: AVLocalizer,
+    model: AVLocaliser,
     dataset,
     *,
     batch_size: int = 64,
@@ -190,9 +191,9 @@ def evaluate_model(
                          f"(first ids: {', '.join(ids[i] for i in bad[:5])})")
     all_cious = torch.cat(cious).cpu()
     result = EvalResult(ids=ids, cious=all_cious, labels=labels,
-                        scores={**metrics.summarize(all_cious), "n_samples": len(ids)})
+                        scores={**metrics.summarise(all_cious), "n_samples": len(ids)})
     if baselines:
-        result.baselines = {k: metrics.summarize(torch.cat(v)) for k, v in base_cious.items()}
+        result.baselines = {k: metrics.summarise(torch.cat(v)) for k, v in base_cious.items()}
     if keep_maps:
         result.maps = np.concatenate(kept)
     if embeddings:

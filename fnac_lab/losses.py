@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .utils import normalise_maps
+
 DISTANCES = ("l1", "l2", "smooth_l1")
 
 
@@ -58,23 +60,19 @@ def distribution_distance(target: torch.Tensor, pred: torch.Tensor, distance: st
     raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
 
 
-def minmax_normalise(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Per-sample ``(x - min) / (max - min + eps)`` over the spatial cells of ``[B, H, W]``."""
-    flat = maps.flatten(1)
-    lo = flat.amin(dim=1, keepdim=True)
-    hi = flat.amax(dim=1, keepdim=True)
-    return ((flat - lo) / (hi - lo + eps)).view_as(maps)
+def tne_mask(own: torch.Tensor, threshold: float | None = 0.6) -> torch.Tensor:
+    """The foreground mask of TNE, ``[B, H, W]``: ``1[M > threshold]`` with ``M`` the own-pair map ``S[b, b]``
+    min-max normalised per sample as ``(x - min) / (max - min + 1e-5)``; with ``threshold=None`` the soft mask
+    ``M`` itself."""
+    norm = normalise_maps(own, eps=1e-5)
+    return norm if threshold is None else (norm > threshold).to(own.dtype)
 
 
 def foreground_features(img: torch.Tensor, own: torch.Tensor, threshold: float | None = 0.6) -> torch.Tensor:
-    """Foreground-pooled visual features ``f[b] = mean_{h,w} img[b] * mask[b]`` as ``[B, C]``.
-
-    ``mask[b] = 1[M[b] > threshold]`` with ``M`` the min-max normalised own-pair map; with
-    ``threshold=None`` the soft mask ``M`` itself is used. The mean divides by ``H * W`` (not by
-    the mask area), as published.
-    """
-    norm = minmax_normalise(own)
-    mask = norm if threshold is None else (norm > threshold).to(img.dtype)
+    """Foreground-pooled visual features ``f[b] = mean_{h,w} img[b] * mask[b]`` as ``[B, C]``, with the
+    :func:`tne_mask` of the own-pair maps ``own``. The mean divides by ``H * W`` (not by the mask area), as
+    published."""
+    mask = tne_mask(own, threshold).to(img.dtype)
     return (img * mask.unsqueeze(1)).mean(dim=(2, 3))
 
 

@@ -20,6 +20,10 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from .utils import normalise_maps
+
+#: Side of the square maps the benchmarks score (predictions are upsampled to it, boxes drawn at it).
+MAP_SIZE = 224
 #: Success-rate thresholds, computed as ``0.05 * i`` in float64 exactly as the published evaluator does.
 AUC_THRESHOLDS = tuple(0.05 * i for i in range(21))
 
@@ -30,16 +34,6 @@ def _as_batch(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     if x.dim() == 3:
         return x, False
     raise ValueError(f"expected a map [H, W] or a batch [N, H, W], got shape {tuple(x.shape)}")
-
-
-def normalise_maps(maps: torch.Tensor) -> torch.Tensor:
-    """Min-max normalise each map of ``[N, H, W]`` to [0, 1]; constant maps are returned unchanged."""
-    flat = maps.flatten(1)
-    lo = flat.amin(dim=1, keepdim=True)
-    span = flat.amax(dim=1, keepdim=True) - lo
-    constant = span == 0
-    scaled = (flat - lo) / torch.where(constant, torch.ones_like(span), span)
-    return torch.where(constant, flat, scaled).view_as(maps)
 
 
 def median_threshold(maps: torch.Tensor) -> torch.Tensor:
@@ -89,7 +83,7 @@ def success_curve(cious: torch.Tensor | Sequence[float]) -> np.ndarray:
     return np.array([(values >= t).sum() / len(values) for t in AUC_THRESHOLDS])
 
 
-def summarize(cious: torch.Tensor | Sequence[float]) -> dict[str, float]:
+def summarise(cious: torch.Tensor | Sequence[float]) -> dict[str, float]:
     """``{"ap50", "mean_ciou", "auc"}`` over a set of per-sample cIoUs (floats)."""
     values = torch.as_tensor(cious, dtype=torch.float64).flatten().cpu().numpy()
     if len(values) == 0:
@@ -218,7 +212,7 @@ def f_score(pred: torch.Tensor, mask: torch.Tensor, beta2: float = AVSBENCH_BETA
     return out[0] if single else out
 
 
-def summarize_segmentation(ious: torch.Tensor | Sequence[float], fscores: torch.Tensor | Sequence[float]) -> dict[str, float]:
+def summarise_segmentation(ious: torch.Tensor | Sequence[float], fscores: torch.Tensor | Sequence[float]) -> dict[str, float]:
     """``{"miou", "f_score"}``: the means of per-frame IoU and F-score."""
     ious = torch.as_tensor(ious, dtype=torch.float64).flatten()
     fscores = torch.as_tensor(fscores, dtype=torch.float64).flatten()

@@ -17,9 +17,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .losses import own_maps, similarity_maps
+from .metrics import MAP_SIZE
 from .utils import describe
 
-MAP_SIZE = 224
 #: The published visual stream: ResNet-18 with torchvision's ImageNet weights (timm's ``tv_in1k`` tag; plain
 #: ``resnet18`` would give timm's own ``a1_in1k`` training recipe).
 VISUAL_BACKBONE = "resnet18.tv_in1k"
@@ -145,7 +145,7 @@ class AudioStream(nn.Module):
         return F.normalize(self.norm(self.proj(self.dropout(feat))), dim=1)
 
 
-class AVLocalizer(nn.Module):
+class AVLocaliser(nn.Module):
     """The two streams, returning the normalised visual map ``[B, D, h, w]`` and audio embedding ``[B, D]``."""
 
     def __init__(self, visual: VisualStream, audio: AudioStream, tau: float = 0.03):
@@ -158,12 +158,12 @@ class AVLocalizer(nn.Module):
         return self.visual(image), self.audio(spec)
 
     @torch.no_grad()
-    def localize(self, image: torch.Tensor, spec: torch.Tensor, size: int = MAP_SIZE) -> torch.Tensor:
+    def localise(self, image: torch.Tensor, spec: torch.Tensor, size: int = MAP_SIZE) -> torch.Tensor:
         """Inference maps ``[B, size, size]``: the own-pair similarity ``S[b, b]`` upsampled bicubically."""
         return self.maps_from_embeddings(*self(image, spec), size=size)
 
     def maps_from_embeddings(self, img: torch.Tensor, aud: torch.Tensor, size: int = MAP_SIZE) -> torch.Tensor:
-        """:meth:`localize` from the two streams' outputs."""
+        """:meth:`localise` from the two streams' outputs."""
         return upsample_maps(own_maps(similarity_maps(img, aud, self.tau)), size)
 
 
@@ -185,7 +185,7 @@ def create_model(
     visual_pretrained: bool = False,
     visual_weights: str | os.PathLike | None = None,
     tau: float = 0.03,
-) -> AVLocalizer:
+) -> AVLocaliser:
     """Build the localiser. ``visual_weights`` (a local file) or ``visual_pretrained=True`` (timm hub,
     needs a network) load pretrained visual weights; everything else gets the published initialisation."""
     pretrained = visual_pretrained or visual_weights is not None
@@ -197,4 +197,4 @@ def create_model(
     init_published(visual.proj)
     if not pretrained:
         init_published(visual.backbone)
-    return AVLocalizer(visual, audio, tau=tau)
+    return AVLocaliser(visual, audio, tau=tau)

@@ -113,7 +113,6 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, *, resume: bool = 
         optimizer.load_state_dict(state["optimizer"])
         history, start = state["history"], state["epoch"] + 1
     write_json(out / "config.json", cfg.to_dict())
-    t_start = time.perf_counter()
     n_batches = cfg.n_train // cfg.batch_size
     bar = tqdm(total=(cfg.epochs - start) * n_batches, desc=f"pretrain {cfg.visual_backbone} stage {cfg.visual_stage}",
                disable=not progress, unit="batch")

@@ -1,12 +1,12 @@
 """Training loop: Adam, NCE-only warm-up, weighted FNAC terms, validation-based model selection,
-atomic checkpoints that resume exactly.
+atomic checkpoints that resume exactly (:mod:`fnac_lab.checkpoint`).
 
 Output directory layout::
 
-    OUT/metrics.jsonl         one JSON object per epoch (validation scores and mean loss terms)
+    OUT/metrics.jsonl         one JSON object per epoch (validation scores, false-negative detection, mean loss terms)
     OUT/summary.json          best epoch, its validation scores, the test scores and trivial-map levels
     OUT/config.json           the configuration of the run
-    OUT/checkpoints/last.pt   state after the latest epoch (resumable)
+    OUT/checkpoints/last.pt   state after the latest epoch (resumable; holds the best epoch's weights too)
     OUT/checkpoints/best.pt   the epoch with the best validation score
 """
 
@@ -26,16 +26,15 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .audio import spec_augment
-from .config import BUILTIN, REAL, ConfigError, TrainConfig, pretrain_config_for
-from .data.builtin import BuiltinSpec, builtin_splits
-from .data.real import real_splits, write_dataset_reports
-from .data.sampling import ClassBiasedBatchSampler, ShuffledBatchSampler, false_negative_ratio
+from .checkpoint import (BEST, build_model, copy_weights, load_checkpoint, load_training_state, save_training_state,
+                         training_state)
+from .config import ConfigError, TrainConfig
+from .data.sampling import epoch_batch_sampler, false_negative_ratio
+from .datasets import build_datasets, write_dataset_reports
 from .evaluate import EvalResult, evaluate_model
 from .losses import fnac_terms, similarity_maps
-from .models import AVLocalizer, create_model
-from .pretrain import builtin_visual_weights
-from .utils import (FnacError, atomic_torch_save, atomic_write_text, epoch_seed, normalise_images, seed_everything,
-                    write_json)
+from .models import AVLocaliser
+from .utils import FnacError, atomic_write_text, epoch_seed, normalise_images, seed_everything, write_json
 
 TERMS = ("nce", "fns_audio", "fns_visual", "tne")
 #: Validation samples whose pairs score false-negative detection (``fn_auroc_*`` in metrics.jsonl).
@@ -50,47 +49,19 @@ class TrainResult:
     out_dir: Path
     history: list[dict[str, Any]]
     summary: dict[str, Any]
-    model: AVLocalizer
+    model: AVLocaliser
     test: EvalResult | None
 
 
-def build_model(cfg: TrainConfig, *, progress: bool = True) -> AVLocalizer:
-    """The localiser described by ``cfg`` (published initialisation, optional pretrained visual weights).
-
-    The visual weights come from ``cfg.visual_weights`` (a file), else from the built-in pretraining that
-    ``cfg.visual_pretrain`` names (pretrained once and cached), else from timm's hub when ``cfg.visual_pretrained``.
-    """
-    weights = cfg.visual_weights
-    if cfg.visual_pretrain is not None:
-        weights = builtin_visual_weights(pretrain_config_for(cfg), progress=progress)
-    return create_model(
-        visual_backbone=cfg.visual_backbone, visual_stage=cfg.visual_stage,
-        audio_backbone=cfg.audio_backbone, audio_stage=cfg.audio_stage, embed_dim=cfg.embed_dim,
-        visual_dropout=cfg.visual_dropout, audio_dropout=cfg.audio_dropout, centre_norm=cfg.centre_norm,
-        visual_pretrained=cfg.visual_pretrained and weights is None, visual_weights=weights, tau=cfg.tau,
-    )
+def run_label(cfg: TrainConfig) -> str:
+    """How progress names a run: ``FNAC seed 0`` or ``NCE seed 0`` (the twin: all FNAC weights 0)."""
+    return f"{'FNAC' if cfg.fnac_active else 'NCE'} seed {cfg.seed}"
 
 
-def build_datasets(cfg: TrainConfig) -> dict[str, Any]:
-    """Train / val / test datasets named by ``cfg.dataset`` (the built-in data is generated here)."""
-    if cfg.dataset == BUILTIN:
-        spec = BuiltinSpec(n_classes=cfg.n_classes, image_size=cfg.image_size, n_scenes=cfg.n_scenes)
-        return builtin_splits(n_train=cfg.n_train, n_val=cfg.n_val, n_test=cfg.n_test, seed=cfg.data_seed,
-                              spec=spec, n_unheard=cfg.n_unheard)
-    if cfg.dataset == REAL:
-        return real_splits(cfg)
-    raise ConfigError(f"dataset={cfg.dataset!r} is not available")
-
-
-def batch_sampler(cfg: TrainConfig, labels: torch.Tensor, epoch: int, *, rank: int = 0, world_size: int = 1):
-    """The epoch's batch sampler; under DDP each rank gets its slice of the same global batch of ``cfg.batch_size``."""
-    shard = dict(seed=cfg.seed, rank=rank, world_size=world_size)
-    if cfg.class_bias_p > 0:
-        sampler = ClassBiasedBatchSampler(labels, cfg.batch_size, cfg.class_bias_p, **shard)
-    else:
-        sampler = ShuffledBatchSampler(len(labels), cfg.batch_size, **shard)
-    sampler.set_epoch(epoch)
-    return sampler
+def batch_sampler(cfg: TrainConfig, labels, epoch: int, *, rank: int = 0, world_size: int = 1):
+    """The epoch's batch sampler of ``cfg``; under DDP each rank gets its slice of the same global batch."""
+    return epoch_batch_sampler(labels, cfg.batch_size, class_bias_p=cfg.class_bias_p, seed=cfg.seed, epoch=epoch,
+                               rank=rank, world_size=world_size)
 
 
 def train_loader(dataset, sampler, cfg: TrainConfig, device: torch.device):
@@ -112,7 +83,7 @@ def amp_context(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
 
 
-def compute_losses(model: AVLocalizer, batch: dict, cfg: TrainConfig, device: torch.device, *,
+def compute_losses(model: AVLocaliser, batch: dict, cfg: TrainConfig, device: torch.device, *,
                    train: bool = True, amp: bool | None = None) -> dict[str, torch.Tensor]:
     """The four loss terms of one batch (inputs moved and normalised on ``device``).
 
@@ -147,38 +118,22 @@ def total_loss(terms: dict[str, torch.Tensor], cfg: TrainConfig, epoch: int) -> 
     return loss
 
 
-def _checkpoint(model, optimizer, cfg, epoch, history, best) -> dict[str, Any]:
-    return {"config": cfg.to_dict(), "epoch": epoch, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "history": history, "best": best}
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[AVLocalizer, TrainConfig, dict]:
-    """Model (weights loaded, eval mode), configuration and raw dict of a checkpoint file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FnacError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-        cfg = TrainConfig(**{**ckpt["config"], "visual_pretrained": False, "visual_weights": None,
-                             "visual_pretrain": None})
-    except Exception as exc:
-        raise FnacError(f"{path}: not a fnac-lab checkpoint ({exc})") from exc
-    model = build_model(cfg)
-    model.load_state_dict(ckpt["model"])
-    model.eval()
-    return model, TrainConfig(**ckpt["config"]), ckpt
-
-
 def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress: bool = True,
-          datasets: dict[str, Any] | None = None) -> TrainResult:
+          datasets: dict[str, Any] | None = None, log_epochs: bool = False) -> TrainResult:
     """Train ``cfg`` into ``out_dir``; with ``resume`` an existing ``last.pt`` there is continued.
+
+    ``progress`` shows one bar over the whole run (named by :func:`run_label`, with the time left);
+    ``log_epochs`` also prints one line per epoch (for logs, where a bar does not show).
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) this joins the process group for the run and trains with DDP:
     every rank draws its slice of each global batch; rank 0 alone shows progress, validates, writes
     metrics, checkpoints and the summary; the other ranks return the same summary and history.
     """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FnacError(f"{out}: exists and is not a directory (--out names the run's folder)")
     with distributed.process_group(cfg.device) as device:
-        return _train(cfg, Path(out_dir), device, resume=resume, progress=progress, datasets=datasets)
+        return _train(cfg, out, device, resume=resume, progress=progress, datasets=datasets, log_epochs=log_epochs)
 
 
 def _global_fn_ratio(sampler, labels) -> float:
@@ -187,11 +142,15 @@ def _global_fn_ratio(sampler, labels) -> float:
     return float(np.mean([false_negative_ratio(labels[b]) for b in sampler.global_batches()]))
 
 
+def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+
+
 def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, progress: bool,
-           datasets: dict[str, Any] | None) -> TrainResult:
+           datasets: dict[str, Any] | None, log_epochs: bool) -> TrainResult:
     rank, world_size = distributed.get_rank(), distributed.get_world_size()
     main = rank == 0
-    progress = progress and main
+    progress, log_epochs = progress and main, log_epochs and main
     if cfg.batch_size % world_size:
         raise ConfigError(f"batch_size={cfg.batch_size}: the global batch must be divisible by the number of "
                           f"processes ({world_size})")
@@ -207,22 +166,22 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, p
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"epoch": -1, "score": -math.inf}
+    best_model: dict[str, torch.Tensor] = {}
     start = 0
-    last_path = ckpt_dir / "last.pt"
     # rank 0 reads the checkpoint and sends it to the others (their nodes need not share its file system)
-    state = torch.load(last_path, map_location="cpu", weights_only=False) if resume and main and last_path.exists() \
-        else None
+    state = load_training_state(ckpt_dir) if resume and main else None
     state = distributed.broadcast_object(state)
     if state is not None:
         changed = {k for k, v in cfg.to_dict().items() if state["config"].get(k) != v and k not in RUNTIME_FIELDS}
         if changed:
-            raise FnacError(f"{last_path}: written with a different configuration ({', '.join(sorted(changed))}); "
-                            f"use another --out or resume=False")
+            raise FnacError(f"{ckpt_dir / 'last.pt'}: written with a different configuration "
+                            f"({', '.join(sorted(changed))}); use another --out, or --no-resume to start afresh")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        history, best, start = state["history"], state["best"], state["epoch"] + 1
+        history, best, best_model, start = state["history"], state["best"], state["best_model"], state["epoch"] + 1
     if main:
         write_json(out / "config.json", cfg.to_dict())
+        _write_history(out, history)
     train_set, val_set = datasets["train"], datasets["val"]
     labels = train_set.labels if hasattr(train_set, "labels") else None
     sampler = batch_sampler(cfg, labels if labels is not None else torch.zeros(len(train_set)), start,
@@ -232,15 +191,18 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, p
     if cfg.compile:
         forward_model = torch.compile(forward_model)
 
+    label = run_label(cfg)
+    bar = tqdm(total=(cfg.epochs - start) * len(sampler), disable=not progress, desc=label, unit="batch",
+               leave=False)
+    t_run = time.perf_counter()
     for epoch in range(start, cfg.epochs):
         torch.manual_seed(epoch_seed(cfg.seed, epoch) + rank)  # rank 0 draws what a single process draws
         sampler.set_epoch(epoch)
         model.train()
         sums = torch.zeros(len(TERMS) + 1, device=device)  # accumulated on the device: no sync per step
         fn_ratios, n_batches, t0 = [], 0, time.perf_counter()
-        bar = tqdm(loader if loader is not None else map(train_set.batch, sampler), total=len(sampler),
-                   disable=not progress, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for batch in bar:
+        bar.set_description(f"{label}, epoch {epoch + 1}/{cfg.epochs}")
+        for batch in (loader if loader is not None else map(train_set.batch, sampler)):
             terms = compute_losses(forward_model, batch, cfg, device)
             loss = total_loss(terms, cfg, epoch)
             optimizer.zero_grad(set_to_none=True)
@@ -250,6 +212,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, p
             if "label" in batch:
                 fn_ratios.append(false_negative_ratio(batch["label"]))
             n_batches += 1
+            bar.update()
         sums = distributed.all_reduce_mean(sums)  # equal on every rank with global negatives
         if world_size > 1 and cfg.global_negatives and labels is not None:
             fn_ratios = [_global_fn_ratio(sampler, labels)]
@@ -260,7 +223,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, p
             continue  # rank 0 validates and writes; the others wait for it in the next collective
         train_seconds = time.perf_counter() - t0
         val = evaluate_model(model, val_set, batch_size=cfg.eval_batch_size, device=device, baselines=False,
-                             progress=progress, desc="validate", embeddings=True, tne_threshold=cfg.tne_threshold)
+                             progress=False, embeddings=True, tne_threshold=cfg.tne_threshold)
         record = {"epoch": epoch + 1, "split": "val",
                   **{k: val.scores[k] for k in ("ap50", "mean_ciou", "auc")},
                   **means,
@@ -272,12 +235,17 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, p
         score = val.scores[cfg.select_metric]
         improved = score >= best["score"]  # ties go to the later epoch, as published
         if improved:
-            best = {"epoch": epoch + 1, "score": score}
-        state = _checkpoint(model, optimizer, cfg, epoch, history, best)
-        atomic_torch_save(state, last_path)
-        if improved:
-            atomic_torch_save(state, ckpt_dir / "best.pt")
-        atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+            best, best_model = {"epoch": epoch + 1, "score": score}, copy_weights(model)
+        save_training_state(training_state(model, optimizer, cfg, epoch, history, best, best_model), ckpt_dir,
+                            improved=improved)
+        _write_history(out, history)
+        bar.set_postfix_str(f"validation {cfg.select_metric} {score:.3f}")
+        if log_epochs:
+            done = epoch + 1 - start
+            left = (time.perf_counter() - t_run) / done * (cfg.epochs - epoch - 1)
+            print(f"{label}: epoch {epoch + 1}/{cfg.epochs}, validation {cfg.select_metric} {score:.3f}, "
+                  f"about {left / 60:.1f} min left", flush=True)
+    bar.close()
 
     if not main:
         summary, history = distributed.broadcast_object(None)
@@ -290,9 +258,9 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, p
 def finish(cfg: TrainConfig, out: Path, datasets: dict[str, Any], device: torch.device, *,
            progress: bool = True) -> TrainResult:
     """Evaluate ``best.pt`` on the test split(s) and write ``summary.json``."""
-    model, _, state = load_checkpoint(out / "checkpoints" / "best.pt", map_location=device)
+    model, _, state = load_checkpoint(out / "checkpoints" / BEST, map_location=device)
     model.to(device)
-    history = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)["history"]
+    history = load_training_state(out / "checkpoints")["history"]
     best_epoch = state["best"]["epoch"]
     summary: dict[str, Any] = {"best_epoch": best_epoch, "select_metric": cfg.select_metric,
                                "val": {k: history[best_epoch - 1][k] for k in ("ap50", "mean_ciou", "auc")}}

@@ -1,13 +1,15 @@
-"""Small shared helpers: devices, seeding, atomic file writes."""
+"""Small shared helpers: errors, devices, seeding, map normalisation, atomic file writes."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -56,6 +58,22 @@ def normalise_images(images: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+def normalise_maps(maps: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Min-max normalise each map of ``[N, H, W]`` over its cells: ``(x - min) / (max - min + eps)``.
+
+    ``eps = 0`` (the benchmark's evaluation) leaves a constant map unchanged; the TNE mask of FNAC uses
+    ``eps = 1e-5`` (Sun et al., CVPR 2023), which maps a constant map to zeros.
+    """
+    flat = maps.flatten(1)
+    lo = flat.amin(dim=1, keepdim=True)
+    span = flat.amax(dim=1, keepdim=True) - lo
+    if eps > 0:
+        return ((flat - lo) / (span + eps)).view_as(maps)
+    constant = span == 0
+    scaled = (flat - lo) / torch.where(constant, torch.ones_like(span), span)
+    return torch.where(constant, flat, scaled).view_as(maps)
+
+
 def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -85,3 +103,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_rows(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A csv file written atomically."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())

@@ -19,8 +19,7 @@ import seaborn as sns
 import torch
 from plotly.subplots import make_subplots
 
-from .metrics import binarise, vggss_box_to_pixels
-from .models import MAP_SIZE
+from .metrics import MAP_SIZE, binarise, vggss_box_to_pixels
 
 MATRIX_TITLES = {
     "audio": "audio  A_aud",
@@ -144,7 +143,7 @@ def show_map(ax: plt.Axes, image, heatmap=None, *, box=None, distractor_boxes=No
         ax.set_title(title, fontsize=9)
 
 
-def localization_grid(images, maps: Mapping[str, Any], *, boxes, distractor_boxes=None, cious: Mapping[str, Any] | None = None,
+def localisation_grid(images, maps: Mapping[str, Any], *, boxes, distractor_boxes=None, cious: Mapping[str, Any] | None = None,
                       row_titles: Sequence[str] | None = None, panel_inches: float = 2.0) -> plt.Figure:
     """Rows of samples; columns: the frame with its boxes, then each model's map (over the frame in grey, the
     median-thresholded region outlined) with its cIoU."""
@@ -284,18 +283,18 @@ def pr_curves(curves: Mapping[str, Any], *, title: str = "Finding same-class pai
 # -- false-negative ratio, ablations ----------------------------------------------------------------------------------
 
 
-def fn_ratio_figure(table: pd.DataFrame, *, paper: Mapping[int, float], reference: Mapping[str, Mapping[int, float]]
+def fn_ratio_figure(table: pd.DataFrame, *, paper: Mapping[int, float], other_mixes: Mapping[str, Mapping[int, float]]
                     ) -> plt.Figure:
     """Expected FN ratio against batch size, one line per class count (``table`` from
-    :func:`~fnac_lab.analysis.fn_ratio_table`), with the paper's and REFERENCE's points."""
+    :func:`~fnac_lab.data.sampling.fn_ratio_table`), with the paper's VGG-Sound points and other class mixes."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for k, group in table.groupby("n_classes"):
         ax.plot(group["batch_size"], 100 * group["fn_ratio"], marker=".", label=f"uniform, {k} classes")
     ax.scatter(list(paper), [100 * v for v in paper.values()], s=90, marker="*", color="black", zorder=5,
-               label="paper, VGG-Sound (39.27 % / 61.17 %)")
-    for (name, points), marker in zip(reference.items(), ("x", "P")):
+               label=f"paper, VGG-Sound ({100 * paper[128]:.2f} % / {100 * paper[256]:.2f} %)")
+    for (name, points), marker in zip(other_mixes.items(), ("x", "P")):
         ax.scatter(list(points), [100 * v for v in points.values()], s=60, marker=marker, color="dimgrey", zorder=5,
-                   label=f"REFERENCE: {name}")
+                   label=name)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size B")
     ax.set_ylabel("false-negative ratio (%)")

@@ -1,5 +1,5 @@
 """Independent reference implementations shared by the tests: plain numpy and scipy, one sample at a time,
-written from REFERENCE's conventions and never calling the package."""
+written from the paper's and the benchmarks' published conventions and never calling the package."""
 
 from __future__ import annotations
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import json
 import math
 import statistics
@@ -107,7 +106,11 @@ def test_pair_precision_recall_against_counting():
     top = ranked[:n_same]
     assert pr.r_precision == pytest.approx(sum(labels[i] == labels[j] for i, j in top) / n_same)
     assert pr.base_rate == pytest.approx(n_same / len(pairs))
-    with pytest.raises(ValueError, match="no same-class pair"):
+    # AUROC: the share of (same, different) pair couples ordered correctly (Mann-Whitney, no ties here).
+    same_s = [sim[ij] for ij in pairs if labels[ij[0]] == labels[ij[1]]]
+    diff_s = [sim[ij] for ij in pairs if labels[ij[0]] != labels[ij[1]]]
+    assert pr.auroc == pytest.approx(np.mean([a > b for a in same_s for b in diff_s]))
+    with pytest.raises(ValueError, match="all of one kind"):
         analysis.pair_precision_recall(scores, np.zeros_like(same))
 
 
@@ -121,35 +124,6 @@ def test_same_class_softmax_mass_against_loops():
             z = sum(math.exp(float(x)) for x in sim[i])
             masses.append(sum(math.exp(float(sim[i, j])) for j in partners) / z)
     assert analysis.same_class_softmax_mass(sim, labels) == pytest.approx(sum(masses) / len(masses))
-
-
-def test_expected_fn_ratio_matches_reference_and_simulation():
-    # REFERENCE section 6: uniform 309 classes give about 34 % / 56 %.
-    assert analysis.expected_fn_ratio(np.ones(309), 128) == pytest.approx(0.34, abs=0.005)
-    assert analysis.expected_fn_ratio(np.ones(309), 256) == pytest.approx(0.56, abs=0.005)
-    # Closed form against an i.i.d. simulation counted by hand.
-    probs = np.array([0.5, 0.2, 0.2, 0.1])
-    rng = np.random.default_rng(0)
-    shares = []
-    for _ in range(4000):
-        batch = rng.choice(4, size=5, p=probs).tolist()
-        counts = collections.Counter(batch)
-        shares.append(sum(counts[c] >= 2 for c in batch) / 5)
-    assert analysis.expected_fn_ratio(probs, 5) == pytest.approx(np.mean(shares), abs=0.01)
-
-
-def test_fn_ratio_table_uses_the_uniform_closed_form():
-    table = analysis.fn_ratio_table([2, 8], [4])
-    assert table.loc[table.batch_size == 8, "fn_ratio"].item() == pytest.approx(1 - 0.75**7)
-    assert table.loc[table.batch_size == 2, "fn_ratio"].item() == pytest.approx(0.25)
-
-
-def test_vggss_class_mix_fn_ratio(vggss_annotations):
-    # REFERENCE section 6: VGG-SS's own class mix gives about 46 % / 70 %.
-    counts = collections.Counter(item["class"] for item in vggss_annotations)
-    probs = np.array(list(counts.values()))
-    assert analysis.expected_fn_ratio(probs, 128) == pytest.approx(0.46, abs=0.01)
-    assert analysis.expected_fn_ratio(probs, 256) == pytest.approx(0.70, abs=0.01)
 
 
 def test_nearest_neighbour_accuracy_against_loops():
@@ -328,7 +302,7 @@ def test_idealised_embeddings_follow_the_annotations():
 
 def test_evaluation_split_equals_the_full_build():
     from fnac_lab.config import preset
-    from fnac_lab.train import build_datasets
+    from fnac_lab.datasets import build_datasets
 
     cfg = preset("smoke", n_train=40, n_val=8, n_test=12, batch_size=8, image_size=16)
     full = build_datasets(cfg)["test"]

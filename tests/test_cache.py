@@ -16,8 +16,9 @@ from PIL import Image
 from fnac_lab.audio import spec_augment
 from fnac_lab.cli import main
 from fnac_lab.config import ConfigError, preset
-from fnac_lab.data import CachedAVDataset, real
-from fnac_lab.train import build_datasets, train
+from fnac_lab.data import CachedAVDataset, decode, files, real
+from fnac_lab.datasets import build_datasets
+from fnac_lab.train import train
 from references import file_log_spectrogram
 
 # (width, height, extension) of the frames; (channels, subtype, seconds) of the 16 kHz clips
@@ -84,7 +85,7 @@ def test_test_frames_are_the_bicubic_224_resize(cached):
         item = ds[k]
         path = next((cached["root"] / "frames").glob(f"{ident}.*"))
         assert item["image"].dtype == torch.uint8 and item["image"].shape == (3, 224, 224)
-        torch.testing.assert_close(item["image"], real.resize_for_testing(real.read_image(path)), rtol=0, atol=0)
+        torch.testing.assert_close(item["image"], decode.resize_for_testing(decode.read_image(path)), rtol=0, atol=0)
         ref = np.asarray(Image.open(path).convert("RGB").resize((224, 224), Image.BICUBIC), dtype=float)
         diff = np.abs(item["image"].permute(1, 2, 0).numpy() - ref)
         assert diff.mean() < 2.0  # torchvision's and PIL's antialiased bicubic kernels on pixel noise
@@ -108,7 +109,7 @@ def _locate(crop: np.ndarray, frame: np.ndarray) -> tuple[int, int, bool]:
 def test_train_items_are_published_crops_of_the_whole_resized_frame(cached):
     ds = CachedAVDataset(cached["out"], split="train")
     path = cached["root"] / "frames" / f"{cached['ids'][0]}.png"  # 500 x 281: resized to 437 x 246
-    frame = real.resize_for_training(real.read_image(path)).numpy()
+    frame = decode.resize_for_training(decode.read_image(path)).numpy()
     assert frame.shape == (3, 246, 437)
     torch.manual_seed(0)
     seen = [_locate(ds[0]["image"].numpy(), frame) for _ in range(25)]
@@ -116,7 +117,7 @@ def test_train_items_are_published_crops_of_the_whole_resized_frame(cached):
     assert max(lefts) - min(lefts) > 120  # crops range over the whole width, not a centre square
     assert {s[2] for s in seen} == {False, True} and max(s[0] for s in seen) <= 22
     # same draws as the per-sample reader: identical images under the same seed
-    raw = real.RealAVDataset([real.Sample(cached["ids"][0], path, cached["root"] / "audio" / "clip_00.wav")],
+    raw = real.RealAVDataset([files.Sample(cached["ids"][0], path, cached["root"] / "audio" / "clip_00.wav")],
                              split="train")
     torch.manual_seed(5)
     a = ds[0]["image"]
@@ -189,7 +190,7 @@ def test_training_reads_the_cache(cached, tmp_path):
 def test_item_masks_follow_the_batched_spec_augment_distribution():
     torch.manual_seed(0)
     n = 3000
-    items = torch.stack([real.mask_bands(torch.ones(1, 64, 50)) for _ in range(n)])[:, 0]
+    items = torch.stack([decode.mask_bands(torch.ones(1, 64, 50)) for _ in range(n)])[:, 0]
     batched = spec_augment(torch.ones(n, 1, 64, 50))[:, 0]
     for masks in (items, batched):
         assert ((masks == 0) | (masks == 1)).all()

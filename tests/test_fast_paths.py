@@ -15,7 +15,8 @@ from fnac_lab import metrics
 from fnac_lab.config import preset
 from fnac_lab.evaluate import evaluate_model
 from fnac_lab.losses import fnac_losses
-from fnac_lab.train import batch_sampler, build_model, compute_losses, total_loss, train_loader
+from fnac_lab.checkpoint import build_model
+from fnac_lab.train import batch_sampler, compute_losses, total_loss, train_loader
 from fnac_lab.utils import IMAGENET_MEAN, IMAGENET_STD, normalise_images
 from references import naive_ciou
 

@@ -31,7 +31,7 @@ def _distance(p, q, kind):
 
 
 def reference_losses(img, aud, tau, threshold, kind, detach_targets=False):
-    """REFERENCE section 2, one element at a time (no einsum, no library losses)."""
+    """The paper's equations, one element at a time (no einsum, no library losses)."""
     B, C, H, W = img.shape
     S = [[torch.stack([torch.stack([sum(img[b, c, h, w] * aud[k, c] for c in range(C)) / tau
                                     for w in range(W)]) for h in range(H)]) for k in range(B)] for b in range(B)]

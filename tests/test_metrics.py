@@ -89,7 +89,7 @@ def test_gt_maps_from_real_vggss_boxes(vggss_annotations):
         refs.append(naive_ciou(m.numpy(), gt.numpy()))
     got = metrics.ciou(maps, torch.stack(gts))
     np.testing.assert_allclose(got.numpy(), refs, atol=1e-12)
-    summary = metrics.summarize(got)
+    summary = metrics.summarise(got)
     expected = naive_summary(refs)
     for k in expected:
         assert summary[k] == pytest.approx(expected[k], abs=1e-12)
@@ -107,7 +107,7 @@ def test_flickr_box_scaling_and_consensus():
 
 def test_summary_at_threshold_boundaries():
     values = [0.5, 0.49999999, 0.15, 0.05 * 3, 1.0, 0.0, 0.7]
-    got = metrics.summarize(values)
+    got = metrics.summarise(values)
     expected = naive_summary(values)
     for k in expected:
         assert got[k] == pytest.approx(expected[k], abs=1e-15)
@@ -120,7 +120,7 @@ def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match="shape"):
         metrics.ciou(torch.zeros(2, 224, 224), torch.zeros(3, 224, 224))
     with pytest.raises(ValueError):
-        metrics.summarize([])
+        metrics.summarise([])
     with pytest.raises(ValueError, match="mode"):
         metrics.gt_map([(0, 0, 1, 1)], mode="coco")
 

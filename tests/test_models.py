@@ -89,7 +89,7 @@ def test_missing_or_unreachable_weights_say_what_to_do(tmp_path, monkeypatch):
 def test_localisation_map_is_upsampled_own_pair_similarity():
     model = create_model(visual_stage=2, audio_stage=2, embed_dim=32).eval()
     image, spec = torch.randn(4, 3, 48, 48), torch.randn(4, 1, 64, 50)
-    maps = model.localize(image, spec)
+    maps = model.localise(image, spec)
     img, aud = model(image, spec)
     own = torch.stack([(img[b] * aud[b][:, None, None]).sum(0) / model.tau for b in range(4)])
     expected = F.interpolate(own[:, None], size=(224, 224), mode="bicubic", align_corners=False)[:, 0]

@@ -18,7 +18,7 @@ import pytest
 from fnac_lab import analysis
 from fnac_lab.config import TrainConfig
 from fnac_lab.evaluate import evaluate_model
-from fnac_lab.train import load_checkpoint
+from fnac_lab.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -81,7 +81,7 @@ def train_run(workdir) -> tuple[Path, nbformat.NotebookNode]:
 
 def test_notebooks_are_parameterised_and_stripped():
     assert ALL == ["00_false_negatives_tutorial.ipynb", "01_train.ipynb", "02_ablations.ipynb",
-                   "03_false_negative_explorer.ipynb", "04_embeddings.ipynb", "05_localization_maps.ipynb"]
+                   "03_false_negative_explorer.ipynb", "04_embeddings.ipynb", "05_localisation_maps.ipynb"]
     for name in ALL:
         nb = nbformat.read(NOTEBOOKS / name, as_version=4)
         assert nb.metadata.kernelspec.name == "python3", name
@@ -162,7 +162,7 @@ def test_html_export_shows_plotly_figures(train_run):
         assert re.search(rf'Plotly\.newPlot\(\s*"{div}"', body), div
 
 
-@pytest.mark.parametrize("name", ["03_false_negative_explorer.ipynb", "04_embeddings.ipynb", "05_localization_maps.ipynb"])
+@pytest.mark.parametrize("name", ["03_false_negative_explorer.ipynb", "04_embeddings.ipynb", "05_localisation_maps.ipynb"])
 def test_analysis_notebooks_smoke_on_the_trained_run(train_run, workdir, name):
     run_dir, _ = train_run
     nb = execute(name, workdir, run_dir=str(run_dir))

@@ -22,7 +22,7 @@ from fnac_lab.cli import main
 from fnac_lab.config import preset
 from fnac_lab.data import real
 from fnac_lab.ogl import OGLWeightsError, load_object_network
-from fnac_lab.train import build_model
+from fnac_lab.checkpoint import build_model
 from fnac_lab.utils import normalise_images
 
 
@@ -68,7 +68,7 @@ def test_segmentation_scores_against_numpy():
         assert iou[k].item() == pytest.approx(ref_iou, abs=1e-12)
         assert f[k].item() == pytest.approx(ref_f, abs=1e-12)
     assert metrics.f_score(maps[0], masks[0]).dim() == 0
-    summary = metrics.summarize_segmentation(iou, f)
+    summary = metrics.summarise_segmentation(iou, f)
     assert summary == pytest.approx({"miou": iou.mean().item(), "f_score": f.mean().item()})
 
 
@@ -88,8 +88,9 @@ def torchvision_resnet18(weights) -> torch.nn.Module:
     return net.eval()
 
 
-def numpy_object_map(image_uint8: np.ndarray, weights) -> np.ndarray:
-    """torchvision ResNet-18 to layer4, channel L2 norm in float64, bilinear (align_corners) by map_coordinates."""
+def numpy_object_map(image_uint8: np.ndarray, weights, reduce: str = "mean_abs") -> np.ndarray:
+    """torchvision ResNet-18 to layer4, the channel mean of |f| (published) or L2 norm in float64, bilinear
+    (align_corners) by map_coordinates."""
     net = torchvision_resnet18(weights)
     x = (image_uint8.astype(np.float32) / 255 - np.array([0.485, 0.456, 0.406])[:, None, None]) \
         / np.array([0.229, 0.224, 0.225])[:, None, None]
@@ -97,7 +98,7 @@ def numpy_object_map(image_uint8: np.ndarray, weights) -> np.ndarray:
         t = torch.from_numpy(x.astype(np.float32))[None]
         t = net.maxpool(net.relu(net.bn1(net.conv1(t))))
         feat = net.layer4(net.layer3(net.layer2(net.layer1(t))))[0].double().numpy()
-    energy = np.sqrt((feat**2).sum(axis=0))
+    energy = np.abs(feat).mean(axis=0) if reduce == "mean_abs" else np.sqrt((feat**2).sum(axis=0))
     h = energy.shape[0]
     coords = np.arange(224) * (h - 1) / 223
     yy, xx = np.meshgrid(coords, coords, indexing="ij")
@@ -105,12 +106,15 @@ def numpy_object_map(image_uint8: np.ndarray, weights) -> np.ndarray:
     return (up - up.min()) / (up.max() - up.min())
 
 
-def test_object_network_matches_torchvision(object_weights):
-    net = load_object_network(object_weights)
-    image = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8)
+@pytest.mark.parametrize("reduce", ["mean_abs", "l2"])
+def test_object_network_matches_torchvision(object_weights, reduce):
+    net = load_object_network(object_weights, reduce=reduce)
+    image = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
     got = net(normalise_images(image)).numpy()
     for k in range(2):
-        np.testing.assert_allclose(got[k], numpy_object_map(image[k].numpy(), object_weights), atol=2e-4)
+        np.testing.assert_allclose(got[k], numpy_object_map(image[k].numpy(), object_weights, reduce), atol=2e-4)
+    other = numpy_object_map(image[0].numpy(), object_weights, "l2" if reduce == "mean_abs" else "mean_abs")
+    assert np.abs(got[0] - other).max() > 1e-2  # the two reductions are told apart
 
 
 def test_missing_or_unreachable_object_weights(tmp_path, monkeypatch):
@@ -187,3 +191,4 @@ def test_avsbench_with_ogl_through_cli(avsbench, object_weights, tmp_path):
         assert part["f_score"] == pytest.approx(np.mean(columns["f_score" + suffix]), abs=1e-6)
         assert part["ap50"] == pytest.approx(np.mean(np.array(columns["ciou" + suffix]) >= 0.5), abs=1e-9)
     assert scores["n_samples"] == 5 and "miou" in scores["baselines"]["oracle"]
+    assert scores["ogl_object"] == "mean_abs"

@@ -13,7 +13,7 @@ import torch
 from fnac_lab.config import pretrain_config_for, pretrain_preset, preset
 from fnac_lab.data.builtin import BuiltinSpec, builtin_splits, object_images
 from fnac_lab.pretrain import builtin_visual_weights, cached_pretrain_dir, pretrain
-from fnac_lab.train import build_model
+from fnac_lab.checkpoint import build_model
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,10 @@ from PIL import Image
 
 from fnac_lab.cli import main
 from fnac_lab.config import preset
-from fnac_lab.data import real
-from fnac_lab.train import build_model, load_checkpoint, train
-from fnac_lab.utils import normalise_images
+from fnac_lab.checkpoint import build_model, load_checkpoint
+from fnac_lab.data import annotations, decode, files, real
+from fnac_lab.train import train
+from fnac_lab.utils import FnacError, normalise_images
 from references import file_log_spectrogram, naive_ciou, naive_gt, naive_summary
 
 # (width, height, extension, PIL mode) of the frames and (rate, channels, subtype, seconds) of the clips
@@ -150,7 +151,7 @@ def test_vggss_evaluation_through_cli(vggss_layout, checkpoint, tmp_path, capsys
     ds = real.open_testset("vggss", vggss_layout["root"], vggss_layout["json"], split_csv=vggss_layout["split"])
     for k in (0, 4, 7):
         item = ds[k]
-        direct = model.localize(normalise_images(item["image"][None]), item["spec"][None])[0].numpy()
+        direct = model.localise(normalise_images(item["image"][None]), item["spec"][None])[0].numpy()
         np.testing.assert_allclose(maps[item["id"]], direct, atol=1e-4)
 
 
@@ -273,21 +274,21 @@ def test_undecodable_files_stop_the_run_or_are_skipped(flickr_layout, checkpoint
 def test_flickr_annotation_format_is_checked(tmp_path):
     path = tmp_path / "x.xml"
     path.write_text("<annotation><bbox><xmin>1</xmin><ymin>2</ymin><xmax>3</xmax><ymax>4</ymax></bbox></annotation>")
-    with pytest.raises(real.FileDecodeError, match="leading child"):
-        real.read_flickr_boxes(path)
+    with pytest.raises(decode.FileDecodeError, match="leading child"):
+        annotations.read_flickr_boxes(path)
     path.write_text(flickr_xml("x", [[(10, 20, 30, 40)], [(0, 0, 256, 256)]]))
-    assert real.read_flickr_boxes(path) == [(10, 20, 30, 40), (0, 0, 256, 256)]
+    assert annotations.read_flickr_boxes(path) == [(10, 20, 30, 40), (0, 0, 256, 256)]
 
 
 def test_layouts_and_lists(tmp_path):
-    with pytest.raises(real.FnacError, match="has frames/ but no audio/"):
+    with pytest.raises(FnacError, match="has frames/ but no audio/"):
         (tmp_path / "frames").mkdir()
-        real.Layout.find(tmp_path)
+        files.Layout.find(tmp_path)
     (tmp_path / "list.csv").write_text("a\nb\na\n")
-    with pytest.raises(real.FnacError, match="list.csv:3: id 'a' repeats line 1"):
-        real.read_id_list(tmp_path / "list.csv")
+    with pytest.raises(FnacError, match="list.csv:3: id 'a' repeats line 1"):
+        annotations.read_id_list(tmp_path / "list.csv")
     (tmp_path / "vggsound.csv").write_text("abc,30,dog barking,train\nxyz,5,cat,test\n")
-    assert real.read_labels(tmp_path / "vggsound.csv") == {"abc_000030": "dog barking", "xyz_000005": "cat"}
+    assert annotations.read_labels(tmp_path / "vggsound.csv") == {"abc_000030": "dog barking", "xyz_000005": "cat"}
 
 
 def test_validation_split_is_fixed_by_list_and_seed():
@@ -316,5 +317,5 @@ def test_training_on_a_real_layout(vggss_layout, tmp_path):
     assert not set(result.test.ids) & val_ids
     missing = read_csv(tmp_path / "run" / "missing_train.csv")
     assert [m["id"] for m in missing] == ["not_on_disk"]
-    with pytest.raises(real.FnacError, match="different sample rates"):  # native rates cannot share a batch
+    with pytest.raises(FnacError, match="different sample rates"):  # native rates cannot share a batch
         train(cfg.replace(audio_rate=None), tmp_path / "native", progress=False)

@@ -32,9 +32,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..audio import normalise_spectrogram
-from ..utils import FnacError, atomic_write_text, write_json
-from .real import (CROP, DECODE_ERRORS, TRAIN_AUGMENT, Layout, clip_spectrogram, mask_bands, read_id_list,
-                   read_image, resize_for_testing, resize_for_training, resolve_samples, write_rows)
+from ..utils import FnacError, atomic_write_text, write_json, write_rows
+from .annotations import read_id_list
+from .decode import (CROP, DECODE_ERRORS, TRAIN_AUGMENT, clip_spectrogram, mask_bands, read_image, resize_for_testing,
+                     resize_for_training)
+from .files import Layout, resolve_samples
 
 CACHE_VERSION = 1
 

@@ -22,8 +22,7 @@ import numpy as np
 import soundfile
 from tqdm.auto import tqdm
 
-from ..utils import FnacError
-from .real import write_rows
+from ..utils import FnacError, write_rows
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".3gp")
 JPEG_QUALITY = 95

@@ -12,6 +12,7 @@ import math
 from typing import Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 
@@ -37,31 +38,48 @@ def false_negative_ratio(labels) -> float:
     return float((counts[inverse] >= 2).mean())
 
 
-def expected_false_negative_ratio(labels, batch_size: int) -> float:
-    """Expected :func:`false_negative_ratio` of a uniformly random batch drawn without replacement.
+def expected_false_negative_ratio(labels, batch_size: int, *, with_replacement: bool = False) -> float:
+    """Expected :func:`false_negative_ratio` of a uniformly random batch of a dataset with these ``labels``.
 
-    With ``N`` samples, ``n_c`` of them of class ``c``, a member of class ``c`` has no same-class partner
+    Without replacement (default; exact for :class:`ShuffledBatchSampler` and for :class:`ClassBiasedBatchSampler`
+    with ``p = 0``): with ``N`` samples, ``n_c`` of class ``c``, a member of class ``c`` has no same-class partner
     with probability ``C(N - n_c, B - 1) / C(N - 1, B - 1)``, so
 
         E[FN ratio] = sum_c (n_c / N) * (1 - C(N - n_c, B - 1) / C(N - 1, B - 1)).
 
-    This is exact for :class:`ShuffledBatchSampler` and for :class:`ClassBiasedBatchSampler` with ``p = 0``.
+    ``with_replacement=True``: ``B`` independent draws from the class frequencies ``p_c = n_c / N`` (the limit
+    of a large dataset; ``labels=range(k)`` gives ``k`` uniform classes):
+
+        E[FN ratio] = sum_c p_c * (1 - (1 - p_c) ** (B - 1)).
     """
     arr = _as_array(labels)
     n = arr.size
+    _, counts = np.unique(arr, return_counts=True)
+    if with_replacement:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        p = counts / n
+        return float((p * (1.0 - (1.0 - p) ** (batch_size - 1))).sum())
     if not 1 <= batch_size <= n:
         raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}")
 
     def log_comb(a: int, b: int) -> float:
         return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
 
-    _, counts = np.unique(arr, return_counts=True)
     total = 0.0
     for n_c in counts.tolist():
         lonely = 0.0 if n - n_c < batch_size - 1 else math.exp(log_comb(n - n_c, batch_size - 1)
                                                                - log_comb(n - 1, batch_size - 1))
         total += n_c / n * (1.0 - lonely)
     return total
+
+
+def fn_ratio_table(batch_sizes: Sequence[int], class_counts: Sequence[int]) -> pd.DataFrame:
+    """Expected FN ratio of ``k`` uniform classes drawn with replacement, one row per (``n_classes``, ``batch_size``)."""
+    rows = [{"n_classes": k, "batch_size": b,
+             "fn_ratio": expected_false_negative_ratio(np.arange(k), b, with_replacement=True)}
+            for k in class_counts for b in batch_sizes]
+    return pd.DataFrame(rows)
 
 
 def _check_shard(batch_size: int, rank: int, world_size: int) -> int:
@@ -161,3 +179,16 @@ class ShuffledBatchSampler(torch.utils.data.Sampler[list[int]]):
         perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
         for b in range(len(self)):
             yield perm[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+
+
+def epoch_batch_sampler(labels, batch_size: int, *, class_bias_p: float = 0.0, seed: int = 0, epoch: int = 0,
+                        rank: int = 0, world_size: int = 1):
+    """The batch sampler of one epoch: class-biased with probability ``class_bias_p`` > 0, else plain shuffled
+    batches; ``batch_size`` is the global batch, of which this ``rank`` draws its slice."""
+    shard = dict(seed=seed, rank=rank, world_size=world_size)
+    if class_bias_p > 0:
+        sampler = ClassBiasedBatchSampler(labels, batch_size, class_bias_p, **shard)
+    else:
+        sampler = ShuffledBatchSampler(len(labels), batch_size, **shard)
+    sampler.set_epoch(epoch)
+    return sampler

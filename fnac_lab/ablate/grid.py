@@ -1,0 +1,195 @@
+"""Grids of notebook parameters: a grid file, its points, and the bundled grids of ``data/grids``.
+
+A grid file (YAML)::
+
+    notebook: notebooks/01_train.ipynb     # relative paths are taken from the current directory
+    paper: distance                        # optional: the published table this sweep compares with
+    base: {smoke: true}                    # parameters common to every point
+    grid:                                  # the cartesian product of these axes
+      distance: [l1, l2]
+      weights:                             # an axis whose values are mappings sets several parameters at once
+        - {w_fns_audio: 0, w_fns_visual: 0, w_tne: 0}
+        - {w_fns_audio: 10, w_fns_visual: 10, w_tne: 10}
+
+``grid`` may also be a list of such mappings (blocks): the points are then the union of the blocks' products,
+each point once, so that a factor can be crossed with only some of the others.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from ..paper import PAPER_TABLES
+from ..utils import FnacError
+
+GRID_KEYS = ("notebook", "base", "grid", "out_param", "paper")
+#: Repository folders (a source checkout); the bundled notebooks and grid files live there.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One run: ``values`` (axis -> value, as in the grid) and the full notebook ``parameters``."""
+
+    name: str
+    values: dict[str, Any]
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Grid:
+    notebook: Path
+    base: dict[str, Any]
+    blocks: tuple[dict[str, list[Any]], ...]  #: each block's axes; the points are the union of their products
+    out_param: str = "out_dir"
+    paper: str | None = None  #: key of :data:`PAPER_TABLES` this sweep compares with
+
+    @property
+    def axes(self) -> dict[str, list[Any]]:
+        """Every axis of every block, with the values it takes anywhere (in file order)."""
+        merged: dict[str, list[Any]] = {}
+        for block in self.blocks:
+            for name, values in block.items():
+                merged.setdefault(name, [])
+                merged[name].extend(v for v in values if v not in merged[name])
+        return merged
+
+    def points(self) -> list[GridPoint]:
+        """Each block's cartesian product in file order (the last axis varies fastest); a point that an earlier
+        block already holds (same parameters) is not repeated."""
+        out, seen = [], set()
+        for block in self.blocks:
+            for combo in itertools.product(*block.values()):
+                values = dict(zip(block, combo))
+                params = dict(self.base)
+                for value in combo:
+                    if isinstance(value, Mapping):
+                        params.update(value)
+                params.update({k: v for k, v in values.items() if not isinstance(v, Mapping)})
+                point = GridPoint(name=point_name(values, params), values=values, parameters=params)
+                if point.name not in seen:
+                    seen.add(point.name)
+                    out.append(point)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        grid = self.blocks[0] if len(self.blocks) == 1 else list(self.blocks)
+        return {"notebook": str(self.notebook), "base": self.base, "grid": grid, "out_param": self.out_param,
+                "paper": self.paper}
+
+
+def value_label(value: Any) -> str:
+    """A compact text form of an axis value (mappings as ``k=v,k=v``)."""
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def point_name(values: Mapping[str, Any], parameters: Mapping[str, Any]) -> str:
+    """Folder name of a point: its axis values, then a hash of all its parameters (so that a changed base or a
+    changed value never reuses an old result)."""
+    slug = "_".join(f"{k}={value_label(v)}" for k, v in values.items()) or "point"
+    slug = re.sub(r"[^A-Za-z0-9._=,+-]+", "-", slug)[:80]
+    digest = hashlib.sha1(json.dumps(parameters, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{slug}-{digest}"
+
+
+def make_grid(notebook: str | Path, *, base: Mapping[str, Any] | None = None,
+              grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]]] | None = None,
+              out_param: str = "out_dir", paper: str | None = None, source: str = "grid") -> Grid:
+    """A validated :class:`Grid` (``source`` names the grid in error messages); ``grid`` is one mapping of axes
+    or a list of them (blocks)."""
+    nb = Path(notebook).expanduser()
+    nb = nb if nb.is_absolute() else Path.cwd() / nb
+    if not nb.is_file():
+        raise FnacError(f"{source}: notebook {notebook} not found (relative paths are taken from {Path.cwd()})")
+    base = dict(base or {})
+    blocks = [grid or {}] if grid is None or isinstance(grid, Mapping) else list(grid)
+    if not blocks:
+        raise FnacError(f"{source}: 'grid' is an empty list of blocks")
+    checked = []
+    for k, block in enumerate(blocks):
+        where = f"grid block {k + 1}" if len(blocks) > 1 else "grid"
+        if not isinstance(block, Mapping):
+            raise FnacError(f"{source}: {where} must be a mapping of axes, got {block!r}")
+        axes = {str(name): values for name, values in block.items()}
+        for name, values in axes.items():
+            if not isinstance(values, list) or not values:
+                raise FnacError(f"{source}: {where} axis {name!r} must be a non-empty list of values, got {values!r}")
+        if out_param in axes:
+            raise FnacError(f"{source}: {out_param!r} is set by the runner (each point writes into its own folder)")
+        checked.append({name: list(values) for name, values in axes.items()})
+    if out_param in base:
+        raise FnacError(f"{source}: {out_param!r} is set by the runner (each point writes into its own folder)")
+    if paper is not None and paper not in PAPER_TABLES:
+        raise FnacError(f"{source}: paper {paper!r} is not one of {', '.join(PAPER_TABLES)}")
+    return Grid(notebook=nb.resolve(), base=base, blocks=tuple(checked), out_param=out_param, paper=paper)
+
+
+def load_grid(path: str | Path) -> Grid:
+    """Read a grid file (keys ``notebook``, ``base``, ``grid``, optional ``out_param``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FnacError(f"{path}: grid file not found")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise FnacError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(spec, dict):
+        raise FnacError(f"{path}: expected a mapping with keys notebook, base, grid")
+    unknown = [k for k in spec if k not in GRID_KEYS]
+    if unknown:
+        raise FnacError(f"{path}: unknown key(s) {', '.join(map(repr, unknown))} (allowed: {', '.join(GRID_KEYS)})")
+    if "notebook" not in spec:
+        raise FnacError(f"{path}: missing the 'notebook' key")
+    if spec.get("base") is not None and not isinstance(spec["base"], dict):
+        raise FnacError(f"{path}: 'base' must be a mapping, got {spec['base']!r}")
+    if spec.get("grid") is not None and not isinstance(spec["grid"], (dict, list)):
+        raise FnacError(f"{path}: 'grid' must be a mapping of axes or a list of them, got {spec['grid']!r}")
+    return make_grid(spec["notebook"], base=spec.get("base"), grid=spec.get("grid"),
+                     out_param=spec.get("out_param", "out_dir"), paper=spec.get("paper"), source=str(path))
+
+
+def check_parameters(grid: Grid) -> None:
+    """Refuse parameters the notebook's ``parameters`` cell does not define (papermill would only warn)."""
+    import papermill
+
+    known = set(papermill.inspect_notebook(str(grid.notebook)))
+    if not known:
+        raise FnacError(f"{grid.notebook}: no cell tagged 'parameters'")
+    used = set(grid.base) | {grid.out_param}
+    for point in grid.points():
+        used |= set(point.parameters)
+    unknown = sorted(used - known)
+    if unknown:
+        hints = [f"{u!r}" + (f" (did you mean {near[0]!r}?)" if (near := difflib.get_close_matches(u, known, n=1)) else "")
+                 for u in unknown]
+        raise FnacError(f"{grid.notebook.name} has no parameter {', '.join(hints)}")
+
+
+def bundled_path(*parts: str) -> Path:
+    """A file of the source checkout (``notebooks/...`` or ``data/grids/...``); a clear error when absent."""
+    path = REPO_ROOT.joinpath(*parts)
+    if not path.exists():
+        raise FnacError(f"{path} not found: the notebooks and grid files come with the source checkout; "
+                        f"pass an explicit path instead")
+    return path
+
+
+def bundled_grid(name: str, *, notebook: str | Path | None = None, base: Mapping[str, Any] | None = None) -> Grid:
+    """The grid file ``data/grids/NAME.yaml`` with its notebook resolved from the checkout (or ``notebook``) and
+    ``base`` parameters added on top of the file's."""
+    path = bundled_path("data", "grids", f"{name}.yaml")
+    spec = yaml.safe_load(path.read_text())
+    nb = Path(notebook) if notebook is not None else REPO_ROOT / spec["notebook"]
+    return make_grid(nb, base={**(spec.get("base") or {}), **(base or {})}, grid=spec.get("grid"),
+                     out_param=spec.get("out_param", "out_dir"), paper=spec.get("paper"), source=str(path))

@@ -1,0 +1,160 @@
+"""Running a grid: one papermill execution of the notebook per point, each into its own folder, and the results.
+
+Output layout::
+
+    OUT/grid.json                     the resolved grid
+    OUT/points/NAME/notebook.ipynb    the executed notebook of a point (kept, also when it failed)
+    OUT/points/NAME/metrics.json      written by the notebook (its ``out_dir`` parameter is the point's folder)
+    OUT/points/NAME/done.json         finished marker, written atomically after a successful run
+    OUT/points/NAME/error.txt         why the point failed (removed when it later succeeds)
+    OUT/results.csv                   one row per point: parameter columns, final metrics, status
+
+A point whose ``done.json`` exists is skipped when the grid is run again; a failed point does not stop the
+others and is run again next time (a training notebook resumes from its last checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..utils import FnacError, atomic_write_text, write_json
+from .grid import Grid, GridPoint, check_parameters, load_grid, value_label
+
+DONE, ERROR, METRICS = "done.json", "error.txt", "metrics.json"
+
+
+@dataclass
+class PointOutcome:
+    point: GridPoint
+    folder: Path
+    status: str  # "finished", "skipped" (finished earlier) or "failed"
+    seconds: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class GridRun:
+    results: pd.DataFrame
+    outcomes: list[PointOutcome]
+    out_dir: Path
+
+    @property
+    def failed(self) -> list[PointOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+def _run_point(grid: Grid, point: GridPoint, folder: Path, *, kernel_name: str, device: str | None,
+               timeout: float | None) -> PointOutcome:
+    import papermill
+
+    if (folder / DONE).is_file():
+        return PointOutcome(point, folder, "skipped")
+    folder.mkdir(parents=True, exist_ok=True)
+    params = {**point.parameters, grid.out_param: str(folder)}
+    if device is not None:
+        params["device"] = device
+    write_json(folder / "params.json", params)
+    t0 = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(grid.notebook), str(folder / "notebook.ipynb"), parameters=params,
+                                   kernel_name=kernel_name, progress_bar=False, cwd=str(folder),
+                                   execution_timeout=timeout)
+        if not (folder / METRICS).is_file():
+            raise FnacError(f"the notebook finished without writing {METRICS} into its {grid.out_param}")
+    except Exception as exc:  # any failure of one point is recorded and the sweep goes on
+        if isinstance(exc, papermill.PapermillExecutionError):
+            message = f"{exc.ename}: {exc.evalue} (see {folder / 'notebook.ipynb'})"
+        else:
+            message = f"{type(exc).__name__}: {exc}"
+        atomic_write_text(folder / ERROR, message + "\n\n" + traceback.format_exc())
+        return PointOutcome(point, folder, "failed", time.perf_counter() - t0, message)
+    seconds = time.perf_counter() - t0
+    (folder / ERROR).unlink(missing_ok=True)
+    write_json(folder / DONE, {"parameters": point.parameters, "seconds": round(seconds, 2)})
+    return PointOutcome(point, folder, "finished", seconds)
+
+
+def run_grid(grid: Grid | str | Path, out_dir: str | Path, *, jobs: int = 1, devices: Sequence[str] | None = None,
+             kernel_name: str = "python3", timeout: float | None = None, progress: bool = True) -> GridRun:
+    """Run every point of ``grid`` (a :class:`Grid` or a grid file) into ``out_dir`` and collect ``results.csv``.
+
+    ``jobs`` points run at once; with ``devices`` (e.g. ``["cuda:0", "cuda:1"]``) each running point gets one
+    of them as its ``device`` parameter and ``jobs`` defaults to their number. Points finished earlier are
+    skipped; failures are recorded in ``error.txt`` and in the results, never raised.
+    """
+    grid = load_grid(grid) if isinstance(grid, (str, Path)) else grid
+    check_parameters(grid)
+    out = Path(out_dir).expanduser().resolve()  # kernels run inside their point's folder: paths must be absolute
+    (out / "points").mkdir(parents=True, exist_ok=True)
+    write_json(out / "grid.json", grid.to_dict())
+    points = grid.points()
+    if devices:
+        jobs = len(devices)
+    free: queue.Queue = queue.Queue()
+    for d in (devices or [None] * max(1, jobs)):
+        free.put(d)
+
+    def work(point: GridPoint) -> PointOutcome:
+        device = free.get()
+        try:
+            return _run_point(grid, point, out / "points" / point.name, kernel_name=kernel_name, device=device,
+                              timeout=timeout)
+        finally:
+            free.put(device)
+
+    outcomes: list[PointOutcome] = []
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for outcome in tqdm(pool.map(work, points), total=len(points), desc="grid points", disable=not progress):
+            outcomes.append(outcome)
+    results = collect_results(grid, out, outcomes)
+    return GridRun(results=results, outcomes=outcomes, out_dir=out)
+
+
+def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Scalars of a ``metrics.json`` with nested mappings joined by ``_`` (``baseline.ap50`` -> ``baseline_ap50``);
+    lists and the ``config`` entry are left out."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if key == "config" or isinstance(value, (list, tuple)):
+            continue
+        if isinstance(value, Mapping):
+            out.update(flatten_metrics(value, f"{prefix}{key}_"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def collect_results(grid: Grid, out_dir: str | Path, outcomes: Sequence[PointOutcome] | None = None) -> pd.DataFrame:
+    """``results.csv``: one row per point with its axis values (mappings expanded into their parameters), the
+    flattened metrics of its ``metrics.json``, its status and error. Written atomically into ``out_dir``."""
+    out = Path(out_dir)
+    by_name = {o.point.name: o for o in outcomes or []}
+    rows = []
+    for point in grid.points():
+        folder = out / "points" / point.name
+        row: dict[str, Any] = {}
+        for axis, value in point.values.items():
+            row[axis] = value_label(value) if isinstance(value, Mapping) else value
+            if isinstance(value, Mapping):
+                row.update(value)
+        outcome = by_name.get(point.name)
+        finished = (folder / DONE).is_file()
+        row["status"] = outcome.status if outcome else ("finished" if finished else "not run")
+        row["error"] = outcome.error if outcome and outcome.status == "failed" else ""
+        if finished and (folder / METRICS).is_file():
+            row.update(flatten_metrics(json.loads((folder / METRICS).read_text())))
+        row["folder"] = str(folder)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    atomic_write_text(out / "results.csv", table.to_csv(index=False))
+    return table

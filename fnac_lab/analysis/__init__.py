@@ -1,0 +1,23 @@
+"""Computations behind the notebooks: a batch's adjacency matrices (:mod:`.adjacency`), how well intra-modal
+similarity finds the same-class pairs (:mod:`.retrieval`), embeddings (:mod:`.embeddings`), the models and
+localisations a notebook looks at (:mod:`.runs`), and the report of a run against its NCE twin (:mod:`.report`)."""
+
+from ..data.sampling import expected_false_negative_ratio, false_negative_ratio, fn_ratio_table
+from .adjacency import (MATRICES, BatchAdjacency, batch_adjacency, descend_logits, embed_batch, idealised_embeddings,
+                        same_class_mask)
+from .embeddings import collect_embeddings, nearest_neighbour_accuracy, umap_projection
+from .report import (SCORES, ap50_noise, compare_to_baseline, read_history, run_metrics, run_report, scores_table,
+                     what_this_run_shows, write_report)
+from .retrieval import (INTRA_MODAL, PairRetrieval, intramodal_retrieval, pair_precision_recall, pair_scores,
+                        same_class_softmax_mass)
+from .runs import (NCE_ONLY, PEAK_OUTCOMES, RUN_FOLDERS, ModelPair, best_worst, evaluation_split, load_model_pair,
+                   localise, nce_twin, notebook_config, peak_outcome, seed_list, shared_run_dir)
+
+__all__ = ["expected_false_negative_ratio", "false_negative_ratio", "fn_ratio_table", "MATRICES", "BatchAdjacency",
+           "batch_adjacency", "descend_logits", "embed_batch", "idealised_embeddings", "same_class_mask",
+           "collect_embeddings", "nearest_neighbour_accuracy", "umap_projection", "SCORES", "ap50_noise",
+           "compare_to_baseline", "read_history", "run_metrics", "run_report", "scores_table", "what_this_run_shows",
+           "write_report", "INTRA_MODAL", "PairRetrieval", "intramodal_retrieval", "pair_precision_recall",
+           "pair_scores", "same_class_softmax_mass", "NCE_ONLY", "PEAK_OUTCOMES", "RUN_FOLDERS", "ModelPair",
+           "best_worst", "evaluation_split", "load_model_pair", "localise", "nce_twin", "notebook_config",
+           "peak_outcome", "seed_list", "shared_run_dir"]

@@ -1,0 +1,51 @@
+"""Per-sample embeddings of a split, their 2-D UMAP projection, and nearest-neighbour class accuracy."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..losses import foreground_features, own_maps, similarity_maps
+from ..models import AVLocaliser
+from .adjacency import embed_batch
+from .retrieval import _collate
+
+
+@torch.no_grad()
+def collect_embeddings(model: AVLocaliser, dataset, *, batch_size: int = 64, tne_threshold: float | None = 0.6,
+                       device: torch.device | str = "cpu", max_samples: int | None = None) -> dict[str, np.ndarray]:
+    """Per-sample embeddings of a split: ``audio`` (the audio embedding), ``visual`` (spatial mean ``v`` of the
+    visual map), ``foreground`` (the TNE-pooled ``f``), with ``labels`` and ``ids``."""
+    n = len(dataset) if max_samples is None else min(len(dataset), max_samples)
+    out: dict[str, list] = {"audio": [], "visual": [], "foreground": [], "labels": [], "ids": []}
+    for start in range(0, n, batch_size):
+        idx = list(range(start, min(start + batch_size, n)))
+        batch = dataset.batch(idx) if hasattr(dataset, "batch") else _collate(dataset, idx)
+        img, aud = embed_batch(model, batch, device=device)
+        own = own_maps(similarity_maps(img, aud, 1.0))  # the mask is min-max normalised: tau cancels
+        out["audio"].append(aud.numpy())
+        out["visual"].append(img.mean(dim=(2, 3)).numpy())
+        out["foreground"].append(foreground_features(img, own, tne_threshold).numpy())
+        out["labels"].append(np.asarray(batch["label"]))
+        out["ids"].extend(batch["id"])
+    return {k: (np.concatenate(v) if k != "ids" else v) for k, v in out.items()}
+
+
+def umap_projection(x: np.ndarray, *, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "cosine",
+                    seed: int = 0) -> np.ndarray:
+    """2-D UMAP of the rows of ``x`` (umap-learn; reproducible from ``seed``)."""
+    import umap
+
+    n_neighbors = min(n_neighbors, len(x) - 1)
+    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, metric=metric, random_state=seed, n_jobs=1)
+    return reducer.fit_transform(np.asarray(x, dtype=np.float32))
+
+
+def nearest_neighbour_accuracy(x: np.ndarray, labels) -> float:
+    """Leave-one-out share of rows whose most cosine-similar other row has the same label."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    sim = x @ x.T
+    np.fill_diagonal(sim, -np.inf)
+    lab = np.asarray(labels)
+    return float((lab[sim.argmax(axis=1)] == lab).mean())

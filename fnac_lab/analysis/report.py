@@ -1,0 +1,192 @@
+"""The report of a training run against its NCE-only twin: final scores, the gain and its noise, the scores
+table and "what this run shows" in sentences computed from the numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..config import TrainConfig
+from ..paper import FN_RATIO
+from ..utils import atomic_write_text, write_json
+
+SCORES = ("ap50", "mean_ciou", "auc")
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_metrics(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
+    """Final scores of a finished training run (from ``summary.json`` and ``metrics.jsonl``): the test
+    ``ap50``, ``mean_ciou``, ``auc``, ``n_samples`` of the best validation epoch, plus the run's facts."""
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    history = read_history(run_dir)
+    test = summary[split]
+    ratios = [r["fn_ratio"] for r in history if r.get("fn_ratio") is not None]
+    return {
+        **{k: test[k] for k in (*SCORES, "n_samples")},
+        **{k: v for k, v in history[-1].items() if k.startswith("fn_auroc_")},  # at the last epoch
+        "best_epoch": summary["best_epoch"],
+        "epochs_trained": summary["epochs_trained"],
+        "val": summary["val"],
+        "fn_ratio": float(np.mean(ratios)) if ratios else None,
+        "train_seconds": round(sum(r.get("train_seconds", 0.0) for r in history), 1),
+        "val_ap50_by_epoch": [r["ap50"] for r in history],
+        "trivial": test["baselines"],
+    }
+
+
+def ap50_noise(fnac: Mapping[str, Any], nce: Mapping[str, Any], *, tail: int = 3) -> dict[str, float]:
+    """Noise of the AP50 difference of two single-seed runs, from two sources (the larger is used):
+
+    - ``test_se``: binomial standard error of the difference, ``sqrt(p1 (1 - p1) / n + p2 (1 - p2) / n)``;
+    - ``epoch_jitter``: ``sqrt(s1^2 + s2^2)``, ``s`` the standard deviation (ddof 1) of a run's validation
+      AP50 over its last ``tail`` epochs, a stand-in for how much a rerun with another seed moves.
+    """
+    n = fnac["n_samples"]
+    test_se = math.sqrt(sum(r["ap50"] * (1 - r["ap50"]) / n for r in (fnac, nce)))
+    tails = [r["val_ap50_by_epoch"][-tail:] for r in (fnac, nce)]
+    jitter = math.sqrt(sum(float(np.std(t, ddof=1)) ** 2 for t in tails)) if all(len(t) >= 2 for t in tails) else 0.0
+    return {"test_se": test_se, "epoch_jitter": jitter, "noise": max(test_se, jitter)}
+
+
+def compare_to_baseline(fnac_runs: Sequence[Mapping[str, Any]], nce_runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """FNAC's gain over its NCE twin (paired by seed) and whether it exceeds the noise.
+
+    With several seeds the noise is the standard error of the mean per-seed gain (standard deviation of the
+    gains, ddof 1, over sqrt(n)); with one seed it is :func:`ap50_noise`. The gain counts as shown when it
+    exceeds twice the noise.
+    """
+    if len(fnac_runs) != len(nce_runs) or not fnac_runs:
+        raise ValueError("need one NCE run per FNAC run")
+    gains = {k: [f[k] - b[k] for f, b in zip(fnac_runs, nce_runs)] for k in SCORES}
+    out: dict[str, Any] = {"n_seeds": len(fnac_runs), **{k: float(np.mean(v)) for k, v in gains.items()},
+                           "ap50_per_seed": gains["ap50"]}
+    if len(fnac_runs) > 1:
+        out["noise"] = float(np.std(gains["ap50"], ddof=1) / math.sqrt(len(fnac_runs)))
+        out["noise_source"] = f"the standard error of the mean AP50 gain over {len(fnac_runs)} seeds"
+    else:
+        parts = ap50_noise(fnac_runs[0], nce_runs[0])
+        out["noise"] = parts["noise"]
+        out["noise_source"] = ("the binomial standard error of the AP50 difference on the test split"
+                               if parts["test_se"] >= parts["epoch_jitter"] else
+                               "the epoch-to-epoch spread of validation AP50 over the last epochs, one seed")
+        out.update({k: parts[k] for k in ("test_se", "epoch_jitter")})
+    out["exceeds_noise"] = bool(out["ap50"] > 2 * out["noise"])
+    return out
+
+
+def run_report(cfg: TrainConfig, fnac_runs: Sequence[Mapping[str, Any]], nce_runs: Sequence[Mapping[str, Any]] | None
+               ) -> dict[str, Any]:
+    """The content of ``metrics.json``: the first seed's final scores at top level, the NCE twin under
+    ``baseline``, the trivial-map levels under ``trivial``, the comparison under ``gain``, all seeds under
+    ``seeds``, and the configuration."""
+    first = dict(fnac_runs[0])
+    report: dict[str, Any] = {k: v for k, v in first.items() if k != "trivial"}
+    report["fnac_active"] = cfg.fnac_active
+    report["trivial"] = first["trivial"]
+    if nce_runs:
+        report["baseline"] = {k: v for k, v in nce_runs[0].items() if k != "trivial"}
+        report["gain"] = compare_to_baseline(fnac_runs, nce_runs)
+    report["seeds"] = [{"seed": cfg.seed + i, **{k: r[k] for k in SCORES},
+                        **({"baseline": {k: nce_runs[i][k] for k in SCORES}} if nce_runs else {})}
+                       for i, r in enumerate(fnac_runs)]
+    report["config"] = cfg.to_dict()
+    return report
+
+
+def scores_table(report: Mapping[str, Any]) -> pd.DataFrame:
+    """AP50 / mean cIoU / AUC of the run, its NCE twin and the trivial maps (rows), from a :func:`run_report`.
+    With several seeds the run rows are seed means."""
+    def mean_over_seeds(key: str | None) -> dict[str, float]:
+        runs = [s[key] if key else s for s in report["seeds"]]
+        return {k: float(np.mean([r[k] for r in runs])) for k in SCORES}
+
+    rows = {"FNAC" if report["fnac_active"] else "configured run (NCE only)": mean_over_seeds(None)}
+    if "baseline" in report:
+        rows["NCE baseline"] = mean_over_seeds("baseline")
+    names = {"centre_prior": "centre prior", "random": "random map", "oracle": "oracle (gt-derived)"}
+    for key, label in names.items():
+        rows[label] = {k: report["trivial"][key][k] for k in SCORES}
+    table = pd.DataFrame(rows).T[list(SCORES)]
+    table.columns = ["AP50", "mean cIoU", "AUC"]
+    return table
+
+
+def write_report(out_dir: str | Path, report: Mapping[str, Any]) -> pd.DataFrame:
+    """Write ``metrics.json`` and ``scores.md`` (the :func:`scores_table` as markdown) into ``out_dir``."""
+    out = Path(out_dir)
+    write_json(out / "metrics.json", report)
+    table = scores_table(report)
+    n = report["n_samples"]
+    seeds = len(report["seeds"])
+    note = f"Test split, {n} samples" + (f", mean over {seeds} seeds" if seeds > 1 else "") + "."
+    atomic_write_text(out / "scores.md", table.to_markdown(floatfmt=".3f") + f"\n\n{note}\n")
+    return table
+
+
+def _against_centre_prior(report: Mapping[str, Any]) -> str:
+    """Which models beat the centre prior on which score, in one sentence."""
+    names = {"ap50": "AP50", "mean_ciou": "mean cIoU", "auc": "AUC"}
+    centre = report["trivial"]["centre_prior"]
+    runs = {"FNAC" if report["fnac_active"] else "the configured run": report}
+    if "baseline" in report:
+        runs["the NCE baseline"] = report["baseline"]
+    level = ", ".join(f"{names[k]} {centre[k]:.3f}" for k in SCORES)
+    parts = []
+    for name, run in runs.items():
+        above = [names[k] for k in SCORES if run[k] > centre[k]]
+        below = [names[k] for k in SCORES if run[k] <= centre[k]]
+        if not below:
+            parts.append(f"{name} beats it on every score")
+        elif not above:
+            parts.append(f"{name} beats it on none (its maps carry no more localisation than a centred blob)")
+        else:
+            parts.append(f"{name} beats it on {' and '.join(above)} but not on {' and '.join(below)}")
+    return f"Against the centre prior ({level}): " + "; ".join(parts) + "."
+
+
+def what_this_run_shows(report: Mapping[str, Any]) -> list[str]:
+    """Plain statements computed from a :func:`run_report` (markdown bullet texts)."""
+    cfg = report["config"]
+    trivial = report["trivial"]
+    lines = []
+    name = "FNAC" if report["fnac_active"] else "The configured run (NCE only)"
+    lines.append(f"{name} reached test AP50 **{report['ap50']:.3f}** (mean cIoU {report['mean_ciou']:.3f}, "
+                 f"AUC {report['auc']:.3f}) on {report['n_samples']} test samples, with the checkpoint of validation "
+                 f"epoch {report['best_epoch']} of {report['epochs_trained']}.")
+    if "baseline" in report:
+        base, gain = report["baseline"], report["gain"]
+        verdict = ("exceeds twice the noise estimate: on this run FNAC beats the NCE baseline beyond noise"
+                   if gain["exceeds_noise"] else
+                   "does not exceed twice the noise estimate: this run does not show a difference between FNAC "
+                   "and the NCE baseline beyond noise")
+        seeds = f" (mean over {gain['n_seeds']} seeds)" if gain["n_seeds"] > 1 else ""
+        lines.append(f"The NCE-only twin reached AP50 **{base['ap50']:.3f}**; FNAC's AP50 gain{seeds} is "
+                     f"**{gain['ap50']:+.3f}** against a noise estimate of {gain['noise']:.3f} from {gain['noise_source']}; "
+                     f"the gain {verdict}.")
+    lines.append(_against_centre_prior(report))
+    lines.append(f"Random maps score AP50 {trivial['random']['ap50']:.3f} and the gt-derived oracle "
+                 f"{trivial['oracle']['ap50']:.3f} (the ceiling under the median threshold).")
+    curve = report["val_ap50_by_epoch"]
+    w = cfg["warmup_epochs"]
+    if report["fnac_active"] and w < len(curve):
+        start = f"{curve[w - 1]:.3f} at the end of the {w}-epoch NCE warm-up" if w > 0 else "the start (no warm-up)"
+        best = max(curve[w:])
+        collapsed = w > 0 and best < 0.5 * max(curve[:w])
+        lines.append(f"Once the FNAC terms joined, validation AP50 went from {start} to at best {best:.3f} and "
+                     f"{curve[-1]:.3f} at the last epoch"
+                     + (": a collapse, the FNAC terms destroyed what the warm-up had learned." if collapsed else "."))
+    if report.get("fn_ratio") is not None:
+        lines.append(f"Training batches of {cfg['batch_size']} had a false-negative ratio of {100 * report['fn_ratio']:.1f} % "
+                     f"on average (the paper's VGG-Sound batches: {100 * FN_RATIO[128]:.2f} % at 128, "
+                     f"{100 * FN_RATIO[256]:.2f} % at 256).")
+    return lines

@@ -1,0 +1,170 @@
+"""The models and data a notebook looks at: a notebook run's configuration and its NCE twin, a trained pair of
+models (from checkpoints, a training folder, or trained on demand), and per-sample localisations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from ..checkpoint import build_model, load_checkpoint
+from ..config import BUILTIN, TrainConfig, preset
+from ..datasets import build_datasets
+from ..evaluate import EvalResult, evaluate_model
+from ..metrics import vggss_box_to_pixels
+from ..models import AVLocaliser
+from ..train import train
+from ..utils import FnacError
+
+#: The weights that make a configuration its NCE-only twin (the EZ-VSL baseline).
+NCE_ONLY = {"w_fns_audio": 0.0, "w_fns_visual": 0.0, "w_tne": 0.0}
+
+
+def notebook_config(preset_name: str, *, smoke: bool, values: Mapping[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+    """The configuration of a notebook run: the ``smoke`` preset when ``smoke`` else ``preset_name``, with every
+    ``TrainConfig`` field found in ``values`` (a notebook's parameters) that is not None applied on top.
+
+    ``values["fnac_strength"]``, when given, sets all three FNAC weights to that many times the batch size: the
+    terms average over ``B x B`` entries, so their pull against NCE goes with ``w / B`` (the paper's 100 / 128 =
+    0.78). Returns the configuration and the applied overrides."""
+    name = "smoke" if smoke else preset_name
+    overrides = {k: values[k] for k in TrainConfig.field_names() if values.get(k) is not None}
+    cfg = preset(name, **overrides)
+    strength = values.get("fnac_strength")
+    if strength is not None:
+        named = [k for k in NCE_ONLY if k in overrides]
+        if named:
+            raise FnacError(f"fnac_strength and {', '.join(named)} both set the FNAC weights; set one of them")
+        weights = {k: float(strength) * cfg.batch_size for k in NCE_ONLY}
+        cfg = cfg.replace(**weights)
+        overrides = {**overrides, **weights}
+    return cfg, overrides
+
+
+def nce_twin(cfg: TrainConfig) -> TrainConfig:
+    """The same configuration trained with NCE alone (the three FNAC weights set to 0)."""
+    return cfg.replace(**NCE_ONLY)
+
+
+def seed_list(cfg: TrainConfig, n_seeds: int) -> list[int]:
+    if n_seeds < 1:
+        raise ValueError(f"n_seeds must be at least 1, got {n_seeds}")
+    return [cfg.seed + i for i in range(n_seeds)]
+
+
+def evaluation_split(cfg: TrainConfig, split: str = "test"):
+    """One evaluation split of ``cfg``'s data. The built-in splits are generated from per-split seeds, so the
+    training split is cut to one batch here (generating it in full would take minutes and change nothing)."""
+    if cfg.dataset == BUILTIN:
+        cfg = cfg.replace(n_train=cfg.batch_size, **({} if split == "val" else {"n_val": 1}))
+    datasets = build_datasets(cfg)
+    if split not in datasets:
+        raise FnacError(f"split {split!r} does not exist for this configuration (available: {', '.join(datasets)})")
+    return datasets[split]
+
+
+@dataclass
+class ModelPair:
+    """The FNAC model and its NCE baseline (either may be missing), the configuration of the data they are
+    evaluated on, and a sentence saying where they came from."""
+
+    models: dict[str, AVLocaliser]
+    cfg: TrainConfig
+    source: str
+
+
+#: Folders of a ``01_train`` output directory: the configured run and its NCE-only twin.
+RUN_FOLDERS = {"FNAC": "fnac", "NCE baseline": "nce"}
+
+
+def load_model_pair(*, checkpoint: str | Path | None = None, baseline_checkpoint: str | Path | None = None,
+                    run_dir: str | Path | None = None, preset_name: str = "demo", smoke: bool = False,
+                    out_dir: str | Path | None = None, progress: bool = True) -> ModelPair:
+    """The models a notebook looks at, by the first rule that applies:
+
+    1. ``checkpoint`` and / or ``baseline_checkpoint``: those checkpoint files;
+    2. ``run_dir``: the ``best.pt`` of a ``01_train`` output directory (``fnac/`` and ``nce/``);
+    3. ``smoke``: fresh, untrained models of the ``smoke`` preset;
+    4. otherwise: train ``preset_name`` and its NCE twin into ``out_dir`` (continuing what is there).
+    """
+    paths: dict[str, Path] = {}
+    if checkpoint is not None or baseline_checkpoint is not None:
+        paths = {name: Path(p) for name, p in (("FNAC", checkpoint), ("NCE baseline", baseline_checkpoint)) if p is not None}
+        source = "checkpoints " + ", ".join(str(p) for p in paths.values())
+    elif run_dir is not None:
+        paths = {name: Path(run_dir) / folder / "checkpoints" / "best.pt" for name, folder in RUN_FOLDERS.items()
+                 if (Path(run_dir) / folder / "checkpoints" / "best.pt").is_file()}
+        if not paths:
+            raise FnacError(f"{run_dir}: no fnac/checkpoints/best.pt or nce/checkpoints/best.pt (a 01_train out_dir?)")
+        source = f"the best checkpoints of the run in {run_dir}"
+    if paths:
+        models, cfgs = {}, {}
+        for name, path in paths.items():
+            models[name], cfgs[name], _ = load_checkpoint(path)
+        return ModelPair(models=models, cfg=cfgs.get("FNAC", next(iter(cfgs.values()))), source=source)
+    if smoke:
+        cfg = preset("smoke")
+        models = {}
+        for i, name in enumerate(RUN_FOLDERS):
+            torch.manual_seed(cfg.seed + i)
+            models[name] = build_model(cfg).eval()
+        return ModelPair(models=models, cfg=cfg, source="fresh, untrained models of the smoke preset (no checkpoint given)")
+    if out_dir is None:
+        raise FnacError("no checkpoint, run_dir or out_dir given: nothing to load and nowhere to train")
+    cfg = preset(preset_name)
+    finished = all((Path(out_dir) / folder / "summary.json").is_file() for folder in RUN_FOLDERS.values())
+    models = {}
+    for name, run_cfg in (("FNAC", cfg), ("NCE baseline", nce_twin(cfg))):
+        models[name] = train(run_cfg, Path(out_dir) / RUN_FOLDERS[name], progress=progress).model.eval()
+    how = "reused from" if finished else "trained into"
+    return ModelPair(models=models, cfg=cfg, source=f"the {preset_name!r} preset and its NCE twin, {how} {out_dir}")
+
+
+def shared_run_dir(preset_name: str, root: str | Path | None = None) -> Path:
+    """The default training folder of the analysis notebooks (03, 04, 05) for a preset: ``runs/analysis-<preset>``
+    under ``root`` (default: the working directory), so that the first notebook trains the pair and the next ones
+    reuse it."""
+    return Path(root if root is not None else Path.cwd()) / "runs" / f"analysis-{preset_name}"
+
+
+def localise(model: AVLocaliser, dataset, *, batch_size: int = 64, device: torch.device | str = "cpu",
+             progress: bool = False) -> EvalResult:
+    """Maps ``[N, 224, 224]`` and per-sample cIoU of a split (the benchmark evaluation, maps kept)."""
+    return evaluate_model(model, dataset, batch_size=batch_size, device=device, keep_maps=True, baselines=False,
+                          progress=progress)
+
+
+def best_worst(cious, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the ``k`` highest cIoUs (descending) and the ``k`` lowest (ascending); ties by index."""
+    values = np.asarray(cious, dtype=np.float64)
+    order = np.lexsort((np.arange(len(values)), values))  # ascending value, then index
+    best = np.lexsort((np.arange(len(values)), -values))[:k]
+    return best, order[:k]
+
+
+PEAK_OUTCOMES = ("sounding object", "distractor", "background")
+
+
+def peak_outcome(maps: np.ndarray | torch.Tensor, boxes, distractor_boxes) -> np.ndarray:
+    """Where each map's maximum falls: inside the sounding object's box (checked first), inside a distractor's
+    box, or on the background. Boxes are normalised ``[x0, y0, x1, y1]`` (distractors padded with -1)."""
+    maps = torch.as_tensor(maps)
+    size = maps.shape[-1]
+    flat = maps.flatten(1).argmax(dim=1)
+    rows, cols = (flat // size).tolist(), (flat % size).tolist()
+    out = []
+    for i, (r, c) in enumerate(zip(rows, cols)):
+        def inside(box) -> bool:
+            x0, y0, x1, y1 = vggss_box_to_pixels(list(box), size)
+            return y0 <= r < y1 and x0 <= c < x1
+
+        if inside(boxes[i]):
+            out.append(PEAK_OUTCOMES[0])
+        elif any(inside(b) for b in distractor_boxes[i] if min(b) >= 0):
+            out.append(PEAK_OUTCOMES[1])
+        else:
+            out.append(PEAK_OUTCOMES[2])
+    return np.array(out)

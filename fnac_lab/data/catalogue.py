@@ -1,0 +1,19 @@
+"""The benchmarks the workbench knows by name: training subsets and annotated test sets (Sun et al., CVPR 2023;
+EZ-VSL, Mo and Morgado, ECCV 2022). A plain table, read by the configuration, the command line and the readers."""
+
+from __future__ import annotations
+
+#: Training sets: name -> default id-list file (looked up as ``ROOT/<file>`` unless ``train_ids`` is given);
+#: ``None`` means every clip of the layout.
+TRAINSETS: dict[str, str | None] = {
+    "flickr_10k": "flickr_10k.txt",  # Flickr-SoundNet, 10k clips
+    "flickr_144k": "flickr_144k.txt",  # Flickr-SoundNet, 144k clips
+    "vggss_10k": "vggss_10k.txt",  # VGG-Sound, 10k clips
+    "vggss_144k": "vggss_144k.txt",  # VGG-Sound, 144k clips
+    "vggss_heard": "vggss_heard.txt",  # VGG-Sound clips of the 110 heard classes (open-set training)
+    "vggsound_full": None,  # every VGG-Sound clip present in the layout
+}
+#: Test sets and the kind of ground truth they carry.
+TESTSETS: dict[str, str] = {
+    "flickr": "flickr", "vggss": "vggss", "vggss_heard": "vggss", "vggss_unheard": "vggss", "avsbench_s4": "mask",
+}

@@ -1,0 +1,75 @@
+"""The datasets a configuration names: the built-in data generated from its seed, or a real benchmark's training set
+(or its cache) with the annotated test set split into validation and test. The data package takes explicit
+arguments; this module reads them off a :class:`~fnac_lab.config.TrainConfig`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import BUILTIN, REAL, ConfigError, TrainConfig
+from .data.annotations import read_labels
+from .data.builtin import BuiltinSpec, builtin_splits
+from .data.cache import CachedAVDataset
+from .data.real import open_testset, open_trainset, validation_split
+from .utils import FnacError, write_rows
+
+
+def build_datasets(cfg: TrainConfig) -> dict[str, Any]:
+    """Train / val / test datasets named by ``cfg.dataset`` (the built-in data is generated here)."""
+    if cfg.dataset == BUILTIN:
+        spec = BuiltinSpec(n_classes=cfg.n_classes, image_size=cfg.image_size, n_scenes=cfg.n_scenes)
+        return builtin_splits(n_train=cfg.n_train, n_val=cfg.n_val, n_test=cfg.n_test, seed=cfg.data_seed,
+                              spec=spec, n_unheard=cfg.n_unheard)
+    if cfg.dataset == REAL:
+        return real_splits(cfg)
+    raise ConfigError(f"dataset={cfg.dataset!r} is not available")
+
+
+def real_splits(cfg: TrainConfig) -> dict[str, torch.utils.data.Dataset]:
+    """``train`` / ``val`` / ``test`` for ``dataset="real"``: the training set (from ``cache_dir`` when given),
+    and the annotated test set split into a seeded validation part (``val_fraction``, used for model selection)
+    and the remaining test part (reported, never selected on)."""
+    for name in ("test_root", "test_annotations"):
+        if getattr(cfg, name) is None:
+            raise ConfigError(f"{name}: required for dataset='real' (see README, Real benchmarks)")
+    if cfg.cache_dir is not None:
+        train = CachedAVDataset(cfg.cache_dir, split="train", audio_augment=False)
+        if train.meta["audio_rate"] != cfg.audio_rate:
+            raise ConfigError(f"audio_rate={cfg.audio_rate}: the cache {cfg.cache_dir} holds audio_rate="
+                              f"{train.meta['audio_rate']} (none = native rates)")
+        if cfg.train_labels is not None:
+            train.set_labels(read_labels(cfg.train_labels), source=cfg.train_labels)
+    elif cfg.train_root is None:
+        raise ConfigError("train_root: required for dataset='real' unless cache_dir is given")
+    else:
+        train = open_trainset(cfg.train_root, cfg.trainset, ids=cfg.train_ids, labels=cfg.train_labels,
+                              audio_rate=cfg.audio_rate)
+    if len(train) < cfg.batch_size:
+        raise ConfigError(f"batch_size={cfg.batch_size}: exceeds the {len(train)} training clips found")
+    full = open_testset(cfg.testset, cfg.test_root, cfg.test_annotations, split_csv=cfg.test_split_csv,
+                        audio_rate=cfg.audio_rate)
+    listed = full.ids + [i for i, _ in full.missing]
+    val_ids = validation_split(listed, cfg.val_fraction, cfg.data_seed)
+    parts = {}
+    for name, keep in (("val", True), ("test", False)):
+        indices = [k for k, i in enumerate(full.ids) if (i in val_ids) == keep]
+        missing = [m for m in full.missing if (m[0] in val_ids) == keep]
+        parts[name] = full.subset(indices, name=f"{cfg.testset} {name}", missing=missing)
+        if len(parts[name]) == 0:
+            raise FnacError(f"the {name} part of {cfg.testset} is empty ({len(missing)} of its ids are missing on disk)")
+    return {"train": train, **parts}
+
+
+def write_dataset_reports(datasets: dict[str, Any], out_dir: str | os.PathLike) -> None:
+    """``missing_<split>.csv`` for every split with listed ids absent on disk (count printed to stderr)."""
+    for name, ds in datasets.items():
+        missing = getattr(ds, "missing", None)
+        if missing:
+            path = Path(out_dir) / f"missing_{name}.csv"
+            write_rows(path, ["id", "reason"], missing)
+            print(f"{name}: {len(missing)} listed ids are missing on disk (see {path})", file=sys.stderr)

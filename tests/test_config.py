@@ -1,0 +1,74 @@
+"""The configuration: published defaults, checked values, presets, command-line overrides."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from fnac_lab.config import (PRESETS, ConfigError, PretrainConfig, TrainConfig, parse_overrides, preset,
+                             pretrain_config_for, pretrain_preset)
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ConfigError, match="tne_threshold"):
+        TrainConfig(tne_threshold=1.5)
+    with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
+        parse_overrides(["batchsize=3"])
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["lr"])
+    assert preset("smoke", tne_threshold="soft").tne_threshold is None
+    assert preset("smoke", detach_targets="no").detach_targets is False
+    defaults = TrainConfig(visual_pretrained=False)
+    assert (defaults.tau, defaults.lr, defaults.batch_size, defaults.w_tne, defaults.visual_dropout) == \
+        (0.03, 1e-4, 128, 100.0, 0.9)
+
+
+@pytest.mark.parametrize("name,value", [("tau", "inf"), ("tau", "nan"), ("lr", "inf"), ("w_tne", "inf"),
+                                        ("weight_decay", "nan"), ("visual_dropout", "nan")])
+def test_non_finite_numbers_are_refused(name, value):
+    with pytest.raises(ConfigError, match=f"^{name}="):
+        preset("smoke", **{name: value})
+
+
+def test_audio_augment_takes_a_draw_or_a_boolean():
+    assert TrainConfig().audio_augment == "per_axis"
+    assert preset("smoke", audio_augment="published").audio_augment == "published"
+    assert [preset("smoke", audio_augment=v).audio_augment for v in (True, "true", False, "off", "no")] == \
+        ["per_axis", "per_axis", "off", "off", "off"]
+    with pytest.raises(ConfigError, match="audio_augment='sometimes': must be one of per_axis, published, off"):
+        preset("smoke", audio_augment="sometimes")
+
+
+def test_visual_pretrain_names_a_pretraining_preset_cut_for_the_run():
+    cfg = preset("demo", visual_pretrain="demo")
+    pre = pretrain_config_for(cfg)
+    assert (pre.visual_backbone, pre.visual_stage, pre.image_size) == (cfg.visual_backbone, cfg.visual_stage, 48)
+    assert pre.n_classes == 64 and pre == pretrain_preset("demo", device=cfg.device)
+    with pytest.raises(ConfigError, match="visual_pretrain='imagenet': must be one of smoke, demo"):
+        preset("demo", visual_pretrain="imagenet")
+    with pytest.raises(ConfigError, match="visual_pretrain=.*set one of them"):
+        preset("demo", visual_pretrain="demo", visual_weights="/x.pt")
+    with pytest.raises(ConfigError, match="unknown setting 'epoch' \\(did you mean 'epochs'\\?\\)"):
+        pretrain_preset("demo", epoch=3)
+    with pytest.raises(ConfigError, match="n_classes=65"):
+        PretrainConfig(n_classes=65)
+    assert parse_overrides(["lr=0.01"], PretrainConfig) == {"lr": "0.01"}
+
+
+def test_presets_resolve_and_differ_from_the_defaults_only_where_they_say():
+    defaults = TrainConfig().to_dict()
+    for name, changes in PRESETS.items():
+        cfg = preset(name).to_dict()
+        assert {k for k in cfg if cfg[k] != defaults[k]} == {k for k, v in changes.items() if defaults[k] != v}, name
+    assert math.isclose(preset("demo").lr, 3e-3)
+
+
+def test_paper_presets_name_the_published_settings():
+    args, scripts = preset("paper"), preset("paper_scripts")
+    assert (args.epochs, args.warmup_epochs, args.batch_size) == (20, 3, 128)
+    assert (scripts.epochs, scripts.warmup_epochs, scripts.batch_size) == (30, 5, 256)
+    builtin = preset("paper_builtin")
+    assert builtin.dataset == "builtin" and builtin.visual_pretrain == "demo" and not builtin.detach_targets
+    assert builtin.tau == 0.03 and builtin.visual_dropout == 0.9 and builtin.warmup_epochs == 3
+    assert math.isclose(builtin.w_tne / builtin.batch_size, 100 / 128)

@@ -1,0 +1,89 @@
+"""Paired FNAC-over-twin effects: the interval against scipy, the pairing against a loop over seeds, and the
+README table against the committed results file."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from fnac_lab.ablate.effects import effects_markdown, paired_effects, t_interval
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "data" / "results" / "fnac_effect.csv"
+
+
+def test_t_interval_matches_scipy():
+    x = [0.03, -0.01, 0.05, 0.02]
+    mean, low, high = t_interval(x)
+    ref = scipy.stats.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=scipy.stats.sem(x))
+    assert mean == pytest.approx(np.mean(x))
+    assert (low, high) == pytest.approx(ref)
+    one = t_interval([0.1])
+    assert one[0] == 0.1 and math.isnan(one[1]) and math.isnan(one[2])
+
+
+def synthetic_results() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for pre, p, seed, s in itertools.product([None, "demo"], [0.0, 0.5], [0, 1, 2], [0.0, 0.4, 1.6]):
+        rows.append(dict(visual_pretrain=pre, class_bias_p=p, batch_size=64, fnac_strength=s, seed=seed,
+                         ap50=rng.uniform(0.2, 0.8), fn_auroc_audio=rng.uniform(0.5, 1),
+                         fn_auroc_visual=rng.uniform(0.5, 1), fn_auroc_foreground=rng.uniform(0.5, 1),
+                         status="finished"))
+    table = pd.DataFrame(rows)
+    # one FNAC run failed and one twin is missing: those seeds drop out of their pairs
+    table.loc[(table.visual_pretrain == "demo") & (table.class_bias_p == 0.5) & (table.seed == 1)
+              & (table.fnac_strength == 0.4), "status"] = "failed"
+    return table.drop(table[(table.visual_pretrain.isna()) & (table.class_bias_p == 0.0) & (table.seed == 2)
+                            & (table.fnac_strength == 0.0)].index)
+
+
+def test_paired_effects_against_a_loop_over_seeds():
+    results = synthetic_results()
+    effects = paired_effects(results)
+    assert len(effects) == 8
+    for _, row in effects.iterrows():
+        pre = None if row.visual_pretrain == "scratch" else row.visual_pretrain
+        gains, fn_audio = [], []
+        for seed in range(3):
+            def pick(strength):
+                hit = results[(results.visual_pretrain.isna() if pre is None else results.visual_pretrain == pre)
+                              & (results.class_bias_p == row.class_bias_p) & (results.seed == seed)
+                              & (results.fnac_strength == strength) & (results.status == "finished")]
+                return hit.iloc[0] if len(hit) else None
+            fnac, twin = pick(row.fnac_strength), pick(0.0)
+            if fnac is not None and twin is not None:
+                gains.append(fnac.ap50 - twin.ap50)
+                fn_audio.append(fnac.fn_auroc_audio)
+        assert row.n == len(gains)
+        assert row.gain == pytest.approx(np.mean(gains))
+        low, high = scipy.stats.t.interval(0.95, len(gains) - 1, loc=np.mean(gains), scale=scipy.stats.sem(gains))
+        assert (row.low, row.high) == pytest.approx((low, high))
+        assert row["fn_auroc_audio FNAC"] == pytest.approx(np.mean(fn_audio))
+    assert sorted(effects.n) == [2, 2, 2, 3, 3, 3, 3, 3]
+
+
+def test_markdown_marks_intervals_that_exclude_zero():
+    effects = pd.DataFrame([
+        dict(visual_pretrain="demo", class_bias_p=0.5, batch_size=64, fnac_strength=0.4, n=3, FNAC=0.5, NCE=0.4,
+             gain=0.1, low=0.05, high=0.15),
+        dict(visual_pretrain="scratch", class_bias_p=0.0, batch_size=128, fnac_strength=1.6, n=3, FNAC=0.3,
+             NCE=0.4, gain=-0.1, low=-0.2, high=-0.01),
+    ])
+    lines = effects_markdown(effects).splitlines()
+    assert len(lines) == 4
+    assert "+0.100 [+0.050, +0.150] **above 0**" in lines[2]
+    assert lines[3].startswith("| scratch | 0 | 128 | 1.6 | 3 | 0.400 | 0.300 | -0.100 [-0.200, -0.010] *below 0*")
+
+
+def test_readme_table_is_made_from_the_committed_results():
+    results = pd.read_csv(RESULTS)
+    assert len(results) >= 36 and results["seed"].nunique() >= 3
+    table = effects_markdown(paired_effects(results))
+    assert table in (REPO / "README.md").read_text()

@@ -1,0 +1,101 @@
+"""Evaluation of a model on a split: maps, scores, the trivial reference maps and false-negative detection, each
+against an independent computation (plain loops, numpy, scipy, scikit-learn)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+
+from fnac_lab.checkpoint import build_model
+from fnac_lab.config import preset
+from fnac_lab.evaluate import centre_prior, evaluate_model, oracle_maps
+from fnac_lab.metrics import gt_map, vggss_box_to_pixels
+from references import naive_ciou, naive_summary
+
+CFG = dict(visual_stage=2, audio_stage=2, embed_dim=16, image_size=32, n_train=32, n_val=16, n_test=24)
+
+
+@pytest.fixture(scope="module")
+def setting():
+    cfg = preset("smoke", **CFG)
+    from fnac_lab.datasets import build_datasets
+
+    torch.manual_seed(0)
+    return cfg, build_model(cfg).eval(), build_datasets(cfg)["test"]
+
+
+def test_centre_prior_is_the_stated_gaussian():
+    prior = centre_prior(size=20, sigma=0.25).numpy()
+    for y in range(20):
+        for x in range(20):
+            dx, dy = (x + 0.5) / 20 - 0.5, (y + 0.5) / 20 - 0.5
+            assert prior[y, x] == pytest.approx(np.exp(-(dx * dx + dy * dy) / (2 * 0.25**2)), rel=1e-6)
+
+
+def test_oracle_is_minus_the_distance_to_the_region():
+    gt = torch.zeros(1, 12, 12)
+    gt[0, 3:6, 7:10] = 1
+    oracle = oracle_maps(gt)[0].numpy()
+    inside = [(y, x) for y in range(12) for x in range(12) if gt[0, y, x] > 0]
+    for y in range(12):
+        for x in range(12):
+            nearest = min(np.hypot(y - a, x - b) for a, b in inside)
+            assert oracle[y, x] == pytest.approx(-nearest, abs=1e-6)
+
+
+def test_scores_maps_and_baselines_against_per_sample_numpy(setting):
+    cfg, model, test = setting
+    result = evaluate_model(model, test, batch_size=10, keep_maps=True, progress=False, seed=3)
+    batch = test.batch(list(range(len(test))))
+    with torch.no_grad():
+        img, aud = model((batch["image"].float() / 255 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+                         / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), batch["spec"])
+    cious, prior_cious, oracle_cious = [], [], []
+    for i in range(len(test)):
+        own = torch.einsum("chw,c->hw", img[i], aud[i]) / cfg.tau
+        expected_map = F.interpolate(own[None, None], size=(224, 224), mode="bicubic", align_corners=False)[0, 0]
+        torch.testing.assert_close(torch.from_numpy(result.maps[i]), expected_map, rtol=1e-4, atol=1e-4)
+        gt = gt_map([vggss_box_to_pixels(test.boxes[i].tolist())]).numpy()
+        cious.append(naive_ciou(result.maps[i], gt))
+        prior_cious.append(naive_ciou(centre_prior().numpy(), gt))
+        oracle_cious.append(naive_ciou(oracle_maps(torch.from_numpy(gt)[None])[0].numpy(), gt))
+    np.testing.assert_allclose(result.cious.numpy(), cious, atol=1e-12)
+    for key, value in naive_summary(cious).items():
+        assert result.scores[key] == pytest.approx(value, abs=1e-12)
+    assert result.baselines["centre_prior"]["ap50"] == pytest.approx(naive_summary(prior_cious)["ap50"], abs=1e-12)
+    assert result.baselines["oracle"]["mean_ciou"] == pytest.approx(naive_summary(oracle_cious)["mean_ciou"], abs=1e-12)
+    assert result.labels == test.labels.tolist() and result.ids == test.ids
+
+
+def test_embeddings_and_false_negative_detection(setting):
+    cfg, model, test = setting
+    result = evaluate_model(model, test, batch_size=7, baselines=False, progress=False, embeddings=True,
+                            tne_threshold=0.6)
+    batch = test.batch(list(range(len(test))))
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        img, aud = model((batch["image"].float() / 255 - mean) / std, batch["spec"])
+    labels = test.labels.numpy()
+    for i in range(len(test)):
+        own = torch.einsum("chw,c->hw", img[i], aud[i]) / cfg.tau
+        norm = (own - own.min()) / (own.max() - own.min() + 1e-5)
+        f = (img[i] * (norm > 0.6).float()).mean(dim=(1, 2))  # divided by all h * w cells, as published
+        torch.testing.assert_close(torch.from_numpy(result.embeddings["foreground"][i]), f, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(torch.from_numpy(result.embeddings["visual"][i]), img[i].mean(dim=(1, 2)),
+                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(torch.from_numpy(result.embeddings["audio"][i]), aud[i], rtol=1e-4, atol=1e-5)
+    found = result.fn_auroc(max_samples=20)
+    for name, x in result.embeddings.items():
+        scores, same = [], []
+        for i in range(20):
+            for j in range(i + 1, 20):
+                a, b = x[i].astype(np.float64), x[j].astype(np.float64)
+                scores.append(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+                same.append(labels[i] == labels[j])
+        assert found[f"fn_auroc_{name}"] == pytest.approx(roc_auc_score(same, scores), abs=1e-9), name
+    result.labels = [""] * len(result.labels)  # real data without classes: no detection figures, not zeros
+    assert result.fn_auroc() == {}
