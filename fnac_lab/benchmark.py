@@ -20,7 +20,7 @@ from .data.real import RealAVDataset, open_testset
 from .evaluate import centre_prior, oracle_maps
 from .metrics import MAP_SIZE
 from .ogl import fuse_maps, load_object_network
-from .utils import FnacError, normalise_images, resolve_device, write_json, write_rows
+from .utils import FnacError, normalise_images, output_folder, resolve_device, write_json, write_rows
 
 
 def width_batches(widths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -46,11 +46,10 @@ class BenchmarkResult:
     ogl_maps: np.ndarray | None = None
 
     def write(self, out_dir: str | os.PathLike, extra_scores: dict[str, Any] | None = None) -> None:
-        """``scores.json``, ``per_sample.csv``, ``missing.csv``, ``skipped.csv`` and the kept maps (``maps.npz``,
-        ``maps_ogl.npz``) into ``out_dir``."""
+        """``per_sample.csv``, ``missing.csv``, ``skipped.csv``, the kept maps (``maps.npz``, ``maps_ogl.npz``) and,
+        last, ``scores.json`` into ``out_dir``: a folder with ``scores.json`` holds a complete set."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "scores.json", {"testset": self.testset, **self.scores, **(extra_scores or {})})
         columns = list(self.per_sample)
         rows = [[i, *(f"{self.per_sample[c][k]:.6f}" for c in columns[:1]), lab,
                  *(f"{self.per_sample[c][k]:.6f}" for c in columns[1:])] for k, (i, lab) in enumerate(zip(self.ids, self.labels))]
@@ -60,6 +59,11 @@ class BenchmarkResult:
         for name, maps in (("maps.npz", self.maps), ("maps_ogl.npz", self.ogl_maps)):
             if maps is not None:
                 _atomic_savez(out / name, dict(zip(self.ids, maps)))
+        write_json(out / "scores.json", {"testset": self.testset, **self.scores, **(extra_scores or {})})
+
+
+#: The files an evaluation writes into its ``--out`` folder.
+RESULT_FILES = ("scores.json", "per_sample.csv", "missing.csv", "skipped.csv", "maps.npz", "maps_ogl.npz")
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -186,7 +190,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, testset: str, data_roo
     object_network = None
     if ogl:
         object_network = load_object_network(ogl_weights, reduce=ogl_object).to(dev)
-    out = Path(out)
+    out = output_folder(out)
+    for name in RESULT_FILES:  # a stale set from an earlier run must never sit beside this run's files
+        (out / name).unlink(missing_ok=True)
     try:
         result = evaluate_testset(model.to(dev), dataset, batch_size=batch_size or cfg.eval_batch_size, device=dev,
                                   num_workers=num_workers, skip_bad=skip_bad, keep_maps=save_maps,

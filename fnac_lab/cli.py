@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -13,10 +14,10 @@ from .config import (PRESETS, PRETRAIN_PRESETS, ConfigError, PretrainConfig, Tra
 from .data.catalogue import TESTSETS
 from .models import PretrainedWeightsError
 from .ogl import OBJECT_REDUCTIONS
-from .utils import FnacError
+from .utils import FnacError, output_folder
 
 #: Errors reported as one line instead of a traceback.
-USER_ERRORS = (FnacError, ConfigError, PretrainedWeightsError, AudioDecodeError, FileNotFoundError)
+USER_ERRORS = (FnacError, ConfigError, PretrainedWeightsError, AudioDecodeError)
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -61,7 +62,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         raise FnacError(f"split {args.split!r} does not exist for this run (available: {', '.join(datasets)})")
     result = evaluate_model(model.to(device), datasets[args.split], batch_size=args.batch_size or cfg.eval_batch_size,
                             device=device, keep_maps=args.save_maps, progress=not args.quiet, desc=args.split)
-    out = Path(args.out)
+    out = output_folder(args.out)
     result.write(out, extra_scores={"split": args.split, "checkpoint": str(args.checkpoint)})
     if args.save_maps:
         np.savez_compressed(out / "maps.npz", **{i: m for i, m in zip(result.ids, result.maps)})
@@ -236,6 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_os_error(exc: OSError) -> str:
+    """One line for a failed file operation: the file, what went wrong, and for a full disk what to do."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    what = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        return f"{where}{what}; free some space and rerun the same command to resume"
+    return f"{where}{what}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -243,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"fnac-lab: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, an --out that is a file, a folder without write permission
+        print(f"fnac-lab: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fnac-lab: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -111,16 +111,13 @@ def ground_truth(dataset, indices: list[int], batch: dict, device: torch.device)
         return batch["gt"].to(device, non_blocking=True)
     if "gt_boxes" in batch:
         boxes = batch["gt_boxes"].to(device, non_blocking=True)
-        return metrics.gt_maps_from_boxes(boxes, MAP_SIZE, mode=getattr(dataset, "gt_mode", "vggss"), check=False)
+        return metrics.gt_maps_from_boxes(boxes, MAP_SIZE, mode=getattr(dataset, "gt_mode", "vggss"))
     return dataset.gt_maps(indices).to(device, non_blocking=True)
 
 
-def _invalid_inputs(maps: torch.Tensor, batch: dict) -> torch.Tensor:
-    """Per sample (on the device, no sync): a non-finite map value or a negative box coordinate."""
-    bad = ~torch.isfinite(maps).flatten(1).all(dim=1)
-    if "gt_boxes" in batch:
-        bad |= batch["gt_boxes"].to(maps.device).flatten(1).lt(0).any(dim=1)
-    return bad
+def _invalid_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Per sample (on the device, no sync): a non-finite map value."""
+    return ~torch.isfinite(maps).flatten(1).all(dim=1)
 
 
 @torch.no_grad()
@@ -169,7 +166,7 @@ def evaluate_model(
                             ("foreground", foreground_features(img, own, tne_threshold))):
                 embedded[name].append(x.float().cpu())
         gt = ground_truth(dataset, idx, batch, device)
-        invalid.append(_invalid_inputs(maps, batch))
+        invalid.append(_invalid_maps(maps))
         cious.append(metrics.ciou(maps, gt, check_finite=False))
         if baselines:
             b = maps.shape[0]
@@ -187,7 +184,7 @@ def evaluate_model(
         raise ValueError("the evaluation set is empty")
     bad = torch.cat(invalid).nonzero().flatten().tolist()  # the one wait for the device
     if bad:
-        raise ValueError(f"non-finite localisation maps or negative box coordinates for {len(bad)} samples "
+        raise ValueError(f"non-finite localisation maps for {len(bad)} samples "
                          f"(first ids: {', '.join(ids[i] for i in bad[:5])})")
     all_cious = torch.cat(cious).cpu()
     result = EvalResult(ids=ids, cious=all_cious, labels=labels,

@@ -99,9 +99,10 @@ def summarise(cious: torch.Tensor | Sequence[float]) -> dict[str, float]:
 def gt_map(boxes: Iterable[Sequence[int]], size: int = 224, mode: str = "vggss") -> torch.Tensor:
     """Ground-truth map ``[size, size]`` (float64) from integer pixel boxes ``(xmin, ymin, xmax, ymax)``.
 
-    A box fills rows ``ymin:ymax`` and columns ``xmin:xmax`` (end-exclusive). ``mode="vggss"`` gives
-    the binary union of the boxes; ``mode="flickr"`` the annotator consensus ``sum(boxes) / 2``
-    clipped at 1 (one box alone gives 0.5).
+    A box fills rows ``ymin:ymax`` and columns ``xmin:xmax`` (end-exclusive), clipped to the image: a box
+    partly outside keeps its inside part (coordinates are clipped to ``[0, size]`` first, so a negative one
+    never wraps around as Python slicing would). ``mode="vggss"`` gives the binary union of the boxes;
+    ``mode="flickr"`` the annotator consensus ``sum(boxes) / 2`` clipped at 1 (one box alone gives 0.5).
     """
     if mode not in ("vggss", "flickr"):
         raise ValueError(f"mode must be 'vggss' or 'flickr', got {mode!r}")
@@ -109,29 +110,36 @@ def gt_map(boxes: Iterable[Sequence[int]], size: int = 224, mode: str = "vggss")
     for box in boxes:
         if len(box) != 4:
             raise ValueError(f"a box is (xmin, ymin, xmax, ymax), got {box!r}")
-        x0, y0, x1, y1 = (int(v) for v in box)
+        x0, y0, x1, y1 = clip_box(box, size)
         acc[y0:y1, x0:x1] += 1
     if mode == "vggss":
         return (acc > 0).to(torch.float64)
     return (acc / 2).clamp(max=1)
 
 
-def gt_maps_from_boxes(boxes: torch.Tensor, size: int = 224, mode: str = "vggss", *,
-                       check: bool = True) -> torch.Tensor:
+def clip_box(box: Sequence[int], size: int = 224) -> tuple[int, int, int, int]:
+    """An integer pixel box ``(xmin, ymin, xmax, ymax)`` with each coordinate clipped to ``[0, size]``: the part
+    inside the image (empty when the box lies wholly outside or is inverted)."""
+    return tuple(min(max(int(v), 0), size) for v in box)  # type: ignore[return-value]
+
+
+def box_is_empty(box: Sequence[int], size: int = 224) -> bool:
+    """Whether ``box`` covers no pixel of the image once clipped (:func:`clip_box`)."""
+    x0, y0, x1, y1 = clip_box(box, size)
+    return x1 <= x0 or y1 <= y0
+
+
+def gt_maps_from_boxes(boxes: torch.Tensor, size: int = 224, mode: str = "vggss") -> torch.Tensor:
     """:func:`gt_map` for a batch, drawn on the boxes' device: ``[N, size, size]`` float64.
 
-    ``boxes``: integer pixel boxes ``[N, K, 4]`` (``xmin, ymin, xmax, ymax``, end-exclusive); rows with
-    ``xmax <= xmin`` or ``ymax <= ymin`` (all-zero padding) draw nothing. Coordinates must be non-negative
-    (Python slicing would wrap negative ones around); ``check=False`` skips that test, which waits for the
-    device.
+    ``boxes``: integer pixel boxes ``[N, K, 4]`` (``xmin, ymin, xmax, ymax``, end-exclusive), clipped to the
+    image as in :func:`gt_map`; rows with ``xmax <= xmin`` or ``ymax <= ymin`` (all-zero padding) draw nothing.
     """
     if mode not in ("vggss", "flickr"):
         raise ValueError(f"mode must be 'vggss' or 'flickr', got {mode!r}")
     if boxes.dim() != 3 or boxes.shape[-1] != 4:
         raise ValueError(f"boxes must be [N, K, 4], got shape {tuple(boxes.shape)}")
-    if check and bool((boxes < 0).any()):
-        bad = (boxes < 0).flatten(1).any(dim=1).nonzero().flatten().tolist()
-        raise ValueError(f"negative box coordinates (samples {bad[:10]})")
+    boxes = boxes.clamp(0, size)
     pos = torch.arange(size, device=boxes.device)
     x0, y0, x1, y1 = (boxes[..., i, None] for i in range(4))  # [N, K, 1] each
     rows = ((pos >= y0) & (pos < y1)).float()  # [N, K, size]

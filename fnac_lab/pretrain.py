@@ -37,8 +37,8 @@ from tqdm.auto import tqdm
 from .config import PretrainConfig
 from .data.builtin import BuiltinSpec, object_images
 from .models import feature_backbone, init_published
-from .utils import (FnacError, atomic_torch_save, describe, epoch_seed, normalise_images, resolve_device, seed_everything,
-                    write_json)
+from .utils import (FnacError, atomic_torch_save, describe, epoch_seed, normalise_images, output_folder, resolve_device,
+                    seed_everything, write_json)
 
 WEIGHTS_FILE = "visual_backbone.pt"
 
@@ -83,10 +83,7 @@ def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batc
 def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, *, resume: bool = True,
              progress: bool = True) -> PretrainResult:
     """Pretrain ``cfg`` into ``out_dir`` (continuing its ``last.pt`` with ``resume``); see the module docstring."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise FnacError(f"{out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     spec = BuiltinSpec(n_classes=cfg.n_classes, image_size=cfg.image_size)

@@ -34,7 +34,8 @@ from .datasets import build_datasets, write_dataset_reports
 from .evaluate import EvalResult, evaluate_model
 from .losses import fnac_terms, similarity_maps
 from .models import AVLocaliser
-from .utils import FnacError, atomic_write_text, epoch_seed, normalise_images, seed_everything, write_json
+from .utils import (FnacError, atomic_write_text, epoch_seed, normalise_images, output_folder, seed_everything,
+                    write_json)
 
 TERMS = ("nce", "fns_audio", "fns_visual", "tne")
 #: Validation samples whose pairs score false-negative detection (``fn_auroc_*`` in metrics.jsonl).
@@ -129,9 +130,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True, progres
     every rank draws its slice of each global batch; rank 0 alone shows progress, validates, writes
     metrics, checkpoints and the summary; the other ranks return the same summary and history.
     """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise FnacError(f"{out}: exists and is not a directory (--out names the run's folder)")
+    out = output_folder(out_dir)
     with distributed.process_group(cfg.device) as device:
         return _train(cfg, out, device, resume=resume, progress=progress, datasets=datasets, log_epochs=log_epochs)
 

@@ -74,12 +74,26 @@ def normalise_maps(maps: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     return torch.where(constant, flat, scaled).view_as(maps)
 
 
+def default_file_mode() -> int:
+    """The permissions ``open()`` gives a new file under the current umask (``0o666 & ~umask``)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
+    """``path`` as a folder, created with its parents; an existing file there is refused with one line."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FnacError(f"{path}: exists and is not a folder ({what} names a folder)")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions open() would
+    os.chmod(tmp, default_file_mode())  # mkstemp creates 0600; give the file the permissions open() would
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)

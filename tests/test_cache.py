@@ -19,6 +19,7 @@ from fnac_lab.config import ConfigError, preset
 from fnac_lab.data import CachedAVDataset, decode, files, real
 from fnac_lab.datasets import build_datasets
 from fnac_lab.train import train
+from fnac_lab.utils import FnacError
 from references import file_log_spectrogram
 
 # (width, height, extension) of the frames; (channels, subtype, seconds) of the 16 kHz clips
@@ -199,3 +200,36 @@ def test_item_masks_follow_the_batched_spec_augment_distribution():
         assert len(widths[0]) == 10  # widths 0..9, as the published masks
         np.testing.assert_allclose(widths[0], widths[1], atol=0.03)
         np.testing.assert_allclose(widths[0], 0.1, atol=0.03)
+
+
+def damaged_copy(cached, tmp_path, name, damage):
+    import shutil
+
+    copy = tmp_path / name
+    shutil.copytree(cached["out"], copy)
+    damage(copy)
+    return copy
+
+
+@pytest.mark.parametrize("name,damage,needle", [
+    ("truncated", lambda c: (c / "specs.f16").write_bytes((c / "specs.f16").read_bytes()[:-100]),
+     "specs.f16: {actual} bytes where the cache's meta.json implies {expected}"),
+    ("appended", lambda c: (c / "train_frames.u8").write_bytes((c / "train_frames.u8").read_bytes() + b"\0" * 7),
+     "train_frames.u8: {actual} bytes where the cache's meta.json implies {expected}"),
+    ("deleted", lambda c: (c / "test_frames.u8").unlink(), "test_frames.u8: missing from the cache"),
+    ("index", lambda c: np.save(c / "train_frames_index.npy", np.load(c / "train_frames_index.npy")[::-1].copy()),
+     "train_frames_index.npy: checksum differs"),
+    ("meta", lambda c: (c / "meta.json").write_text('{"version": 2, "n": '), "meta.json: unreadable"),
+])
+def test_a_damaged_cache_is_refused_when_opened(cached, tmp_path, name, damage, needle):
+    copy = damaged_copy(cached, tmp_path, name, damage)
+    meta = json.loads((cached["out"] / "meta.json").read_text())
+    expected = {"specs.f16": meta["n"] * 257 * meta["spec_shape"][1] * 2,
+                "train_frames.u8": meta["sizes"]["train_frames.u8"]}
+    file = needle.split(":")[0]
+    if file in expected and (copy / file).exists():
+        needle = needle.format(actual=(copy / file).stat().st_size, expected=expected[file])
+    for split in ("train", "test"):
+        with pytest.raises(FnacError) as info:
+            CachedAVDataset(copy, split)
+        assert needle in str(info.value) and len(str(info.value).splitlines()) == 1

@@ -158,6 +158,17 @@ def test_persistent_workers_see_each_epochs_batches():
 # -- evaluation on the device ----------------------------------------------------------------------------
 
 
+def naive_box_union(boxes, size: int = 224) -> torch.Tensor:
+    """Pixel by pixel: which pixels of the image lie in some (already in-image) box."""
+    out = torch.zeros(size, size, dtype=torch.bool)
+    for x0, y0, x1, y1 in boxes:
+        for y in range(size):
+            for x in range(size):
+                if x0 <= x < x1 and y0 <= y < y1:
+                    out[y, x] = True
+    return out
+
+
 def _random_boxes(rng, n, k_max):
     """Integer boxes [n, k_max, 4] with a random number of real boxes per sample, zero rows as padding."""
     boxes = np.zeros((n, k_max, 4), dtype=np.int64)
@@ -182,8 +193,13 @@ def test_gt_maps_from_boxes_equal_the_per_sample_maps(mode):
     for i in range(len(boxes)):
         expected = metrics.gt_map(boxes[i, : counts[i]].tolist(), mode=mode)
         assert torch.equal(got[i], expected), i
-    with pytest.raises(ValueError, match="negative box coordinates"):
-        metrics.gt_maps_from_boxes(torch.tensor([[[-1, 0, 5, 5]]]))
+    # partly outside: the inside part, as the per-sample map draws it (never wrapped around)
+    outside = torch.tensor([[[-40, 20, 100, 120], [200, -5, 300, 30]], [[-10, -10, -1, 5], [0, 0, 0, 0]]])
+    got = metrics.gt_maps_from_boxes(outside, mode=mode)
+    for i in range(2):
+        assert torch.equal(got[i], metrics.gt_map(outside[i].tolist(), mode=mode)), i
+    assert torch.equal(got[0] > 0, naive_box_union([(0, 20, 100, 120), (200, 0, 224, 30)]))
+    assert got[1].sum() == 0
 
 
 def test_vggss_boxes_on_the_device_match_the_published_conversion(vggss_annotations):

@@ -165,3 +165,19 @@ def test_same_class_auroc_is_one_on_clustered_and_chance_on_random():
     random = same_class_auroc(rng.normal(size=(600, 32)), rng.integers(10, size=600))
     assert random == pytest.approx(0.5, abs=0.02)
     assert same_class_auroc(rng.normal(size=(5, 3)), [1] * 5) is None
+
+
+@pytest.mark.parametrize("mode", ["vggss", "flickr"])
+def test_boxes_partly_outside_keep_their_inside_part(mode):
+    boxes = [(-40, 20, 100, 120), (150, 200, 400, 260), (-30, -30, -5, 10), (60, 90, 20, 130)]
+    got = metrics.gt_map(boxes, 224, mode=mode)
+    count = np.zeros((224, 224))
+    for x0, y0, x1, y1 in boxes:  # pixel by pixel, only pixels of the image
+        for y in range(224):
+            for x in range(224):
+                count[y, x] += x0 <= x < x1 and y0 <= y < y1
+    expected = (count > 0).astype(float) if mode == "vggss" else np.minimum(count / 2, 1)
+    np.testing.assert_array_equal(got.numpy(), expected)
+    assert got.sum() > 0
+    batched = metrics.gt_maps_from_boxes(torch.tensor([boxes]), 224, mode=mode)
+    np.testing.assert_array_equal(batched[0].numpy(), expected)

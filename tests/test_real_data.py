@@ -167,7 +167,15 @@ def test_heard_and_unheard_splits(vggss_layout, reference_data, checkpoint, tmp_
         assert present == [i for i in vggss_layout["chosen"] if i in pool]
         scores = json.loads((out / "scores.json").read_text())
         assert scores["n_samples"] == len(present) == 4
-        assert scores["n_missing"] == len(listed) - 4 == len(read_csv(out / "missing.csv"))
+        # every listed id is scored, missing on disk, or skipped for a ground truth empty inside the image
+        skipped = read_csv(out / "skipped.csv")
+        assert scores["n_missing"] + scores["n_skipped"] == len(listed) - 4
+        assert scores["n_missing"] == len(read_csv(out / "missing.csv")) and scores["n_skipped"] == len(skipped)
+        by_id = vggss_layout["by_id"]
+        empty = [i for i in listed if all(int(min(max(b[2], 0), 1) * 224) <= int(min(max(b[0], 0), 1) * 224)
+                                          or int(min(max(b[3], 0), 1) * 224) <= int(min(max(b[1], 0), 1) * 224)
+                                          for b in by_id[i]["bbox"])]
+        assert [r["id"] for r in skipped] == empty and all("ground truth empty" in r["reason"] for r in skipped)
         assert [r["id"] for r in read_csv(out / "per_sample.csv")] == present
 
 
@@ -319,3 +327,59 @@ def test_training_on_a_real_layout(vggss_layout, tmp_path):
     assert [m["id"] for m in missing] == ["not_on_disk"]
     with pytest.raises(FnacError, match="different sample rates"):  # native rates cannot share a batch
         train(cfg.replace(audio_rate=None), tmp_path / "native", progress=False)
+
+
+def test_ground_truth_empty_after_clipping_is_listed_never_scored(tmp_path, checkpoint):
+    rng = np.random.default_rng(5)
+    root = tmp_path / "root"
+    entries = [("outside", [[1.2, 0.1, 1.5, 0.5]]),  # wholly right of the image: clipped to nothing
+               ("inverted", [[0.6, 0.2, 0.3, 0.5]]),
+               ("partly", [[-0.2, 0.1, 0.5, 1.3]]),  # keeps its inside part
+               ("mixed", [[0.1, 0.1, 0.4, 0.4], [2.0, 2.0, 3.0, 3.0]])]
+    for k, (ident, _) in enumerate(entries):
+        add_sample(root, ident, k, rng)
+    (tmp_path / "vggss.json").write_text(json.dumps([{"file": i, "class": "c", "bbox": b} for i, b in entries]))
+    ds = real.open_testset("vggss", root, tmp_path / "vggss.json")
+    assert sorted(ds.ids) == ["mixed", "partly"]
+    assert [i for i, _ in ds.skipped] == ["outside", "inverted"]
+    assert all("ground truth empty" in reason for _, reason in ds.skipped)
+    expected = np.zeros((224, 224))
+    for y in range(224):
+        for x in range(224):
+            expected[y, x] = 0 <= x < int(0.5 * 224) and int(0.1 * 224) <= y < 224
+    np.testing.assert_array_equal(ds[ds.ids.index("partly")]["gt"].numpy(), expected)
+    out = tmp_path / "eval"
+    assert evaluate("--checkpoint", checkpoint, "--testset", "vggss", "--data-root", root, "--annotations",
+                    tmp_path / "vggss.json", "--out", out) == 0  # without --skip-bad: an annotation fault
+    scores = json.loads((out / "scores.json").read_text())
+    assert (scores["n_samples"], scores["n_skipped"]) == (2, 2)
+    assert [r["id"] for r in read_csv(out / "skipped.csv")] == ["outside", "inverted"]
+
+
+def test_id_lists_and_annotations_with_a_byte_order_mark(tmp_path):
+    (tmp_path / "ids.csv").write_text("\ufeffabc,dog\nxyz,cat\n", encoding="utf-8")
+    assert annotations.read_id_list(tmp_path / "ids.csv") == [("abc", "dog"), ("xyz", "cat")]
+    (tmp_path / "labels.csv").write_text("\ufeffabc,dog\n", encoding="utf-8")
+    assert annotations.read_labels(tmp_path / "labels.csv") == {"abc": "dog"}
+    (tmp_path / "vggss.json").write_text("\ufeff" + json.dumps([{"file": "abc", "class": "dog",
+                                                                 "bbox": [[0, 0, 1, 1]]}]), encoding="utf-8")
+    assert list(annotations.read_vggss_annotations(tmp_path / "vggss.json")) == ["abc"]
+
+
+def test_real_vggss_boxes_outside_the_image(vggss_annotations):
+    """How many real VGG-SS test boxes reach outside the image, and which samples keep no ground truth."""
+    from fnac_lab import metrics
+
+    partly, empty_samples = 0, []
+    for e in vggss_annotations:
+        partly += sum(any(v < 0 or v > 1 for v in b) for b in e["bbox"])
+        if all(metrics.box_is_empty(metrics.vggss_box_to_pixels(b)) for b in e["bbox"]):
+            empty_samples.append(e["file"])
+    print(f"\nVGG-SS: {partly} boxes reach outside the image; samples without ground truth: {empty_samples}")
+    # counted independently: a coordinate outside [0, 1], and a box whose clipped pixel extent is empty
+    assert partly == sum(1 for e in vggss_annotations for b in e["bbox"] if min(b) < 0 or max(b) > 1)
+    for ident in empty_samples:
+        e = next(x for x in vggss_annotations if x["file"] == ident)
+        for b in e["bbox"]:
+            x0, y0, x1, y1 = (int(min(max(v, 0), 1) * 224) for v in b)
+            assert x1 <= x0 or y1 <= y0

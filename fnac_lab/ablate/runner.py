@@ -113,9 +113,17 @@ def run_grid(grid: Grid | str | Path, out_dir: str | Path, *, jobs: int = 1, dev
             free.put(device)
 
     outcomes: list[PointOutcome] = []
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    try:
         for outcome in tqdm(pool.map(work, points), total=len(points), desc="grid points", disable=not progress):
             outcomes.append(outcome)
+    except KeyboardInterrupt:
+        # Ctrl-C reaches the running kernels too (one process group): they stop, no new point starts, and
+        # results.csv records what finished; rerunning the command skips those points.
+        pool.shutdown(wait=True, cancel_futures=True)
+        collect_results(grid, out, outcomes)
+        raise
+    pool.shutdown()
     results = collect_results(grid, out, outcomes)
     return GridRun(results=results, outcomes=outcomes, out_dir=out)
 

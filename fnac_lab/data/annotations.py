@@ -26,7 +26,7 @@ def read_id_list(path: str | os.PathLike) -> list[tuple[str, str]]:
         raise FnacError(f"{path}: id list not found")
     rows: list[tuple[str, str]] = []
     seen: dict[str, int] = {}
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         for line, row in enumerate(csv.reader(fh), start=1):
             if not row or not row[0].strip():
                 continue
@@ -47,7 +47,7 @@ def read_labels(path: str | os.PathLike) -> dict[str, str]:
     if not path.is_file():
         raise FnacError(f"{path}: label file not found")
     out: dict[str, str] = {}
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         for line, row in enumerate(csv.reader(fh), start=1):
             if not row:
                 continue
@@ -89,7 +89,7 @@ def read_vggss_annotations(path: str | os.PathLike) -> dict[str, tuple[str, list
     if not path.is_file():
         raise FnacError(f"{path}: VGG-SS annotation file not found")
     try:
-        entries = json.loads(path.read_text())
+        entries = json.loads(path.read_text(encoding="utf-8-sig"))
         out = {}
         for e in entries:
             boxes = [list(map(float, b)) for b in e["bbox"]]

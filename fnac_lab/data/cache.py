@@ -19,6 +19,7 @@ refused unless ``--audio-rate`` resamples them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -32,13 +33,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..audio import normalise_spectrogram
-from ..utils import FnacError, atomic_write_text, write_json, write_rows
+from ..utils import FnacError, atomic_write_text, describe, write_json, write_rows
 from .annotations import read_id_list
 from .decode import (CROP, DECODE_ERRORS, TRAIN_AUGMENT, clip_spectrogram, mask_bands, read_image, resize_for_testing,
                      resize_for_training)
 from .files import Layout, resolve_samples
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  #: 2: meta.json records the array files' sizes and a checksum of the index
 
 
 @dataclass
@@ -128,17 +129,52 @@ def build_cache(data_root: str | os.PathLike, out: str | os.PathLike, *, ids: st
         write_rows(tmp / "missing.csv", ["id", "reason"], missing)
         write_rows(tmp / "skipped.csv", ["id", "reason"], skipped)
         write_json(tmp / "meta.json", {"version": CACHE_VERSION, "n": len(cached), "spec_shape": list(spec_shape),
-                                       "audio_rate": audio_rate, "source": str(Path(data_root).resolve())})
+                                       "audio_rate": audio_rate, "source": str(Path(data_root).resolve()),
+                                       "sizes": {name: (tmp / name).stat().st_size for name in ARRAY_FILES},
+                                       "sha256": {name: _sha256(tmp / name) for name in INDEX_FILES}})
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return CacheReport(out=out, n_cached=len(cached), missing=missing, skipped=skipped)
 
 
+#: The array files of a cache, whose sizes meta.json records, and the small index files it checksums.
+ARRAY_FILES = ("train_frames.u8", "test_frames.u8", "specs.f16", "train_frames_index.npy")
+INDEX_FILES = ("train_frames_index.npy", "ids.txt")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_cache(root: Path, meta: dict[str, Any]) -> None:
+    """Every file that ``meta`` names exists with the size it implies and the index files match their checksums;
+    otherwise one :class:`FnacError` naming the file, what was expected and what is there."""
+    for name in (*ARRAY_FILES, "ids.txt", "missing.csv", "skipped.csv"):
+        if not (root / name).is_file():
+            raise FnacError(f"{root / name}: missing from the cache; rebuild it with `fnac-lab cache`")
+    n, shape = meta["n"], meta["spec_shape"]
+    implied = {"test_frames.u8": n * 3 * CROP * CROP, "specs.f16": n * int(np.prod(shape)) * 2}
+    for name in ARRAY_FILES:
+        expected, actual = implied.get(name, meta["sizes"][name]), (root / name).stat().st_size
+        if actual != expected or actual != meta["sizes"][name]:
+            raise FnacError(f"{root / name}: {actual} bytes where the cache's meta.json implies {expected}; "
+                            f"the cache is damaged, rebuild it with `fnac-lab cache`")
+    for name in INDEX_FILES:
+        if _sha256(root / name) != meta["sha256"][name]:
+            raise FnacError(f"{root / name}: checksum differs from the one written with the cache; the cache is "
+                            f"damaged, rebuild it with `fnac-lab cache`")
+    index = np.load(root / "train_frames_index.npy")
+    frames = int((3 * index[:, 1] * index[:, 2]).sum()) if len(index) else 0
+    if index.shape != (n, 3) or frames != meta["sizes"]["train_frames.u8"]:
+        raise FnacError(f"{root / 'train_frames_index.npy'}: indexes {frames} frame bytes of {len(index)} clips where "
+                        f"meta.json names {meta['sizes']['train_frames.u8']} bytes of {n}; rebuild the cache")
+
+
 def _read_rows(path: Path) -> list[tuple[str, str]]:
     import csv
 
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         return [(r[0], r[1]) for r in list(csv.reader(fh))[1:]]
 
 
@@ -159,9 +195,14 @@ class CachedAVDataset(torch.utils.data.Dataset):
         meta_path = self.root / "meta.json"
         if not meta_path.is_file():
             raise FnacError(f"{self.root}: not a cache (no meta.json; write one with `fnac-lab cache`)")
-        self.meta = json.loads(meta_path.read_text())
-        if self.meta.get("version") != CACHE_VERSION:
-            raise FnacError(f"{self.root}: cache format {self.meta.get('version')} is not {CACHE_VERSION}; rebuild it")
+        try:
+            self.meta = json.loads(meta_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise FnacError(f"{meta_path}: unreadable ({describe(exc)}); rebuild the cache with `fnac-lab cache`") from None
+        if not isinstance(self.meta, dict) or self.meta.get("version") != CACHE_VERSION:
+            version = self.meta.get("version") if isinstance(self.meta, dict) else None
+            raise FnacError(f"{self.root}: cache format {version} is not {CACHE_VERSION}; rebuild it")
+        check_cache(self.root, self.meta)
         self.ids = (self.root / "ids.txt").read_text().splitlines()
         if len(self.ids) != self.meta["n"]:
             raise FnacError(f"{self.root}: ids.txt lists {len(self.ids)} ids, meta.json {self.meta['n']}")

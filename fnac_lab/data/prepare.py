@@ -22,7 +22,7 @@ import numpy as np
 import soundfile
 from tqdm.auto import tqdm
 
-from ..utils import FnacError, write_rows
+from ..utils import FnacError, default_file_mode, output_folder, write_rows
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".3gp")
 JPEG_QUALITY = 95
@@ -101,6 +101,7 @@ def audio_track(path: str | os.PathLike, sample_rate: int | None = None) -> tupl
 def _write_atomically(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     os.close(fd)
+    os.chmod(tmp, default_file_mode())  # mkstemp creates 0600; writers keep the mode of the file they reopen
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -131,8 +132,10 @@ def _init_worker() -> None:
 def prepare_videos(videos: str | os.PathLike, out: str | os.PathLike, *, workers: int = 1,
                    sample_rate: int | None = None, progress: bool = True) -> PrepareReport:
     """Prepare every clip under ``videos`` into the data root ``out``; finished clips are skipped."""
+    if sample_rate is not None and sample_rate < 1000:
+        raise FnacError(f"--sample-rate {sample_rate}: must be at least 1000 Hz (leave it out for the native rate)")
     clips = find_videos(videos)
-    out = Path(out)
+    out = output_folder(out)
     (out / "frames").mkdir(parents=True, exist_ok=True)
     (out / "audio").mkdir(parents=True, exist_ok=True)
     todo = [(i, str(p), str(out), sample_rate) for i, p in clips.items()

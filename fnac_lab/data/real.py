@@ -158,7 +158,9 @@ def open_testset(testset: str, root: str | os.PathLike, annotations: str | os.Pa
 
     ``annotations``: the Flickr XML directory, ``vggss.json``, or the AVSBench mask directory. ``split_csv``
     lists the ids (required for ``vggss_heard`` / ``vggss_unheard``); without it all annotated ids are used.
-    An unreadable annotation raises, or with ``skip_bad`` lands in ``dataset.skipped``.
+    An unreadable annotation raises, or with ``skip_bad`` lands in ``dataset.skipped``. A sample whose boxes
+    all lie outside the image, or are inverted, has no ground truth to score: it always lands in
+    ``dataset.skipped`` with the reason (boxes partly outside keep their inside part).
     """
     if testset not in TESTSETS:
         raise FnacError(f"unknown test set {testset!r} (choose from {', '.join(TESTSETS)})")
@@ -193,6 +195,11 @@ def open_testset(testset: str, root: str | os.PathLike, annotations: str | os.Pa
                     if not skip_bad:
                         raise
                     skipped.append((ident, str(exc)))
+    for ident, _ in rows:
+        boxes = targets.get(ident) if kind != "mask" else None
+        if boxes is not None and all(metrics.box_is_empty(b, MAP_SIZE) for b in boxes):
+            # an annotation fault, not the model's: never scored (it would count as cIoU 0), always listed
+            skipped.append((ident, f"ground truth empty once clipped to the image (pixel boxes {boxes})"))
     bad = {i for i, _ in skipped}
     samples, missing = resolve_samples(Layout.find(root), [r for r in rows if r[0] not in bad], targets,
                                        target_name="mask" if kind == "mask" else "annotation")
