@@ -66,6 +66,7 @@ def test_paired_effects_against_a_loop_over_seeds():
         low, high = scipy.stats.t.interval(0.95, len(gains) - 1, loc=np.mean(gains), scale=scipy.stats.sem(gains))
         assert (row.low, row.high) == pytest.approx((low, high))
         assert row["fn_auroc_audio FNAC"] == pytest.approx(np.mean(fn_audio))
+        assert row.gains == ",".join(f"{g:+.3f}" for g in gains)
     assert sorted(effects.n) == [2, 2, 2, 3, 3, 3, 3, 3]
 
 
@@ -79,7 +80,7 @@ def test_markdown_marks_intervals_that_exclude_zero():
     lines = effects_markdown(effects).splitlines()
     assert len(lines) == 4
     assert "+0.100 [+0.050, +0.150] **above 0**" in lines[2]
-    assert lines[3].startswith("| scratch | 0 | 128 | 1.6 | 3 | 0.400 | 0.300 | -0.100 [-0.200, -0.010] *below 0*")
+    assert lines[3].startswith("| scratch | 0 | 128 | 1.6 | 3 | 0.400 | 0.300 | -0.100 [-0.200, -0.010] *below 0* |")
 
 
 def test_readme_table_is_made_from_the_committed_results():

@@ -73,7 +73,8 @@ def paired_effects(results: pd.DataFrame, metric: str = "ap50", setting: Sequenc
         mean, low, high = t_interval(gains)
         row = {**where, "n": len(pairs), "FNAC": np.mean([f[metric] for f, _ in pairs]),
                "NCE": np.mean([n[metric] for _, n in pairs]), "gain": mean, "low": low, "high": high,
-               "seeds": ",".join(str(int(f[SEED])) for f, _ in pairs)}
+               "seeds": ",".join(str(int(f[SEED])) for f, _ in pairs),
+               "gains": ",".join(f"{g:+.3f}" for g in gains)}
         for col in FN_AUROC:
             if col in done:
                 row[f"{col} FNAC"] = float(np.mean([f[col] for f, _ in pairs]))
@@ -84,9 +85,9 @@ def paired_effects(results: pd.DataFrame, metric: str = "ap50", setting: Sequenc
 
 def effects_markdown(effects: pd.DataFrame) -> str:
     """The README table of :func:`paired_effects`: one row per setting, gain and interval, detection AUROCs."""
-    header = ("| visual stream | `class_bias_p` | B | w / B | seeds | NCE AP50 | FNAC AP50 | gain (95 % CI) "
+    header = ("| visual stream | `class_bias_p` | B | w / B | seeds | NCE AP50 | FNAC AP50 | gain (95 % CI) | gain by seed "
               "| AUROC audio FNAC / NCE | AUROC visual FNAC / NCE | AUROC foreground FNAC / NCE |")
-    lines = [header, "| --- | --: | --: | --: | --: | --: | --: | --- | --: | --: | --: |"]
+    lines = [header, "| --- | --: | --: | --: | --: | --: | --: | --- | --- | --: | --: | --: |"]
     for r in effects.itertuples(index=False):
         r = r._asdict()
         interval = "" if math.isnan(r["low"]) else f" [{r['low']:+.3f}, {r['high']:+.3f}]"
@@ -98,5 +99,5 @@ def effects_markdown(effects: pd.DataFrame) -> str:
 
         lines.append(f"| {r['visual_pretrain']} | {r['class_bias_p']:g} | {int(r['batch_size'])} | "
                      f"{r[STRENGTH]:g} | {r['n']} | {r['NCE']:.3f} | {r['FNAC']:.3f} | "
-                     f"{r['gain']:+.3f}{interval}{marker} | {pair('audio')} | {pair('visual')} | {pair('foreground')} |")
+                     f"{r['gain']:+.3f}{interval}{marker} | {r.get('gains', '').replace(',', ', ')} | {pair('audio')} | {pair('visual')} | {pair('foreground')} |")
     return "\n".join(lines) + "\n"
