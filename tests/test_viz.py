@@ -91,8 +91,9 @@ def test_the_notebook_renderer_carries_plotly_js_once(monkeypatch):
     viz.setup_notebook()
     renderer = pio.renderers["fnac_notebook"]
     renderer.activate()
-    bundles = [renderer.to_mimebundle(fig.to_dict()) for fig in plotly_figures().values()]
+    bundles = [pio.renderers._build_mime_bundle(fig.to_dict()) for fig in plotly_figures().values()]
     assert len(shown) == 1 and CARTESIAN_BUNDLE.read_text(encoding="utf-8") in shown[0]
     assert all(len(b["text/html"]) < 100_000 and "Plotly.newPlot" in b["text/html"] for b in bundles)
-    renderer.to_mimebundle({"data": [{"type": "scatter3d"}], "layout": {}})  # outside the cartesian bundle
+    assert all("application/vnd.plotly.v1+json" in b for b in bundles)
+    pio.renderers._build_mime_bundle({"data": [{"type": "scatter3d"}], "layout": {}})  # outside the cartesian bundle
     assert len(shown) == 2 and len(shown[1]) > 4_000_000

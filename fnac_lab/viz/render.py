@@ -41,17 +41,19 @@ class OncePlotlyRenderer(NotebookRenderer):
 
     def __init__(self):
         super().__init__()
-        self.carried: str | None = None  #: None, "cartesian" or "full": the library this run's outputs carry
+        #: "carried": None, "cartesian" or "full", the library this run's outputs carry. A dict, since plotly
+        #: renders each figure with a shallow copy of the renderer.
+        self.state: dict[str, str | None] = {"carried": None}
 
     def activate(self):  # plotly calls this before the first figure after the renderer became the default
-        self.carried = None
+        self.state["carried"] = None
 
     def to_mimebundle(self, fig_dict):
         traces = {trace.get("type", "scatter") for trace in fig_dict.get("data", [])}
         need = "cartesian" if traces <= CARTESIAN_TRACES else "full"
-        if self.carried is None or (need == "full" and self.carried == "cartesian"):
+        if self.state["carried"] is None or (need == "full" and self.state["carried"] == "cartesian"):
             display_html(library_script(need == "full"), raw=True)
-            self.carried = need
+            self.state["carried"] = need
         return super().to_mimebundle(fig_dict)
 
 
