@@ -135,9 +135,9 @@ def browser(sync_api):
 
 
 def run_all(page, url: str, token: str, name: str) -> None:
-    """Open the notebook, run every cell from the Run menu, wait until every code cell has run and the kernel
-    is idle."""
-    page.goto(f"{url}/lab/workspaces/{name[:2]}/tree/{name}?reset&token={token}")  # a workspace of its own
+    """Open the notebook, run every cell from the Run menu, wait until every code cell has run (or one failed)
+    and the kernel is idle."""
+    page.goto(f"{url}/lab/workspaces/{Path(name).stem}/tree/{name}?reset&token={token}")  # a workspace of its own
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     try:  # the kernel selection dialog, should the setting that skips it not apply
         page.wait_for_selector(".jp-Dialog .jp-mod-accept", timeout=4_000)
@@ -152,8 +152,11 @@ def run_all(page, url: str, token: str, name: str) -> None:
         """() => {
             const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')];
             const done = prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+            const failed = [...document.querySelectorAll(
+                ".jp-Notebook [data-mime-type='application/vnd.jupyter.stderr']")].some(
+                e => e.textContent.includes('Traceback'));  // Run All stops at an error
             const ind = document.querySelector('.jp-Notebook-ExecutionIndicator');
-            return done && ind && ind.getAttribute('data-status') === 'idle';
+            return (done || failed) && ind && ind.getAttribute('data-status') === 'idle';
         }""", timeout=RUN_TIMEOUT_MS)
     page.wait_for_timeout(1500)  # widget views and plotly figures finish drawing
 
@@ -165,7 +168,8 @@ def sync_api_timeout(page) -> type:
 
 
 def errors(page) -> list[str]:
-    texts = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
+    """Tracebacks in the notebook's outputs (errors and stderr both render as this mime type)."""
+    texts = page.locator(".jp-Notebook [data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
     return [t[-1500:] for t in texts if "Traceback" in t or "Error" in t.split("\n", 1)[0]]
 
 
