@@ -195,12 +195,12 @@ def output_image(output) -> str:
 
 
 def shut_down_kernels(url: str, token: str) -> None:
-    """End the lab's sessions and their kernels (the next notebook gets both CPU cores)."""
+    """Shut the lab's kernels down (the next notebook gets both CPU cores)."""
     headers = {"Authorization": f"token {token}"}
-    with urllib.request.urlopen(urllib.request.Request(f"{url}/api/sessions", headers=headers), timeout=10) as r:
-        sessions = json.load(r)
-    for session in sessions:
-        urllib.request.urlopen(urllib.request.Request(f"{url}/api/sessions/{session['id']}", method="DELETE",
+    with urllib.request.urlopen(urllib.request.Request(f"{url}/api/kernels", headers=headers), timeout=10) as r:
+        kernels = json.load(r)
+    for kernel in kernels:
+        urllib.request.urlopen(urllib.request.Request(f"{url}/api/kernels/{kernel['id']}", method="DELETE",
                                                       headers=headers), timeout=30)
 
 
