@@ -1,0 +1,22 @@
+"""Figures for the notebooks: seaborn heatmaps of adjacency matrices, localisation maps over frames with their
+boxes (matplotlib, :mod:`.static`), and interactive plotly figures (:mod:`.interactive`: curves, scores,
+embeddings, precision-recall, ablations); sizes, colours and class styles in :mod:`.styles`, the notebook set-up
+in :mod:`.render`.
+
+Static figures return a matplotlib ``Figure``; interactive ones a plotly ``go.Figure``. Every figure fits a
+JupyterLab output area of about 950 px. Nothing here computes a result: the numbers come from
+:mod:`fnac_lab.analysis` and the training outputs.
+"""
+
+from .interactive import (ablation_figure, class_scatter, embedding_scatter, fn_auroc_curves, loss_curves,
+                          plotly_adjacency, pr_curves, scores_bars, validation_curves)
+from .render import OncePlotlyRenderer, setup_notebook
+from .static import adjacency_heatmaps, fn_ratio_figure, localisation_grid, map_colorbar, show_map
+from .styles import (MAP_CMAP, MATRIX_TITLES, MAX_FIGURE_INCHES, MODEL_COLOURS, SHAPE_SYMBOLS, ClassStyle,
+                     class_styles)
+
+__all__ = ["ablation_figure", "class_scatter", "embedding_scatter", "fn_auroc_curves", "loss_curves",
+           "plotly_adjacency", "pr_curves", "scores_bars", "validation_curves", "OncePlotlyRenderer",
+           "setup_notebook", "adjacency_heatmaps", "fn_ratio_figure", "localisation_grid", "map_colorbar",
+           "show_map", "MAP_CMAP", "MATRIX_TITLES", "MAX_FIGURE_INCHES", "MODEL_COLOURS", "SHAPE_SYMBOLS",
+           "ClassStyle", "class_styles"]

@@ -1,0 +1,150 @@
+"""Matplotlib figures: seaborn heatmaps of adjacency matrices, localisation maps over frames with their boxes,
+and the false-negative ratio against batch size. Each figure is at most :data:`MAX_FIGURE_INCHES` wide."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import matplotlib.patches as mpatches
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+
+from ..metrics import MAP_SIZE, binarise, vggss_box_to_pixels
+from .styles import MAP_CMAP, MATRIX_TITLES, MAX_FIGURE_INCHES, as_numpy, panel_grid
+
+
+def adjacency_heatmaps(matrices: Mapping[str, Any], *, same_class=None, titles: Mapping[str, str] | None = None,
+                       softmax: bool = False, cell_inches: float = 0.06, suptitle: str | None = None) -> plt.Figure:
+    """Seaborn heatmaps of ``[B, B]`` matrices, each with its colour bar, side by side or wrapped onto rows (at
+    most :data:`MAX_FIGURE_INCHES` wide); same-class off-diagonal pairs (the false negatives) outlined in white.
+    With ``softmax`` each row is shown as its softmax distribution (what FNAC compares). ``titles`` overrides
+    panel titles (default: :data:`MATRIX_TITLES`, else the key)."""
+    names = list(matrices)
+    b = as_numpy(matrices[names[0]]).shape[0]
+    rows, cols, side = panel_grid(len(names), max(2.6, min(5.0, cell_inches * b + 1.2)), min_side=2.6, extra=0.6)
+    fig, axes = plt.subplots(rows, cols, figsize=(side * cols + 0.6, side * rows + 0.4), squeeze=False)
+    mask = as_numpy(same_class) if same_class is not None else None
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
+        m = torch.as_tensor(as_numpy(matrices[name]), dtype=torch.float64)
+        if softmax:
+            m = m.softmax(dim=1)
+        sns.heatmap(m.numpy(), ax=ax, cmap="mako", square=True, cbar=True, xticklabels=False, yticklabels=False,
+                    cbar_kws={"shrink": 0.75})
+        if mask is not None:
+            ii, jj = np.nonzero(mask)
+            ax.scatter(jj + 0.5, ii + 0.5, s=max(4.0, 900.0 / b), marker="s", facecolors="none",
+                       edgecolors="white", linewidths=0.8)
+        ax.set_title({**MATRIX_TITLES, **(titles or {})}.get(name, name), fontsize=10)
+        ax.set_xlabel("k (audio)" if name == "cross" else "k")
+        ax.set_ylabel("b (image)" if name == "cross" else "b")
+    note = "each row shown as its softmax distribution" if softmax else "logit scale (similarity / tau)"
+    fig.suptitle(f"{suptitle}: {note}" if suptitle else note, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _box_patch(box, *, colour: str, dashed: bool = False) -> mpatches.Rectangle:
+    x0, y0, x1, y1 = vggss_box_to_pixels(list(box), MAP_SIZE)
+    return mpatches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=2,
+                              linestyle="--" if dashed else "-")
+
+
+def _min_max(m: np.ndarray) -> np.ndarray:
+    lo, hi = float(m.min()), float(m.max())
+    return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+
+
+def show_map(ax: plt.Axes, image, heatmap=None, *, box=None, distractor_boxes=None, title: str | None = None,
+             alpha: float = 0.6) -> None:
+    """One frame (uint8 ``[3, H, W]``) stretched to 224 x 224, the sounding object's box (solid green) and the
+    distractors' boxes (dashed white); boxes normalised [x0, y0, x1, y1]. With a map ``[224, 224]`` the frame is
+    drawn in grey under the map, min-max normalised to [0, 1] in :data:`MAP_CMAP` (see :func:`map_colorbar`),
+    and the region the cIoU scores (map >= its median) is outlined in black."""
+    extent = (0, MAP_SIZE, MAP_SIZE, 0)
+    frame = np.transpose(as_numpy(image), (1, 2, 0))
+    if heatmap is None:
+        ax.imshow(frame, extent=extent, interpolation="nearest")
+    else:
+        grey = frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        ax.imshow(grey, extent=extent, cmap="gray", interpolation="nearest")
+        m = torch.as_tensor(as_numpy(heatmap), dtype=torch.float32)
+        ax.imshow(_min_max(m.numpy()), extent=extent, cmap=MAP_CMAP, vmin=0.0, vmax=1.0, alpha=alpha)
+        region = binarise(m[None])[0].numpy().astype(float)
+        ax.contour(np.arange(MAP_SIZE) + 0.5, np.arange(MAP_SIZE) + 0.5, region, levels=[0.5], colors="black",
+                   linewidths=1.0)
+    for b in (distractor_boxes if distractor_boxes is not None else []):
+        if min(as_numpy(b)) >= 0:
+            ax.add_patch(_box_patch(b, colour="white", dashed=True))
+    if box is not None:
+        ax.add_patch(_box_patch(box, colour="lime"))
+    ax.set_xlim(0, MAP_SIZE)
+    ax.set_ylim(MAP_SIZE, 0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def map_colorbar(fig: plt.Figure, axes) -> None:
+    """One colour bar beside ``axes`` for the maps that :func:`show_map` draws."""
+    rows = np.atleast_2d(np.asarray(axes, dtype=object)).shape[0]
+    bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), MAP_CMAP), ax=axes, shrink=0.9, aspect=12 * rows,
+                       pad=0.02)
+    bar.set_label("map (min-max normalised)", fontsize=9)
+    bar.ax.tick_params(labelsize=8)
+
+
+def localisation_grid(images, maps: Mapping[str, Any], *, boxes, distractor_boxes=None,
+                      cious: Mapping[str, Any] | None = None, row_titles: Sequence[str] | None = None,
+                      panel_inches: float = 2.0, title: str | None = None) -> plt.Figure:
+    """Rows of samples; columns: the frame with its boxes, then each model's map (over the frame in grey, the
+    median-thresholded region outlined) with its cIoU; one colour bar for the maps. Panels shrink from
+    ``panel_inches`` as far as the figure needs to stay :data:`MAX_FIGURE_INCHES` wide; ``title`` sits above
+    the panel titles."""
+    n = len(images)
+    cols = 1 + len(maps)
+    side = min(panel_inches, (MAX_FIGURE_INCHES - 1.0) / cols)
+    head = 0.45 if title else 0.0
+    fig, axes = plt.subplots(n, cols, figsize=(side * cols + 1.0, (side + 0.3) * n + head), squeeze=False,
+                             layout="constrained")
+    for i in range(n):
+        dist = distractor_boxes[i] if distractor_boxes is not None else None
+        show_map(axes[i, 0], images[i], box=boxes[i], distractor_boxes=dist,
+                 title=row_titles[i] if row_titles is not None else "frame, boxes")
+        for c, (name, m) in enumerate(maps.items(), start=1):
+            score = f" cIoU {float(as_numpy(cious[name])[i]):.2f}" if cious is not None else ""
+            show_map(axes[i, c], images[i], m[i], box=boxes[i], distractor_boxes=dist, title=f"{name}{score}")
+    if maps:
+        map_colorbar(fig, axes[:, 1:])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def fn_ratio_figure(table: pd.DataFrame, *, paper: Mapping[int, float], other_mixes: Mapping[str, Mapping[int, float]]
+                    ) -> plt.Figure:
+    """Expected FN ratio against batch size, one line per class count (``table`` from
+    :func:`~fnac_lab.data.sampling.fn_ratio_table`), with the paper's VGG-Sound points and other class mixes."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for k, group in table.groupby("n_classes"):
+        ax.plot(group["batch_size"], 100 * group["fn_ratio"], marker=".", label=f"uniform, {k} classes")
+    ax.scatter(list(paper), [100 * v for v in paper.values()], s=90, marker="*", color="black", zorder=5,
+               label=f"paper, VGG-Sound ({100 * paper[128]:.2f} % / {100 * paper[256]:.2f} %)")
+    for (name, points), marker in zip(other_mixes.items(), ("x", "P")):
+        ax.scatter(list(points), [100 * v for v in points.values()], s=60, marker=marker, color="dimgrey", zorder=5,
+                   label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel("false-negative ratio (%)")
+    ax.set_ylim(0, 101)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

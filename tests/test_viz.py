@@ -1,0 +1,107 @@
+"""Figures fit a 950-px notebook output area, share colour scales where they show one quantity, draw built-in
+classes in their own colours and shapes, and saved notebooks carry plotly.js once."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import plotly.io as pio  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from fnac_lab import viz  # noqa: E402
+from fnac_lab.data.builtin import BuiltinSpec  # noqa: E402
+from fnac_lab.viz.render import CARTESIAN_BUNDLE  # noqa: E402
+
+OUTPUT_AREA_PX = 950
+
+
+def matrices(b=8):
+    g = torch.Generator().manual_seed(0)
+    return {name: torch.randn(b, b, generator=g) for name in ("audio", "visual", "cross", "foreground")}
+
+
+def history(epochs=3):
+    keys = ["loss", "nce", "fns_audio", "fns_visual", "tne", "ap50", "mean_ciou", "auc", "fn_auroc_audio",
+            "fn_auroc_visual", "fn_auroc_foreground"]
+    return [{"epoch": e, **{k: 0.5 for k in keys}} for e in range(1, epochs + 1)]
+
+
+def plotly_figures():
+    labels = np.repeat(np.arange(4), 5)
+    runs = {"FNAC": history(), "NCE baseline": history()}
+    table = pd.DataFrame({"ap50": [0.5, 0.4], "mean_ciou": [0.4, 0.3]}, index=["FNAC", "NCE baseline"])
+    return {
+        "plotly_adjacency": viz.plotly_adjacency(matrices(), labels=[str(i) for i in range(8)]),
+        "loss_curves": viz.loss_curves(runs, warmup_epochs=1),
+        "validation_curves": viz.validation_curves(runs, levels={"centre": {"ap50": 0.1, "mean_ciou": 0.1, "auc": 0.1}}),
+        "fn_auroc_curves": viz.fn_auroc_curves(runs),
+        "scores_bars": viz.scores_bars(table),
+        "embedding_scatter": viz.embedding_scatter({"a": np.random.rand(20, 2), "b": np.random.rand(20, 2)}, labels,
+                                                   spec=BuiltinSpec()),
+        "ablation_figure": viz.ablation_figure(pd.DataFrame({"k": [1, 2], "ap50": [0.1, 0.2]}), knob="k", paper=None,
+                                               paper_values=None, title="t"),
+    }
+
+
+@pytest.mark.parametrize("name", list(plotly_figures()))
+def test_plotly_figures_take_the_output_area_width(name):
+    fig = plotly_figures()[name]
+    assert fig.layout.width is None or fig.layout.width <= OUTPUT_AREA_PX, name
+    assert {trace.type for trace in fig.data} <= viz.render.CARTESIAN_TRACES, name
+
+
+def test_matplotlib_figures_fit_the_output_area():
+    images = torch.zeros(3, 3, 64, 64, dtype=torch.uint8)
+    maps = {"FNAC": torch.rand(3, 224, 224), "NCE baseline": torch.rand(3, 224, 224)}
+    figures = [viz.adjacency_heatmaps(matrices(32), softmax=True),
+               viz.adjacency_heatmaps({"a": torch.rand(4, 4), "b": torch.rand(4, 4), "c": torch.rand(4, 4)}),
+               viz.localisation_grid(images, maps, boxes=[[0.1, 0.1, 0.5, 0.5]] * 3, title="best 3")]
+    for fig in figures:
+        width, _ = fig.get_size_inches()
+        assert width <= viz.MAX_FIGURE_INCHES + 1e-9
+        assert width * fig.dpi <= OUTPUT_AREA_PX
+
+
+def test_adjacency_panels_share_one_colour_scale_and_hover_both_classes():
+    fig = viz.plotly_adjacency(matrices(), same_class=torch.eye(8, dtype=torch.bool), labels=[f"c{i}" for i in range(8)])
+    heatmaps = [t for t in fig.data if t.type == "heatmap"]
+    assert len(heatmaps) == 4 and {t.coloraxis for t in heatmaps} == {"coloraxis"}
+    assert all(t.showscale is None for t in heatmaps) and fig.layout.coloraxis.colorbar.title.text
+    assert heatmaps[0].text[2][5] == "row b 2: c2<br>column k 5: c5"
+
+
+def test_builtin_classes_are_drawn_in_their_own_colours_and_shapes():
+    spec = BuiltinSpec()
+    styles = viz.class_styles([0, 1, spec.n_colours, 5], spec=spec)
+    assert styles[0].colour == "rgb({},{},{})".format(*spec.class_colour(0).astype(int))
+    assert styles[0].name == spec.class_name(0) and styles[0].symbol == viz.SHAPE_SYMBOLS[spec.class_shape(0)]
+    assert styles[0].symbol != styles[spec.n_colours].symbol and styles[0].colour == styles[spec.n_colours].colour
+    fig = viz.embedding_scatter({"p": np.random.rand(4, 2)}, np.array([0, 1, spec.n_colours, 5]), spec=spec)
+    assert [t.marker.color for t in fig.data] == [s.colour for s in styles.values()]
+
+
+def test_the_notebook_renderer_carries_plotly_js_once(monkeypatch):
+    shown = []
+    monkeypatch.setattr("fnac_lab.viz.render.display_html", lambda html, raw: shown.append(html))
+    viz.setup_notebook()
+    renderer = pio.renderers["fnac_notebook"]
+    renderer.activate()
+    bundles = [pio.renderers._build_mime_bundle(fig.to_dict()) for fig in plotly_figures().values()]
+    assert len(shown) == 1 and "cartesian bundle" in shown[0] and len(shown[0]) < 700_000
+    packed = re.search(r'atob\("([A-Za-z0-9+/=]+)"\)', shown[0])[1]
+    assert gzip.decompress(base64.b64decode(packed)) == CARTESIAN_BUNDLE.read_bytes()
+    assert all(len(b["text/html"]) < 100_000 and "Plotly.newPlot" in b["text/html"] for b in bundles)
+    assert all(re.search(r"fnacPlotlyReady \|\| Promise.resolve\(\)\).then\(function \(\) \{\s*window.PLOTLYENV",
+                         b["text/html"]) for b in bundles)
+    assert all("application/vnd.plotly.v1+json" in b for b in bundles)
+    pio.renderers._build_mime_bundle({"data": [{"type": "scatter3d"}], "layout": {}})  # outside the cartesian bundle
+    assert len(shown) == 2 and "full library" in shown[1]
