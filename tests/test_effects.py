@@ -73,13 +73,15 @@ def test_paired_effects_against_a_loop_over_seeds():
 def test_markdown_marks_intervals_that_exclude_zero():
     effects = pd.DataFrame([
         dict(visual_pretrain="demo", class_bias_p=0.5, batch_size=64, fnac_strength=0.4, n=3, FNAC=0.5, NCE=0.4,
-             gain=0.1, low=0.05, high=0.15),
+             gain=0.1, low=0.05, high=0.15, gains="+0.050,+0.100,+0.150", **{"fn_auroc_audio FNAC": 0.91,
+             "fn_auroc_audio NCE": 0.95}),
         dict(visual_pretrain="scratch", class_bias_p=0.0, batch_size=128, fnac_strength=1.6, n=3, FNAC=0.3,
              NCE=0.4, gain=-0.1, low=-0.2, high=-0.01),
     ])
     lines = effects_markdown(effects).splitlines()
     assert len(lines) == 4
-    assert "+0.100 [+0.050, +0.150] **above 0**" in lines[2]
+    assert lines[2].startswith("| pretrained (demo) | 0.5 | 64 | 0.4 | 3 | 0.400 | 0.500 | +0.100 [+0.050, +0.150] **above 0** "
+                               "| +0.050, +0.100, +0.150 | 0.910 / 0.950 |")
     assert lines[3].startswith("| scratch | 0 | 128 | 1.6 | 3 | 0.400 | 0.300 | -0.100 [-0.200, -0.010] *below 0* |")
 
 

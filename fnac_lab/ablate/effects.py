@@ -88,16 +88,17 @@ def effects_markdown(effects: pd.DataFrame) -> str:
     header = ("| visual stream | `class_bias_p` | B | w / B | seeds | NCE AP50 | FNAC AP50 | gain (95 % CI) | gain by seed "
               "| AUROC audio FNAC / NCE | AUROC visual FNAC / NCE | AUROC foreground FNAC / NCE |")
     lines = [header, "| --- | --: | --: | --: | --: | --: | --: | --- | --- | --: | --: | --: |"]
-    for r in effects.itertuples(index=False):
-        r = r._asdict()
+    for r in effects.to_dict("records"):
         interval = "" if math.isnan(r["low"]) else f" [{r['low']:+.3f}, {r['high']:+.3f}]"
         marker = " **above 0**" if r["low"] > 0 else (" *below 0*" if r["high"] < 0 else "")
 
         def pair(name: str) -> str:
             f, n = r.get(f"fn_auroc_{name} FNAC"), r.get(f"fn_auroc_{name} NCE")
-            return "" if f is None else f"{f:.3f} / {n:.3f}"
+            return "" if f is None or math.isnan(f) else f"{f:.3f} / {n:.3f}"
 
-        lines.append(f"| {r['visual_pretrain']} | {r['class_bias_p']:g} | {int(r['batch_size'])} | "
-                     f"{r[STRENGTH]:g} | {r['n']} | {r['NCE']:.3f} | {r['FNAC']:.3f} | "
-                     f"{r['gain']:+.3f}{interval}{marker} | {r.get('gains', '').replace(',', ', ')} | {pair('audio')} | {pair('visual')} | {pair('foreground')} |")
+        stream = "scratch" if r["visual_pretrain"] == "scratch" else f"pretrained ({r['visual_pretrain']})"
+        gains = r["gains"].replace(",", ", ") if isinstance(r.get("gains"), str) else ""
+        lines.append(f"| {stream} | {r['class_bias_p']:g} | {int(r['batch_size'])} | {r[STRENGTH]:g} | {r['n']} | "
+                     f"{r['NCE']:.3f} | {r['FNAC']:.3f} | {r['gain']:+.3f}{interval}{marker} | {gains} | "
+                     f"{pair('audio')} | {pair('visual')} | {pair('foreground')} |")
     return "\n".join(lines) + "\n"
