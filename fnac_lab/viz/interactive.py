@@ -61,6 +61,12 @@ def plotly_adjacency(matrices: Mapping[str, Any], *, same_class=None, labels: Se
 # -- training curves and scores -----------------------------------------------------------------------------------
 
 
+def _epoch_axes(fig: go.Figure, histories: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+    """Whole-epoch ticks (1, 2, ... or every k-th for long runs) on every x axis, titled "epoch"."""
+    last = max((r["epoch"] for h in histories.values() for r in h), default=1)
+    fig.update_xaxes(title_text="epoch", tickmode="linear", tick0=1, dtick=max(1, math.ceil(last / 10)))
+
+
 def loss_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], *, warmup_epochs: int | None = None) -> go.Figure:
     """Mean training loss terms per epoch, one line per run (``histories``: run name -> metrics.jsonl records),
     three panels a row."""
@@ -80,7 +86,7 @@ def loss_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], *, warmup_
         for p in range(len(terms)):
             fig.add_vline(x=warmup_epochs + 0.5, line_dash="dot", line_color="grey", row=p // cols + 1,
                           col=p % cols + 1)
-    fig.update_xaxes(title_text="epoch")
+    _epoch_axes(fig, histories)
     fig.update_layout(height=300 * rows + 80, margin=dict(t=90), autosize=True,
                       title="Training loss terms<br><sup>mean over the epoch's batches; dotted: end of the NCE-only "
                             "warm-up</sup>")
@@ -105,7 +111,7 @@ def validation_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], *, l
     if warmup_epochs:
         for c in range(1, 4):
             fig.add_vline(x=warmup_epochs + 0.5, line_dash="dot", line_color="grey", row=1, col=c)
-    fig.update_xaxes(title_text="epoch")
+    _epoch_axes(fig, histories)
     fig.update_layout(height=360, autosize=True, margin=dict(t=90),
                       title="Validation scores per epoch<br><sup>test-split reference levels dashed</sup>")
     return fig
@@ -126,7 +132,7 @@ def fn_auroc_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], *, war
             fig.add_hline(y=0.5, line_dash="dash", line_color="grey", row=1, col=c)
             if warmup_epochs:
                 fig.add_vline(x=warmup_epochs + 0.5, line_dash="dot", line_color="grey", row=1, col=c)
-    fig.update_xaxes(title_text="epoch")
+    _epoch_axes(fig, histories)
     fig.update_yaxes(title_text="same-class AUROC", range=[0.4, 1.0], row=1, col=1)
     fig.update_layout(height=340, autosize=True, margin=dict(t=90),
                       title="False-negative detection on validation pairs<br><sup>0.5 dashed: chance</sup>")
@@ -201,7 +207,8 @@ def pr_curves(curves: Mapping[str, Any], *, title: str = "Finding same-class pai
         fig.add_trace(go.Scatter(x=pr.recall, y=pr.precision, mode="lines", line=dict(color=colour),
                                  name=f"{name} (AP {pr.average_precision:.2f})"))
     base = next(iter(curves.values())).base_rate
-    fig.add_hline(y=base, line_dash="dot", line_color="grey", annotation_text=f"random score ({base:.2f})")
+    fig.add_hline(y=base, line_dash="dot", line_color="grey", annotation_text=f"random score ({base:.2f})",
+                  annotation_position="bottom right")
     fig.update_layout(height=420, autosize=True, title=title, xaxis_title="recall (share of same-class pairs found)",
                       yaxis_title="precision", yaxis=dict(range=[0, 1.05]))
     return fig
