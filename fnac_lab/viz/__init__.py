@@ -10,13 +10,13 @@ JupyterLab output area of about 950 px. Nothing here computes a result: the numb
 
 from .interactive import (ablation_figure, class_scatter, embedding_scatter, fn_auroc_curves, loss_curves,
                           plotly_adjacency, pr_curves, scores_bars, validation_curves)
-from .render import OncePlotlyRenderer, setup_notebook
+from .render import OncePlotlyRenderer, setup_notebook, show_photo
 from .static import adjacency_heatmaps, fn_ratio_figure, localisation_grid, map_colorbar, show_map
 from .styles import (MAP_CMAP, MATRIX_TITLES, MAX_FIGURE_INCHES, MODEL_COLOURS, SHAPE_SYMBOLS, ClassStyle,
                      class_styles)
 
 __all__ = ["ablation_figure", "class_scatter", "embedding_scatter", "fn_auroc_curves", "loss_curves",
            "plotly_adjacency", "pr_curves", "scores_bars", "validation_curves", "OncePlotlyRenderer",
-           "setup_notebook", "adjacency_heatmaps", "fn_ratio_figure", "localisation_grid", "map_colorbar",
+           "setup_notebook", "show_photo", "adjacency_heatmaps", "fn_ratio_figure", "localisation_grid", "map_colorbar",
            "show_map", "MAP_CMAP", "MATRIX_TITLES", "MAX_FIGURE_INCHES", "MODEL_COLOURS", "SHAPE_SYMBOLS",
            "ClassStyle", "class_styles"]
