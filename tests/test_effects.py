@@ -87,6 +87,7 @@ def test_markdown_marks_intervals_that_exclude_zero():
 
 def test_readme_table_is_made_from_the_committed_results():
     results = pd.read_csv(RESULTS)
-    assert len(results) >= 36 and results["seed"].nunique() >= 3
+    finished = results[results["status"] == "finished"]
+    assert len(finished) >= 30 and finished["seed"].nunique() >= 3
     table = effects_markdown(paired_effects(results))
     assert table in (REPO / "README.md").read_text()
