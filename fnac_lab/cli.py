@@ -153,27 +153,27 @@ def _cmd_config(args: argparse.Namespace) -> None:
     print(json.dumps(cfg.to_dict(), indent=2))
 
 
+def _add_run_command(sub, name: str, help: str, func, *, presets, settings: type, out_help: str, last: str) -> None:
+    """A command that runs a preset with ``--set`` overrides into ``--out``, resuming from ``last``."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("--preset", default="demo", choices=sorted(presets), help="starting configuration")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a setting (repeatable); settings: {', '.join(settings.field_names())}")
+    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--no-resume", action="store_true", help=f"start afresh even if {last} exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fnac-lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a configuration")
-    p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="starting configuration")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"override a setting (repeatable); settings: {', '.join(TrainConfig.field_names())}")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/checkpoints/last.pt exists")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("pretrain", help="pretrain the visual stream on single built-in objects (ImageNet's stand-in)")
-    p.add_argument("--preset", default="demo", choices=sorted(PRETRAIN_PRESETS), help="starting configuration")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"override a setting (repeatable); settings: {', '.join(PretrainConfig.field_names())}")
-    p.add_argument("--out", required=True, help="output directory (visual_backbone.pt, metrics.jsonl, summary.json)")
-    p.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/last.pt exists")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_pretrain)
+    _add_run_command(sub, "train", "train a configuration", _cmd_train, presets=PRESETS, settings=TrainConfig,
+                     out_help="output directory", last="OUT/checkpoints/last.pt")
+    _add_run_command(sub, "pretrain", "pretrain the visual stream on single built-in objects (ImageNet's stand-in)",
+                     _cmd_pretrain, presets=PRETRAIN_PRESETS, settings=PretrainConfig,
+                     out_help="output directory (visual_backbone.pt, metrics.jsonl, summary.json)", last="OUT/last.pt")
 
     p = sub.add_parser("evaluate", help="score a checkpoint")
     p.add_argument("--checkpoint", required=True, help="a last.pt or best.pt written by train")
