@@ -37,8 +37,8 @@ from tqdm.auto import tqdm
 from .config import PretrainConfig
 from .data.builtin import BuiltinSpec, object_images
 from .models import feature_backbone, init_published
-from .utils import (FnacError, atomic_torch_save, describe, epoch_seed, normalise_images, output_folder, resolve_device,
-                    seed_everything, write_json)
+from .utils import (FnacError, atomic_torch_save, describe, epoch_seed, normalise_images, output_folder,
+                    preserved_random_state, resolve_device, seed_everything, write_json)
 
 WEIGHTS_FILE = "visual_backbone.pt"
 
@@ -165,7 +165,10 @@ def cached_pretrain_dir(cfg: PretrainConfig) -> Path:
 
 def builtin_visual_weights(cfg: PretrainConfig, *, progress: bool = True) -> Path:
     """The weights file of ``cfg``'s pretraining, pretrained first if the cache lacks it (one process at a time:
-    runs started together wait for the first one's file instead of pretraining twice)."""
+    runs started together wait for the first one's file instead of pretraining twice).
+
+    The pretraining seeds the global random streams; they are restored afterwards, so a run draws the same
+    initialisation whether its pretraining was cached or not."""
     folder = cached_pretrain_dir(cfg)
     weights = folder / WEIGHTS_FILE
     if weights.is_file():
@@ -175,5 +178,6 @@ def builtin_visual_weights(cfg: PretrainConfig, *, progress: bool = True) -> Pat
         if not weights.is_file():
             if progress:
                 print(f"pretraining the visual stream once into {folder} (reused by later runs)")
-            pretrain(cfg, folder, progress=progress)
+            with preserved_random_state():
+                pretrain(cfg, folder, progress=progress)
     return weights

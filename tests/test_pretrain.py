@@ -106,3 +106,22 @@ def test_pretrain_command(tmp_path):
     assert "validation accuracy" in proc.stdout and (tmp_path / "visual_backbone.pt").is_file()
     proc = run_cli("pretrain", "--preset", "smoke", "--set", "lr=inf", "--out", str(tmp_path / "x"))
     assert proc.returncode == 2 and "lr=inf" in proc.stderr
+
+
+def test_result_does_not_depend_on_a_cached_pretraining(tmp_path):
+    """The same command with the pretraining cache empty (it pretrains in-process first) and filled gives the same
+    epochs: the pretraining does not move the random streams that initialise the rest of the model."""
+    import os
+
+    env = {**os.environ, "FNAC_LAB_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    args = ["train", "--preset", "smoke", "--set", "visual_pretrain=smoke", "--set", "epochs=1", "--set",
+            "w_fns_audio=0", "--set", "w_fns_visual=0", "--set", "w_tne=0", "--quiet"]
+    histories = []
+    for name in ("empty", "filled"):
+        proc = subprocess.run([sys.executable, "-m", "fnac_lab", *args, "--out", str(tmp_path / name)],
+                              capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr
+        lines = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        histories.append([{k: v for k, v in r.items() if k != "train_seconds"} for r in lines])
+    assert (tmp_path / "cache" / "pretrain").is_dir() and len(histories[0]) == 1
+    assert histories[0] == histories[1]
