@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from .audio import SPEC_AUGMENT_DRAWS
 from .data.catalogue import TESTSETS, TRAINSETS
-from .losses import DISTANCES
+from .losses import DISTANCES, FN_TARGETS, NCE_FN_MASKS
 
 BUILTIN = "builtin"
 
@@ -81,6 +81,10 @@ class TrainConfig(_Settings):
     w_tne: float = 100.0
     warmup_epochs: int = 3  #: NCE-only epochs before the FNAC terms join
     detach_targets: bool = False  #: deviation: stop gradients through the intra-modal similarity targets
+    normalise_targets: bool = False  #: study: L2-normalise v and f before their self-similarity (published: not)
+    target_tau: Optional[float] = None  #: study: temperature of the intra-modal similarities (None = tau, published)
+    nce_fn_mask: str = "none"  #: diagnostic, built-in data: oracle = same-class pairs leave the NCE denominators
+    fn_targets: str = "learned"  #: diagnostic, built-in data: oracle = class-label adjacency as FNS / TNE target
 
     # Optimisation
     lr: float = 1e-4
@@ -216,6 +220,13 @@ def _validate(c: TrainConfig) -> None:
     need(math.isfinite(c.lr) and c.lr > 0, "lr", "must be a positive finite number")
     need(c.tne_threshold is None or 0.0 <= c.tne_threshold < 1.0, "tne_threshold", "must be in [0, 1) or 'soft'")
     need(c.distance in DISTANCES, "distance", f"must be one of {', '.join(DISTANCES)}")
+    need(c.target_tau is None or (math.isfinite(c.target_tau) and c.target_tau > 0), "target_tau",
+         "must be a positive finite number, or none (= tau)")
+    need(c.nce_fn_mask in NCE_FN_MASKS, "nce_fn_mask", f"must be one of {', '.join(NCE_FN_MASKS)}")
+    need(c.fn_targets in FN_TARGETS, "fn_targets", f"must be one of {', '.join(FN_TARGETS)}")
+    for name in ("nce_fn_mask", "fn_targets"):
+        need(getattr(c, name) != "oracle" or c.dataset == BUILTIN, name,
+             "is a diagnostic that reads every clip's class label: only the built-in data has them")
     need(c.warmup_epochs >= 0, "warmup_epochs", "must be non-negative")
     need(c.batch_size >= 2, "batch_size", "must be at least 2 for contrastive learning")
     need(c.num_workers >= 0, "num_workers", "must be non-negative")

@@ -41,6 +41,9 @@ class EvalResult:
     #: with ``embeddings=True``: per-sample ``audio`` embeddings, ``visual`` (spatial mean of the visual map) and
     #: ``foreground`` (the TNE-pooled visual features), each ``[N, D]`` float32
     embeddings: dict[str, np.ndarray] | None = None
+    #: with ``embeddings=True``: the visual maps ``[M, D, H, W]`` of the first :data:`CROSS_SAMPLES` samples, for
+    #: the same-class AUROC of the cross-modal logits (the similarities NCE contrasts)
+    visual_maps: np.ndarray | None = None
 
     def fn_auroc(self, max_samples: int = 1000) -> dict[str, float]:
         """``fn_auroc_<matrix>``: :func:`fnac_lab.metrics.same_class_auroc` of each kept embedding over the first
@@ -53,6 +56,12 @@ class EvalResult:
             value = metrics.same_class_auroc(x[:max_samples], labels)
             if value is not None:
                 out[f"fn_auroc_{name}"] = value
+        if self.visual_maps is not None:
+            n = min(len(labels), len(self.visual_maps))
+            value = metrics.pair_scores_auroc(cross_pair_scores(self.visual_maps[:n], self.embeddings["audio"][:n]),
+                                              labels[:n])
+            if value is not None:
+                out["fn_auroc_cross"] = value
         return out
 
     def write(self, out_dir: str | Path, extra_scores: dict[str, Any] | None = None) -> None:
@@ -67,6 +76,19 @@ class EvalResult:
             writer.writerow(["id", "ciou", "label"])
             for i, c, lab in zip(self.ids, self.cious.tolist(), self.labels):
                 writer.writerow([i, f"{c:.6f}", lab])
+
+
+#: Samples whose visual maps an evaluation with ``embeddings=True`` keeps (``fn_auroc_cross``).
+CROSS_SAMPLES = 1000
+
+
+def cross_pair_scores(visual_maps: np.ndarray, audio: np.ndarray) -> np.ndarray:
+    """``[N, N]`` symmetric pair scores from the cross-modal logits ``L[b, k] = max_{h,w} <img[b, :, h, w], aud[k]>``
+    (the similarities NCE contrasts, before the temperature): ``(L + L^T) / 2``, computed in float64."""
+    img = torch.from_numpy(np.asarray(visual_maps)).double()
+    aud = torch.from_numpy(np.asarray(audio)).double()
+    logits = torch.stack([torch.einsum("chw,kc->khw", m, aud).flatten(1).amax(dim=1) for m in img])
+    return ((logits + logits.T) / 2).numpy()
 
 
 def centre_prior(size: int = MAP_SIZE, sigma: float = 0.25) -> torch.Tensor:
@@ -151,6 +173,8 @@ def evaluate_model(
     gen = torch.Generator().manual_seed(seed)
     ids, labels, cious, invalid, kept = [], [], [], [], []
     embedded: dict[str, list[torch.Tensor]] = {"audio": [], "visual": [], "foreground": []}
+    visual_maps: list[torch.Tensor] = []
+    n_maps = 0
     base_cious: dict[str, list[torch.Tensor]] = {"centre_prior": [], "random": [], "oracle": []}
     prior = centre_prior().to(device)
     batches = _batches(dataset, batch_size, num_workers, pin_memory=device.type == "cuda")
@@ -165,6 +189,9 @@ def evaluate_model(
             for name, x in (("audio", aud), ("visual", img.mean(dim=(2, 3))),
                             ("foreground", foreground_features(img, own, tne_threshold))):
                 embedded[name].append(x.float().cpu())
+            if n_maps < CROSS_SAMPLES:
+                visual_maps.append(img[: CROSS_SAMPLES - n_maps].float().cpu())
+                n_maps += len(visual_maps[-1])
         gt = ground_truth(dataset, idx, batch, device)
         invalid.append(_invalid_maps(maps))
         cious.append(metrics.ciou(maps, gt, check_finite=False))
@@ -195,4 +222,5 @@ def evaluate_model(
         result.maps = np.concatenate(kept)
     if embeddings:
         result.embeddings = {k: torch.cat(v).numpy() for k, v in embedded.items()}
+        result.visual_maps = torch.cat(visual_maps).numpy()
     return result

@@ -19,6 +19,10 @@ import torch.nn.functional as F
 from .utils import normalise_maps
 
 DISTANCES = ("l1", "l2", "smooth_l1")
+#: ``none``: the published NCE; ``oracle``: same-class pairs leave its denominators (needs class labels).
+NCE_FN_MASKS = ("none", "oracle")
+#: ``learned``: the published intra-modal similarity targets; ``oracle``: the class-label adjacency.
+FN_TARGETS = ("learned", "oracle")
 
 
 def similarity_maps(img: torch.Tensor, aud: torch.Tensor, tau: float) -> torch.Tensor:
@@ -37,20 +41,35 @@ def own_maps(sim: torch.Tensor) -> torch.Tensor:
     return sim[idx, idx]
 
 
-def nce_loss(logits: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE: ``CE(logits, diag) + CE(logits^T, diag)``, each a mean over the batch (EZ-VSL)."""
+def nce_loss(logits: torch.Tensor, fn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE: ``CE(logits, diag) + CE(logits^T, diag)``, each a mean over the batch (EZ-VSL).
+
+    ``fn_mask`` (``[B, B]`` bool, symmetric, False on the diagonal) marks pairs known to be false negatives: they
+    leave both denominators (false-negative elimination, Huynh et al., "Boosting Contrastive Self-Supervised
+    Learning with False Negative Cancellation", WACV 2022).
+    """
     target = torch.arange(logits.shape[0], device=logits.device)
+    if fn_mask is not None:
+        logits = logits.masked_fill(fn_mask, float("-inf"))
     return F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)
 
 
-def distribution_distance(target: torch.Tensor, pred: torch.Tensor, distance: str = "l1") -> torch.Tensor:
-    """``D(softmax_row(target), softmax_row(pred))``, averaged over all ``B x B`` entries.
+def same_class_pairs(labels: torch.Tensor) -> torch.Tensor:
+    """``[B, B]`` bool: ``labels[i] == labels[j]`` for ``i != j`` (the false negatives of a batch)."""
+    same = labels[:, None] == labels[None, :]
+    return same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
 
-    ``distance`` is ``"l1"`` (mean absolute difference, the published choice), ``"l2"`` (mean squared
-    difference) or ``"smooth_l1"`` (Huber with beta 1).
-    """
-    p = target.softmax(dim=1)
-    q = pred.softmax(dim=1)
+
+def class_target_distribution(labels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``[B, B]`` rows uniform over the batch's samples of the same class, the sample itself included: the target
+    distribution FNS and TNE would have with perfect false-negative knowledge."""
+    same = (labels[:, None] == labels[None, :]).to(dtype)
+    return same / same.sum(dim=1, keepdim=True)
+
+
+def distribution_gap(p: torch.Tensor, q: torch.Tensor, distance: str = "l1") -> torch.Tensor:
+    """``D(p, q)`` of two row-distribution matrices, averaged over all ``B x B`` entries: ``"l1"`` (mean absolute
+    difference, the published choice), ``"l2"`` (mean squared difference) or ``"smooth_l1"`` (Huber, beta 1)."""
     if distance == "l1":
         return F.l1_loss(p, q)
     if distance == "l2":
@@ -58,6 +77,11 @@ def distribution_distance(target: torch.Tensor, pred: torch.Tensor, distance: st
     if distance == "smooth_l1":
         return F.smooth_l1_loss(p, q, beta=1.0)
     raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+
+
+def distribution_distance(target: torch.Tensor, pred: torch.Tensor, distance: str = "l1") -> torch.Tensor:
+    """``D(softmax_row(target), softmax_row(pred))`` of two logit matrices (see :func:`distribution_gap`)."""
+    return distribution_gap(target.softmax(dim=1), pred.softmax(dim=1), distance)
 
 
 def tne_mask(own: torch.Tensor, threshold: float | None = 0.6) -> torch.Tensor:
@@ -85,6 +109,11 @@ def fnac_terms(
     tne_threshold: float | None = 0.6,
     distance: str = "l1",
     detach_targets: bool = False,
+    normalise_targets: bool = False,
+    target_tau: float | None = None,
+    labels: torch.Tensor | None = None,
+    nce_fn_mask: str = "none",
+    fn_targets: str = "learned",
 ) -> dict[str, torch.Tensor]:
     """All four loss terms from a precomputed similarity tensor ``sim`` (see :func:`fnac_losses`).
 
@@ -92,16 +121,31 @@ def fnac_terms(
     """
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    if nce_fn_mask not in NCE_FN_MASKS or fn_targets not in FN_TARGETS:
+        raise ValueError(f"nce_fn_mask must be one of {NCE_FN_MASKS} and fn_targets one of {FN_TARGETS}, "
+                         f"got {nce_fn_mask!r} and {fn_targets!r}")
+    if labels is None and "oracle" in (nce_fn_mask, fn_targets):
+        raise ValueError("the oracle diagnostics need the batch's class labels")
+    t = tau if target_tau is None else target_tau
     logits = max_pooled_logits(sim)
-    aud_aff = aud @ aud.t() / tau
+    aud_aff = aud @ aud.t() / t
     v = img.mean(dim=(2, 3))
-    img_aff = v @ v.t() / tau
     f = foreground_features(img, own_maps(sim), tne_threshold)
-    fg_aff = f @ f.t() / tau
+    if normalise_targets:
+        v, f = F.normalize(v, dim=1), F.normalize(f, dim=1)
+    img_aff = v @ v.t() / t
+    fg_aff = f @ f.t() / t
     if detach_targets:
         aud_aff, img_aff = aud_aff.detach(), img_aff.detach()
+    nce = nce_loss(logits, same_class_pairs(labels) if nce_fn_mask == "oracle" else None)
+    if fn_targets == "oracle":
+        target = class_target_distribution(labels, logits.dtype)
+        pred = logits.softmax(dim=1)
+        return {"nce": nce, "fns_audio": distribution_gap(target, pred, distance),
+                "fns_visual": distribution_gap(target, pred, distance),
+                "tne": distribution_gap(target, fg_aff.softmax(dim=1), distance)}
     return {
-        "nce": nce_loss(logits),
+        "nce": nce,
         "fns_audio": distribution_distance(aud_aff, logits, distance),
         "fns_visual": distribution_distance(img_aff, logits, distance),
         "tne": distribution_distance(aud_aff, fg_aff, distance),
@@ -116,6 +160,11 @@ def fnac_losses(
     tne_threshold: float | None = 0.6,
     distance: str = "l1",
     detach_targets: bool = False,
+    normalise_targets: bool = False,
+    target_tau: float | None = None,
+    labels: torch.Tensor | None = None,
+    nce_fn_mask: str = "none",
+    fn_targets: str = "learned",
 ) -> dict[str, torch.Tensor]:
     """The four FNAC loss terms for one batch, as scalar tensors.
 
@@ -130,8 +179,17 @@ def fnac_losses(
     Nothing is detached, as published. ``detach_targets=True`` stops gradients through the intra-modal
     targets ``A_aud`` and ``A_img`` (a deviation from the paper: at tau = 0.03 their gradient can push
     same-class audio apart and collapse training from scratch).
+
+    Study options, all off by default: ``normalise_targets`` L2-normalises ``v`` and ``f`` before their
+    self-similarity; ``target_tau`` divides ``A_aud``, ``A_img`` and ``A_fg`` by its own temperature instead of
+    ``tau`` (the cross-modal logits keep ``tau``). Two diagnostics read the batch's class ``labels``:
+    ``nce_fn_mask="oracle"`` drops the same-class pairs from both NCE denominators (:func:`nce_loss`), and
+    ``fn_targets="oracle"`` replaces ``softmax(A_aud)`` and ``softmax(A_img)`` by
+    :func:`class_target_distribution` in all three terms (FNS-audio and FNS-visual are then the same term).
     """
     sim = similarity_maps(img, aud, tau)
     return fnac_terms(
-        img, aud, sim, tau=tau, tne_threshold=tne_threshold, distance=distance, detach_targets=detach_targets
+        img, aud, sim, tau=tau, tne_threshold=tne_threshold, distance=distance, detach_targets=detach_targets,
+        normalise_targets=normalise_targets, target_tau=target_tau, labels=labels, nce_fn_mask=nce_fn_mask,
+        fn_targets=fn_targets,
     )

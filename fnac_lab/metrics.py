@@ -243,16 +243,23 @@ def same_class_auroc(embeddings: torch.Tensor | np.ndarray, labels: Sequence) ->
     ``softmax(v v^T / tau)`` help only where same-class pairs score higher. ``None`` when the pairs are all of
     one kind.
     """
-    from sklearn.metrics import roc_auc_score
-
     x = torch.as_tensor(np.asarray(embeddings), dtype=torch.float64)
     if x.dim() != 2 or x.shape[0] != len(labels):
         raise ValueError(f"expected embeddings [N, D] with one label per row, got {tuple(x.shape)} and {len(labels)}")
     x = torch.nn.functional.normalize(x, dim=1)
-    pairs = np.triu_indices(len(x), k=1)
-    scores = (x @ x.T).numpy()[pairs]
+    return pair_scores_auroc((x @ x.T).numpy(), labels)
+
+
+def pair_scores_auroc(scores: np.ndarray, labels: Sequence) -> float | None:
+    """:func:`same_class_auroc` of a symmetric pair-score matrix ``[N, N]`` (its pairs ``i < j``)."""
+    from sklearn.metrics import roc_auc_score
+
+    scores = np.asarray(scores)
+    if scores.shape != (len(labels), len(labels)):
+        raise ValueError(f"expected scores [N, N] with one label per row, got {scores.shape} and {len(labels)}")
+    pairs = np.triu_indices(len(labels), k=1)
     lab = np.asarray(labels)
     same = (lab[:, None] == lab[None, :])[pairs]
     if same.all() or not same.any():
         return None
-    return float(roc_auc_score(same, scores))
+    return float(roc_auc_score(same, scores[pairs]))

@@ -105,9 +105,16 @@ def compute_losses(model: AVLocaliser, batch: dict, cfg: TrainConfig, device: to
     img, aud = img.float(), aud.float()
     if cfg.global_negatives:
         img, aud = distributed.all_gather_with_grad(img), distributed.all_gather_with_grad(aud)
+    labels = None
+    if "oracle" in (cfg.nce_fn_mask, cfg.fn_targets):  # the diagnostics read the class labels
+        labels = batch["label"].to(device, non_blocking=True)
+        if cfg.global_negatives:
+            labels = distributed.all_gather_with_grad(labels)
     sim = similarity_maps(img, aud, cfg.tau)
     return fnac_terms(img, aud, sim, tau=cfg.tau, tne_threshold=cfg.tne_threshold, distance=cfg.distance,
-                      detach_targets=cfg.detach_targets)
+                      detach_targets=cfg.detach_targets, normalise_targets=cfg.normalise_targets,
+                      target_tau=cfg.target_tau, labels=labels, nce_fn_mask=cfg.nce_fn_mask,
+                      fn_targets=cfg.fn_targets)
 
 
 def total_loss(terms: dict[str, torch.Tensor], cfg: TrainConfig, epoch: int) -> torch.Tensor:
@@ -171,7 +178,8 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, p
     state = load_training_state(ckpt_dir) if resume and main else None
     state = distributed.broadcast_object(state)
     if state is not None:
-        changed = {k for k, v in cfg.to_dict().items() if state["config"].get(k) != v and k not in RUNTIME_FIELDS}
+        saved = {**TrainConfig().to_dict(), **state["config"]}  # a setting added since then has its default
+        changed = {k for k, v in cfg.to_dict().items() if saved[k] != v and k not in RUNTIME_FIELDS}
         if changed:
             raise FnacError(f"{ckpt_dir / 'last.pt'}: written with a different configuration "
                             f"({', '.join(sorted(changed))}); use another --out, or --no-resume to start afresh")

@@ -72,3 +72,19 @@ def test_paper_presets_name_the_published_settings():
     assert builtin.dataset == "builtin" and builtin.visual_pretrain == "demo" and not builtin.detach_targets
     assert builtin.tau == 0.03 and builtin.visual_dropout == 0.9 and builtin.warmup_epochs == 3
     assert math.isclose(builtin.w_tne / builtin.batch_size, 100 / 128)
+
+
+def test_oracle_diagnostics_are_built_in_only_and_study_knobs_are_checked():
+    cfg = preset("smoke", nce_fn_mask="oracle", fn_targets="oracle", normalise_targets="yes", target_tau="0.2")
+    assert (cfg.nce_fn_mask, cfg.fn_targets, cfg.normalise_targets, cfg.target_tau) == ("oracle", "oracle", True, 0.2)
+    defaults = TrainConfig(visual_pretrained=False)
+    assert (defaults.nce_fn_mask, defaults.fn_targets, defaults.normalise_targets, defaults.target_tau) == \
+        ("none", "learned", False, None)
+    for name in ("nce_fn_mask", "fn_targets"):
+        with pytest.raises(ConfigError, match=f"^{name}='oracle': is a diagnostic that reads every clip's class"):
+            preset("paper", **{name: "oracle"})
+        with pytest.raises(ConfigError, match=f"^{name}='labels'"):
+            preset("smoke", **{name: "labels"})
+    for value in ("0", "-1", "inf"):
+        with pytest.raises(ConfigError, match="^target_tau="):
+            preset("smoke", target_tau=value)

@@ -97,5 +97,14 @@ def test_embeddings_and_false_negative_detection(setting):
                 scores.append(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
                 same.append(labels[i] == labels[j])
         assert found[f"fn_auroc_{name}"] == pytest.approx(roc_auc_score(same, scores), abs=1e-9), name
+    # the cross-modal logits NCE contrasts: max over cells of <img[i], aud[j]>, symmetrised, from the model's output
+    scores, same = [], []
+    for i in range(20):
+        for j in range(i + 1, 20):
+            l_ij = float(torch.einsum("chw,c->hw", img[i].double(), aud[j].double()).max())
+            l_ji = float(torch.einsum("chw,c->hw", img[j].double(), aud[i].double()).max())
+            scores.append((l_ij + l_ji) / 2)
+            same.append(labels[i] == labels[j])
+    assert found["fn_auroc_cross"] == pytest.approx(roc_auc_score(same, scores), abs=1e-4)
     result.labels = [""] * len(result.labels)  # real data without classes: no detection figures, not zeros
     assert result.fn_auroc() == {}

@@ -30,20 +30,37 @@ def _distance(p, q, kind):
     return torch.where(small, 0.5 * d * d, d.abs() - 0.5).sum() / d.numel()
 
 
-def reference_losses(img, aud, tau, threshold, kind, detach_targets=False):
-    """The paper's equations, one element at a time (no einsum, no library losses)."""
+def reference_losses(img, aud, tau, threshold, kind, detach_targets=False, *, normalise_targets=False,
+                     target_tau=None, labels=None, nce_fn_mask="none", fn_targets="learned"):
+    """The paper's equations, one element at a time (no einsum, no library losses), with the study options and
+    the oracle diagnostics written out the same way."""
     B, C, H, W = img.shape
     S = [[torch.stack([torch.stack([sum(img[b, c, h, w] * aud[k, c] for c in range(C)) / tau
                                     for w in range(W)]) for h in range(H)]) for k in range(B)] for b in range(B)]
     logits = torch.stack([torch.stack([S[b][k].max() for k in range(B)]) for b in range(B)])
-    nce_rows = sum(-(logits[b, b] - torch.logsumexp(logits[b], 0)) for b in range(B)) / B
-    nce_cols = sum(-(logits[k, k] - torch.logsumexp(logits[:, k], 0)) for k in range(B)) / B
+    def kept(b, k):  # a pair stays in the NCE denominators unless the oracle mask drops it
+        return nce_fn_mask == "none" or b == k or labels[b] != labels[k]
+
+    def log_sum_exp(values):
+        m = max(values)
+        return m + torch.log(sum(torch.exp(x - m) for x in values))
+
+    nce_rows = sum(-(logits[b, b] - log_sum_exp([logits[b, k] for k in range(B) if kept(b, k)]))
+                   for b in range(B)) / B
+    nce_cols = sum(-(logits[k, k] - log_sum_exp([logits[b, k] for b in range(B) if kept(b, k)]))
+                   for k in range(B)) / B
+    t = tau if target_tau is None else target_tau
+
+    def unit(x):
+        return torch.stack([x[i] / torch.sqrt(sum(x[i, c] ** 2 for c in range(C))) for i in range(B)])
+
     aud_t = aud.detach() if detach_targets else aud
-    a_aud = torch.stack([torch.stack([sum(aud_t[i, c] * aud_t[j, c] for c in range(C)) / tau for j in range(B)])
+    a_aud = torch.stack([torch.stack([sum(aud_t[i, c] * aud_t[j, c] for c in range(C)) / t for j in range(B)])
                          for i in range(B)])
     v = torch.stack([torch.stack([img[b, c].sum() / (H * W) for c in range(C)]) for b in range(B)])
+    v = unit(v) if normalise_targets else v
     v_t = v.detach() if detach_targets else v
-    a_img = torch.stack([torch.stack([sum(v_t[i, c] * v_t[j, c] for c in range(C)) / tau for j in range(B)])
+    a_img = torch.stack([torch.stack([sum(v_t[i, c] * v_t[j, c] for c in range(C)) / t for j in range(B)])
                          for i in range(B)])
     feats = []
     for b in range(B):
@@ -53,9 +70,17 @@ def reference_losses(img, aud, tau, threshold, kind, detach_targets=False):
         mask = m if threshold is None else (m > threshold).double()
         feats.append(torch.stack([(img[b, c] * mask).sum() / (H * W) for c in range(C)]))
     f = torch.stack(feats)
-    a_fg = torch.stack([torch.stack([sum(f[i, c] * f[j, c] for c in range(C)) / tau for j in range(B)])
+    f = unit(f) if normalise_targets else f
+    a_fg = torch.stack([torch.stack([sum(f[i, c] * f[j, c] for c in range(C)) / t for j in range(B)])
                         for i in range(B)])
     p_aud, p_img, p_log, p_fg = (_softmax_rows(x) for x in (a_aud, a_img, logits, a_fg))
+    if fn_targets == "oracle":  # each row uniform over the batch's samples of its class, itself included
+        p_aud = torch.zeros(B, B, dtype=img.dtype)
+        for i in range(B):
+            members = [j for j in range(B) if labels[j] == labels[i]]
+            for j in members:
+                p_aud[i, j] = 1.0 / len(members)
+        p_img = p_aud
     return {
         "nce": nce_rows + nce_cols,
         "fns_audio": _distance(p_aud, p_log, kind),
@@ -143,3 +168,48 @@ def test_unknown_distance_is_refused():
     img, aud = _inputs(6)
     with pytest.raises(ValueError, match="distance"):
         fnac_losses(img, aud, distance="cosine")
+
+
+@pytest.mark.parametrize("option", [
+    dict(normalise_targets=True),
+    dict(target_tau=0.2),
+    dict(normalise_targets=True, target_tau=0.07, detach_targets=True),
+    dict(nce_fn_mask="oracle"),
+    dict(fn_targets="oracle"),
+    dict(nce_fn_mask="oracle", fn_targets="oracle", tne_threshold=None, distance="l2"),
+])
+def test_study_options_and_oracles_match_reference(option):
+    """The study knobs and the label oracles against the element-by-element formulas, values and gradients."""
+    img, aud = _inputs(7, B=6)
+    labels = torch.tensor([0, 1, 0, 2, 1, 0])  # classes of 3, 2 and 1 members: every case of the oracle rows
+    img.requires_grad_(True)
+    aud.requires_grad_(True)
+    kwargs = dict(option)
+    threshold, kind = kwargs.pop("tne_threshold", 0.6), kwargs.pop("distance", "l1")
+    got = fnac_losses(img, aud, tau=0.1, tne_threshold=threshold, distance=kind, labels=labels, **kwargs)
+    img_r = img.detach().clone().requires_grad_(True)
+    aud_r = aud.detach().clone().requires_grad_(True)
+    ref = reference_losses(img_r, aud_r, 0.1, threshold, kind, labels=labels.tolist(), **kwargs)
+    for name in ("nce", "fns_audio", "fns_visual", "tne"):
+        assert torch.allclose(got[name], ref[name], rtol=1e-10, atol=1e-12), name
+        ga = torch.autograd.grad(got[name], (img, aud), retain_graph=True, allow_unused=True)
+        gr = torch.autograd.grad(ref[name], (img_r, aud_r), retain_graph=True, allow_unused=True)
+        for a, b, x in zip(ga, gr, (img, aud)):
+            a = torch.zeros_like(x) if a is None else a
+            b = torch.zeros_like(x) if b is None else b
+            assert torch.allclose(a, b, rtol=1e-8, atol=1e-10), name
+
+
+def test_oracle_mask_with_one_class_per_sample_is_plain_nce():
+    """No two samples share a class: nothing leaves the denominators, the value is NCE's to the last bit."""
+    img, aud = _inputs(8)
+    plain = fnac_losses(img, aud)["nce"]
+    masked = fnac_losses(img, aud, labels=torch.arange(5), nce_fn_mask="oracle")["nce"]
+    assert torch.equal(plain, masked)
+
+
+def test_oracles_need_labels():
+    img, aud = _inputs(9)
+    for option in (dict(nce_fn_mask="oracle"), dict(fn_targets="oracle")):
+        with pytest.raises(ValueError, match="labels"):
+            fnac_losses(img, aud, **option)

@@ -116,3 +116,35 @@ def test_cli_errors_are_one_line(args, needle, tmp_path):
     assert proc.returncode == 2
     assert needle in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_twins_share_their_warm_up_and_the_oracles_change_what_they_say(tmp_path):
+    """Every variant of one seed shares the NCE twin's warm-up to the last digit, except the oracle NCE mask, which
+    changes NCE itself from the first step. After the warm-up the oracle targets are what the loss follows."""
+    base = preset("smoke", **TINY, class_bias_p=0.5)
+    variants = {"nce": dict(w_fns_audio=0, w_fns_visual=0, w_tne=0), "fnac": {},
+                "oracle_targets": dict(fn_targets="oracle"), "normalised": dict(normalise_targets=True, target_tau=0.3),
+                "oracle_mask": dict(w_fns_audio=0, w_fns_visual=0, w_tne=0, nce_fn_mask="oracle")}
+    datasets = build_datasets(base)
+    runs = {name: train(base.replace(**v), tmp_path / name, datasets=datasets, progress=False).history
+            for name, v in variants.items()}
+    for name in ("fnac", "oracle_targets", "normalised"):
+        assert runs[name][0]["nce"] == runs["nce"][0]["nce"], name  # bit-equal, not approximately
+        assert runs[name][0]["ap50"] == runs["nce"][0]["ap50"], name
+        assert runs[name][1]["loss"] != runs["nce"][1]["loss"], name
+    assert runs["oracle_mask"][0]["nce"] < runs["nce"][0]["nce"]  # fewer negatives in every denominator
+    # oracle targets: FNS-audio and FNS-visual compare the same class-label rows with the same logits
+    assert runs["oracle_targets"][0]["fns_audio"] == pytest.approx(runs["oracle_targets"][0]["fns_visual"], rel=1e-6)
+    assert runs["fnac"][0]["fns_audio"] != pytest.approx(runs["fnac"][0]["fns_visual"], rel=1e-3)
+
+
+def test_resume_accepts_a_checkpoint_from_before_a_setting_existed(tmp_path):
+    cfg = preset("smoke", **TINY)
+    train(cfg.replace(epochs=1), tmp_path, progress=False)
+    last = tmp_path / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    for key in ("nce_fn_mask", "fn_targets", "normalise_targets", "target_tau"):
+        del state["config"][key]
+    torch.save(state, last)
+    history = train(cfg, tmp_path, progress=False).history
+    assert [r["epoch"] for r in history] == [1, 2]

@@ -31,6 +31,7 @@ def run_metrics(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
     history = read_history(run_dir)
     test = summary[split]
     ratios = [r["fn_ratio"] for r in history if r.get("fn_ratio") is not None]
+    warmup = json.loads((run_dir / "config.json").read_text()).get("warmup_epochs", 0)
     return {
         **{k: test[k] for k in (*SCORES, "n_samples")},
         **{k: v for k, v in history[-1].items() if k.startswith("fn_auroc_")},  # at the last epoch
@@ -39,6 +40,8 @@ def run_metrics(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
         "val": summary["val"],
         "fn_ratio": float(np.mean(ratios)) if ratios else None,
         "train_seconds": round(sum(r.get("train_seconds", 0.0) for r in history), 1),
+        # the NCE loss of the last warm-up epoch, in full: an FNAC run and its NCE twin must agree to the last digit
+        "warmup_nce": history[min(warmup, len(history)) - 1]["nce"] if warmup else None,
         "val_ap50_by_epoch": [r["ap50"] for r in history],
         "trivial": test["baselines"],
     }
