@@ -146,6 +146,33 @@ def _cmd_effects(args: argparse.Namespace) -> None:
     print(effects_markdown(paired_effects(results)), end="")
 
 
+def _cmd_diagnosis(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from .ablate.diagnosis import (compact_diagnosis, decomposition, diagnosis_markdown, epoch_records, paired_gains,
+                                   twin_mismatches)
+    from .utils import atomic_write_text
+
+    path = Path(args.results)
+    path = path / "results.csv" if path.is_dir() else path
+    if not path.is_file():
+        raise FnacError(f"{path}: results file not found (a grid's output folder, its results.csv, or a committed csv)")
+    results = pd.read_csv(path)
+    mismatches = twin_mismatches(results)
+    if mismatches:
+        raise FnacError(f"{path}: {len(mismatches)} runs are not twins of their NCE run; first: {mismatches[0]}")
+    if args.write:
+        atomic_write_text(args.write, compact_diagnosis(results).to_csv(index=False))
+    if args.write_epochs:
+        if "folder" not in results:
+            raise FnacError(f"{path}: --write-epochs needs a grid's results.csv (its runs' folders)")
+        atomic_write_text(args.write_epochs, epoch_records(results).to_csv(index=False))
+    gains = paired_gains(results)
+    print(diagnosis_markdown(gains), end="")
+    for name, d in decomposition(gains).items():
+        print(f"{name}: gain {d['gain']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] over {int(d['n'])} seeds")
+
+
 def _cmd_config(args: argparse.Namespace) -> None:
     import json
 
@@ -229,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", help="results.csv of a grid with an fnac_strength axis holding 0 (the twins)")
     p.add_argument("--write", metavar="CSV", help="also write the compact results (one row per run) to this file")
     p.set_defaults(func=_cmd_effects)
+
+    p = sub.add_parser("diagnosis", help="the FNAC diagnosis grid's variants against their NCE twins, paired by seed")
+    p.add_argument("results", help="output folder or results.csv of data/grids/fnac_diagnosis.yaml, or its committed csv")
+    p.add_argument("--write", metavar="CSV", help="also write the compact results (one row per run) to this file")
+    p.add_argument("--write-epochs", metavar="CSV", help="also write every run's epochs (scores, same-class AUROCs)")
+    p.set_defaults(func=_cmd_diagnosis)
 
     p = sub.add_parser("config", help="print the resolved configuration of a preset")
     p.add_argument("--preset", default="demo", choices=sorted(PRESETS))

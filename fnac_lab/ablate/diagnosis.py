@@ -1,0 +1,177 @@
+"""Why FNAC's remedy fails on the built-in data: the variants of ``data/grids/fnac_diagnosis.yaml`` paired with
+their NCE twins, the twin check, and the gap decomposed into what the oracles say.
+
+Each grid point is one run of ``notebooks/01_train.ipynb``. Its *variant* is named from its loss settings
+(:func:`variant_name`): the NCE twin (all FNAC weights 0, the published NCE), NCE with the oracle false-negative
+mask, FNAC with learned or class-label (oracle) targets, single terms, terms left out, and the target knobs. A
+variant is paired with the NCE twin of the same ``class_bias_p`` and seed (same data, batches and
+initialisation), and its gain is summarised as in :mod:`fnac_lab.ablate.effects`:
+
+    gain_s = AP50(variant, seed s) - AP50(NCE twin, seed s),   mean +- t_{0.975, n-1} sd(gain) / sqrt(n)
+
+A variant that keeps the published NCE trains exactly as its twin during the warm-up epochs; its
+``warmup_nce`` (the NCE loss of the last warm-up epoch) must equal the twin's to the last digit
+(:func:`twin_mismatches`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .effects import t_interval
+
+SEED = "seed"
+SETTING = ("class_bias_p",)
+WEIGHTS = ("w_fns_audio", "w_fns_visual", "w_tne")
+TERM_NAMES = {"w_fns_audio": "FNS-audio", "w_fns_visual": "FNS-visual", "w_tne": "TNE"}
+#: Loss settings a variant is made of, with the published value a missing column stands for.
+VARIANT_DEFAULTS: dict[str, Any] = {"nce_fn_mask": "none", "fn_targets": "learned", "normalise_targets": False,
+                                    "target_tau": math.nan}
+FN_AUROC = ("fn_auroc_audio", "fn_auroc_visual", "fn_auroc_foreground", "fn_auroc_cross")
+#: The columns of ``data/results/fnac_diagnosis.csv``.
+RESULT_COLUMNS = ("variant", *SETTING, SEED, *VARIANT_DEFAULTS, *WEIGHTS, "ap50", "mean_ciou", "auc", "best_epoch",
+                  *FN_AUROC, "warmup_nce", "fn_ratio", "train_seconds", "status")
+#: The columns of ``data/results/fnac_diagnosis_epochs.csv`` (one row per run and epoch).
+EPOCH_COLUMNS = ("variant", *SETTING, SEED, "epoch", "ap50", *FN_AUROC, "nce", "loss")
+NCE = "NCE"
+#: The three main contrasts beside the NCE twin, in the order the README's decomposition reads them.
+ORACLE_MASK, ORACLE_TARGETS, LEARNED = "NCE + oracle mask", "FNAC, oracle targets", "FNAC"
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def variant_name(settings: Mapping[str, Any]) -> str:
+    """A readable name of a run's loss: ``NCE``, ``NCE + oracle mask``, ``FNAC``, ``FNAC, oracle targets``,
+    ``FNS-audio only``, ``FNAC without TNE``, ``FNAC, normalised targets``, ``FNAC, target tau 0.05``, ..."""
+    s = {**VARIANT_DEFAULTS, **{k: v for k, v in settings.items() if not _missing(v)}}
+    weights = {k: float(s[k]) for k in WEIGHTS}
+    active = [k for k in WEIGHTS if weights[k] > 0]
+    mask = " + oracle mask" if s["nce_fn_mask"] == "oracle" else ""
+    if not active:
+        return NCE + mask
+    if len(active) == len(WEIGHTS):
+        name = "FNAC" + mask
+    elif len(active) == 1:
+        name = f"{TERM_NAMES[active[0]]} only" + mask
+    else:
+        left_out = next(k for k in WEIGHTS if k not in active)
+        name = f"FNAC without {TERM_NAMES[left_out]}" + mask
+    if s["fn_targets"] == "oracle":
+        name += ", oracle targets"
+    if str(s["normalise_targets"]).lower() == "true":
+        name += ", normalised targets"
+    if not _missing(s["target_tau"]):
+        name += f", target tau {float(s['target_tau']):g}"
+    return name
+
+
+def compact_diagnosis(results: pd.DataFrame) -> pd.DataFrame:
+    """The :data:`RESULT_COLUMNS` of an ``ablate`` results.csv of the diagnosis grid (a committed csv passes
+    through): missing loss settings filled with their published values, and each run's variant name."""
+    table = results.copy()
+    for name, default in VARIANT_DEFAULTS.items():
+        if name not in table:
+            table[name] = default
+        elif not _missing(default):
+            table[name] = table[name].where(table[name].notna(), default)
+    table["variant"] = [variant_name(r) for r in table.to_dict("records")]
+    return table[[c for c in RESULT_COLUMNS if c in table]]
+
+
+def _is_twin(table: pd.DataFrame) -> pd.Series:
+    return (table["variant"] == NCE) & (table["nce_fn_mask"] == "none")
+
+
+def paired_gains(table: pd.DataFrame, metric: str = "ap50") -> pd.DataFrame:
+    """One row per ``class_bias_p`` and variant other than the NCE twin: the seeds paired with their twins, the
+    mean gain in ``metric`` with its 95 % interval, both means, the gains by seed and the seed-mean final
+    same-class AUROCs of variant and twin. Finished runs only; ``n`` counts the pairs."""
+    done = compact_diagnosis(table)
+    done = done[done["status"] == "finished"] if "status" in done else done
+    twins = done[_is_twin(done)].set_index([*SETTING, SEED])
+    rows = []
+    for (bias, variant), group in done[~_is_twin(done)].groupby([*SETTING, "variant"], sort=False):
+        pairs = [(run, twins.loc[(bias, run[SEED])]) for _, run in group.iterrows() if (bias, run[SEED]) in twins.index]
+        if not pairs:
+            continue
+        gains = [v[metric] - n[metric] for v, n in pairs]
+        mean, low, high = t_interval(gains)
+        row = {"class_bias_p": bias, "variant": variant, "n": len(pairs),
+               "NCE": float(np.mean([n[metric] for _, n in pairs])),
+               "variant_score": float(np.mean([v[metric] for v, _ in pairs])), "gain": mean, "low": low, "high": high,
+               "seeds": ",".join(str(int(v[SEED])) for v, _ in pairs),
+               "gains": ",".join(f"{g:+.3f}" for g in gains)}
+        for col in FN_AUROC:
+            if col in done:
+                row[f"{col} variant"] = float(np.mean([v[col] for v, _ in pairs]))
+                row[f"{col} NCE"] = float(np.mean([n[col] for _, n in pairs]))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def twin_mismatches(table: pd.DataFrame) -> list[str]:
+    """Runs that keep the published NCE but whose ``warmup_nce`` differs from their twin's (empty: twins are twins)."""
+    done = compact_diagnosis(table)
+    done = done[done["status"] == "finished"] if "status" in done else done
+    twins = done[_is_twin(done)].set_index([*SETTING, SEED])["warmup_nce"]
+    out = []
+    for _, run in done[~_is_twin(done) & (done["nce_fn_mask"] == "none")].iterrows():
+        key = (run["class_bias_p"], run[SEED])
+        if key in twins.index and run["warmup_nce"] != twins.loc[key]:
+            out.append(f"{run['variant']} (class_bias_p {run['class_bias_p']:g}, seed {int(run[SEED])}): warm-up NCE "
+                       f"{run['warmup_nce']!r} against its twin's {twins.loc[key]!r}")
+    return out
+
+
+def decomposition(gains: pd.DataFrame, class_bias_p: float = 0.5) -> dict[str, dict[str, float]]:
+    """The gap in three numbers at ``class_bias_p``: the oracle-mask gain (what false-negative handling can fix
+    here), the oracle-target gain (FNAC's loss form given perfect targets) and the learned-target gain (FNAC as
+    published), each as ``{gain, low, high, n}``; a contrast not yet run is left out."""
+    rows = gains[gains["class_bias_p"] == class_bias_p].set_index("variant")
+    return {key: {k: float(rows.loc[name, k]) for k in ("gain", "low", "high", "n")}
+            for key, name in (("oracle_mask", ORACLE_MASK), ("oracle_targets", ORACLE_TARGETS), ("learned", LEARNED))
+            if name in rows.index}
+
+
+def _interval(r: Mapping[str, Any]) -> str:
+    interval = "" if math.isnan(r["low"]) else f" [{r['low']:+.3f}, {r['high']:+.3f}]"
+    marker = " **above 0**" if r["low"] > 0 else (" *below 0*" if r["high"] < 0 else "")
+    return f"{r['gain']:+.3f}{interval}{marker}"
+
+
+def diagnosis_markdown(gains: pd.DataFrame) -> str:
+    """The README table of :func:`paired_gains`: one row per class bias and variant."""
+    lines = ["| `class_bias_p` | variant | seeds | NCE AP50 | variant AP50 | gain (95 % CI) | gain by seed "
+             "| AUROC audio | AUROC visual | AUROC cross-modal |",
+             "| --: | --- | --: | --: | --: | --- | --- | --: | --: | --: |"]
+    for r in gains.to_dict("records"):
+        def pair(name: str) -> str:
+            v, n = r.get(f"fn_auroc_{name} variant"), r.get(f"fn_auroc_{name} NCE")
+            return "" if v is None or math.isnan(v) else f"{v:.3f} / {n:.3f}"
+
+        lines.append(f"| {r['class_bias_p']:g} | {r['variant']} | {r['n']} | {r['NCE']:.3f} | {r['variant_score']:.3f} "
+                     f"| {_interval(r)} | {r['gains'].replace(',', ', ')} | {pair('audio')} | {pair('visual')} "
+                     f"| {pair('cross')} |")
+    return "\n".join(lines) + "\n"
+
+
+def epoch_records(results: pd.DataFrame) -> pd.DataFrame:
+    """:data:`EPOCH_COLUMNS` of every finished run of an ``ablate`` results.csv, read from the ``metrics.jsonl``
+    of the training folder (``fnac/``) inside each point's folder."""
+    table = compact_diagnosis(results).join(results[["folder"]])
+    rows = []
+    for run in table[table["status"] == "finished"].to_dict("records"):
+        path = Path(run["folder"]) / "fnac" / "metrics.jsonl"
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            rows.append({**{k: run[k] for k in ("variant", *SETTING, SEED)},
+                         **{k: record.get(k, math.nan) for k in EPOCH_COLUMNS if k not in ("variant", *SETTING, SEED)}})
+    return pd.DataFrame(rows, columns=list(EPOCH_COLUMNS))

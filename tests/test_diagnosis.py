@@ -1,0 +1,134 @@
+"""The FNAC diagnosis: variant names of the bundled grid, the pairing against a loop over seeds with scipy's
+interval, the twin check, the command line on a grid folder, and the README table against the committed csv."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from fnac_lab.ablate.diagnosis import (compact_diagnosis, decomposition, diagnosis_markdown, paired_gains,
+                                       twin_mismatches, variant_name)
+from fnac_lab.ablate.grid import load_grid
+
+REPO = Path(__file__).resolve().parents[1]
+GRID = REPO / "data" / "grids" / "fnac_diagnosis.yaml"
+RESULTS = REPO / "data" / "results" / "fnac_diagnosis.csv"
+W = 25.6
+
+
+def test_the_bundled_grid_names_every_variant_once_per_setting_and_seed():
+    points = load_grid(GRID).points()
+    names = {}
+    for p in points:
+        key = (p.parameters["class_bias_p"], p.parameters["seed"], variant_name(p.parameters))
+        assert key not in names, key  # two points never share a name within a setting and seed
+        names[key] = p
+    at = lambda bias: {v for b, _, v in names if b == bias}  # noqa: E731
+    assert at(0.5) == {"NCE", "NCE + oracle mask", "FNAC", "FNAC, oracle targets", "FNS-audio only",
+                       "FNS-visual only", "TNE only", "FNAC without FNS-audio", "FNAC without FNS-visual",
+                       "FNAC without TNE", "FNAC, normalised targets", "FNAC, target tau 0.05", "FNAC, target tau 0.2"}
+    assert at(0.0) == {"NCE", "NCE + oracle mask", "FNAC", "FNAC, oracle targets"}
+    for main in ("NCE", "NCE + oracle mask", "FNAC", "FNAC, oracle targets"):  # the main contrasts over 5 seeds
+        assert {s for b, s, v in names if b == 0.5 and v == main} == {0, 1, 2, 3, 4}
+    for (bias, seed, variant), p in names.items():
+        assert p.parameters["batch_size"] == 64 and p.parameters["visual_pretrain"] == "demo"
+        weights = [p.parameters[k] for k in ("w_fns_audio", "w_fns_visual", "w_tne")]
+        assert set(weights) <= {0.0, W} and (variant.startswith("NCE") == (max(weights) == 0))
+
+
+def _results(rng, seeds=(0, 1, 2, 3)):
+    """A results table like ablate's: the twin, the oracle mask, learned FNAC and one knob, per bias and seed."""
+    rows = []
+    variants = [dict(w_fns_audio=0.0, w_fns_visual=0.0, w_tne=0.0),
+                dict(w_fns_audio=0.0, w_fns_visual=0.0, w_tne=0.0, nce_fn_mask="oracle"),
+                dict(w_fns_audio=W, w_fns_visual=W, w_tne=W),
+                dict(w_fns_audio=W, w_fns_visual=W, w_tne=W, fn_targets="oracle"),
+                dict(w_fns_audio=W, w_fns_visual=W, w_tne=W, target_tau=0.05)]
+    for bias in (0.0, 0.5):
+        for seed in seeds:
+            warm = float(rng.uniform(7, 8))
+            for v in variants:
+                rows.append(dict(class_bias_p=bias, seed=seed, **v, ap50=float(rng.uniform(0.2, 0.8)),
+                                 fn_auroc_audio=float(rng.uniform(0.5, 1)), fn_auroc_cross=float(rng.uniform(0.5, 1)),
+                                 warmup_nce=float(rng.uniform(6, 7)) if v.get("nce_fn_mask") else warm,
+                                 status="finished"))
+    return pd.DataFrame(rows)
+
+
+def test_gains_are_paired_by_seed_with_the_student_t_interval():
+    table = _results(np.random.default_rng(0))
+    table.loc[(table["seed"] == 3) & (table["w_tne"] == 0) & table["nce_fn_mask"].isna() & (table["class_bias_p"] == 0.5),
+              "status"] = "failed"  # seed 3's twin at p = 0.5 failed: its variants drop out of the pairs there
+    gains = paired_gains(table).set_index(["class_bias_p", "variant"])
+    assert set(gains.index.get_level_values("variant")) == {"NCE + oracle mask", "FNAC", "FNAC, oracle targets",
+                                                            "FNAC, target tau 0.05"}
+    for bias in (0.0, 0.5):
+        seeds = [0, 1, 2] if bias == 0.5 else [0, 1, 2, 3]
+        for variant, select in (("FNAC", lambda t: (t["w_tne"] == W) & t["fn_targets"].isna() & t["target_tau"].isna()),
+                                ("NCE + oracle mask", lambda t: t["nce_fn_mask"] == "oracle")):
+            diffs = []
+            for s in seeds:
+                at = table[(table["class_bias_p"] == bias) & (table["seed"] == s)]
+                twin = at[(at["w_tne"] == 0) & at["nce_fn_mask"].isna()]["ap50"].item()
+                diffs.append(at[select(at)]["ap50"].item() - twin)
+            row = gains.loc[(bias, variant)]
+            low, high = scipy.stats.t.interval(0.95, len(diffs) - 1, loc=np.mean(diffs), scale=scipy.stats.sem(diffs))
+            assert row["n"] == len(seeds) and row["gain"] == pytest.approx(np.mean(diffs))
+            assert (row["low"], row["high"]) == pytest.approx((low, high))
+            assert row["seeds"] == ",".join(map(str, seeds))
+    parts = decomposition(paired_gains(table))
+    assert set(parts) == {"oracle_mask", "oracle_targets", "learned"}
+    assert parts["learned"]["gain"] == pytest.approx(gains.loc[(0.5, "FNAC"), "gain"])
+
+
+def test_twin_check_finds_a_warm_up_that_differs():
+    table = _results(np.random.default_rng(1))
+    assert twin_mismatches(table) == []  # the oracle mask changes NCE itself: it is no warm-up twin
+    fnac = (table["w_tne"] == W) & table["fn_targets"].isna() & table["target_tau"].isna()
+    table.loc[fnac & (table["seed"] == 2) & (table["class_bias_p"] == 0.0), "warmup_nce"] += 1e-12
+    found = twin_mismatches(table)
+    assert len(found) == 1 and found[0].startswith("FNAC (class_bias_p 0, seed 2)")
+
+
+def test_command_line_writes_the_results_and_every_epoch(tmp_path):
+    table = _results(np.random.default_rng(2), seeds=(0, 1))
+    folders = []
+    for i, row in table.iterrows():
+        folder = tmp_path / "points" / f"p{i}"
+        (folder / "fnac").mkdir(parents=True)
+        epochs = [{"epoch": e, "ap50": 0.1 * e, "fn_auroc_audio": 0.6, "fn_auroc_cross": 0.55 + e / 100,
+                   "nce": 8.0 - e, "loss": 8.0 - e, "train_seconds": 1.0} for e in (1, 2)]
+        (folder / "fnac" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in epochs))
+        folders.append(str(folder))
+    table["folder"] = folders
+    table.to_csv(tmp_path / "results.csv", index=False)
+    out, per_epoch = tmp_path / "diagnosis.csv", tmp_path / "epochs.csv"
+    proc = subprocess.run([sys.executable, "-m", "fnac_lab", "diagnosis", str(tmp_path), "--write", str(out),
+                           "--write-epochs", str(per_epoch)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    written = pd.read_csv(out)
+    assert len(written) == len(table) and written["ap50"].tolist() == pytest.approx(table["ap50"].tolist())
+    assert diagnosis_markdown(paired_gains(written)) in proc.stdout  # the committed form gives the same table
+    epochs = pd.read_csv(per_epoch)
+    assert len(epochs) == 2 * len(table) and epochs["fn_auroc_cross"].tolist()[:2] == pytest.approx([0.56, 0.57])
+    table.loc[0, "warmup_nce"] += 1.0  # seed 0's twin at p = 0: its variants are no longer twins
+    table.to_csv(tmp_path / "results.csv", index=False)
+    proc = subprocess.run([sys.executable, "-m", "fnac_lab", "diagnosis", str(tmp_path)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "not twins" in proc.stderr
+
+
+@pytest.mark.skipif(not RESULTS.is_file(), reason="the diagnosis grid has not been collected yet")
+def test_readme_holds_the_table_of_the_committed_results():
+    committed = pd.read_csv(RESULTS)
+    assert list(committed.columns) == list(compact_diagnosis(committed).columns)
+    assert twin_mismatches(committed) == []
+    readme = (REPO / "README.md").read_text()
+    assert diagnosis_markdown(paired_gains(committed)) in readme
