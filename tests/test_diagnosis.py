@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from fnac_lab.ablate.diagnosis import (compact_diagnosis, decomposition, diagnosis_markdown, paired_gains,
+from fnac_lab.ablate.diagnosis import (compact_diagnosis, decomposition, diagnosis_markdown, diagnosis_statements,
+                                       paired_gains,
                                        twin_mismatches, variant_name)
 from fnac_lab.ablate.grid import load_grid
 
@@ -132,3 +133,16 @@ def test_readme_holds_the_table_of_the_committed_results():
     assert twin_mismatches(committed) == []
     readme = (REPO / "README.md").read_text()
     assert diagnosis_markdown(paired_gains(committed)) in readme
+
+
+def test_statements_pair_the_main_contrasts_with_each_other():
+    table = _results(np.random.default_rng(3))
+    lines = diagnosis_statements(table)
+    at = table[table["class_bias_p"] == 0.5]
+    oracle_t = at[at["fn_targets"] == "oracle"].set_index("seed")["ap50"]
+    learned = at[(at["w_tne"] == W) & at["fn_targets"].isna() & at["target_tau"].isna()].set_index("seed")["ap50"]
+    diffs = (oracle_t - learned).to_numpy()
+    low, high = scipy.stats.t.interval(0.95, len(diffs) - 1, loc=diffs.mean(), scale=scipy.stats.sem(diffs))
+    expected = f"{diffs.mean():+.3f} [{low:+.3f}, {high:+.3f}] over 4 seeds"
+    assert any(line.startswith("Perfect targets") and expected in line for line in lines), lines
+    assert len(lines) == 5 and sum("gain over the NCE twin" in line for line in lines) == 3

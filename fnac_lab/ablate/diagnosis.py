@@ -86,6 +86,11 @@ def compact_diagnosis(results: pd.DataFrame) -> pd.DataFrame:
     return table[[c for c in RESULT_COLUMNS if c in table]]
 
 
+def _finished(table: pd.DataFrame) -> pd.DataFrame:
+    done = compact_diagnosis(table)
+    return done[done["status"] == "finished"] if "status" in done else done
+
+
 def _is_twin(table: pd.DataFrame) -> pd.Series:
     return (table["variant"] == NCE) & (table["nce_fn_mask"] == "none")
 
@@ -94,8 +99,7 @@ def paired_gains(table: pd.DataFrame, metric: str = "ap50") -> pd.DataFrame:
     """One row per ``class_bias_p`` and variant other than the NCE twin: the seeds paired with their twins, the
     mean gain in ``metric`` with its 95 % interval, both means, the gains by seed and the seed-mean final
     same-class AUROCs of variant and twin. Finished runs only; ``n`` counts the pairs."""
-    done = compact_diagnosis(table)
-    done = done[done["status"] == "finished"] if "status" in done else done
+    done = _finished(table)
     twins = done[_is_twin(done)].set_index([*SETTING, SEED])
     rows = []
     for (bias, variant), group in done[~_is_twin(done)].groupby([*SETTING, "variant"], sort=False):
@@ -119,8 +123,7 @@ def paired_gains(table: pd.DataFrame, metric: str = "ap50") -> pd.DataFrame:
 
 def twin_mismatches(table: pd.DataFrame) -> list[str]:
     """Runs that keep the published NCE but whose ``warmup_nce`` differs from their twin's (empty: twins are twins)."""
-    done = compact_diagnosis(table)
-    done = done[done["status"] == "finished"] if "status" in done else done
+    done = _finished(table)
     twins = done[_is_twin(done)].set_index([*SETTING, SEED])["warmup_nce"]
     out = []
     for _, run in done[~_is_twin(done) & (done["nce_fn_mask"] == "none")].iterrows():
@@ -175,3 +178,51 @@ def epoch_records(results: pd.DataFrame) -> pd.DataFrame:
             rows.append({**{k: run[k] for k in ("variant", *SETTING, SEED)},
                          **{k: record.get(k, math.nan) for k in EPOCH_COLUMNS if k not in ("variant", *SETTING, SEED)}})
     return pd.DataFrame(rows, columns=list(EPOCH_COLUMNS))
+
+
+def contrast(table: pd.DataFrame, variant: str, reference: str, *, class_bias_p: float = 0.5,
+             metric: str = "ap50") -> dict[str, float] | None:
+    """``variant`` minus ``reference`` paired by seed at ``class_bias_p``: ``{gain, low, high, n}`` (None without
+    a common finished seed)."""
+    done = _finished(table)
+    done = done[done["class_bias_p"] == class_bias_p]
+    a, b = (done[done["variant"] == v].set_index(SEED)[metric] for v in (variant, reference))
+    seeds = sorted(set(a.index) & set(b.index))
+    if not seeds:
+        return None
+    mean, low, high = t_interval([a[s] - b[s] for s in seeds])
+    return {"gain": mean, "low": low, "high": high, "n": len(seeds)}
+
+
+def _verdict(d: Mapping[str, float]) -> str:
+    if math.isnan(d["low"]):
+        return "one seed only, no interval"
+    if d["low"] > 0:
+        return "above zero"
+    return "below zero" if d["high"] < 0 else "the interval holds zero"
+
+
+def _figure(d: Mapping[str, float]) -> str:
+    interval = "" if math.isnan(d["low"]) else f" [{d['low']:+.3f}, {d['high']:+.3f}]"
+    return f"{d['gain']:+.3f}{interval} over {int(d['n'])} seeds ({_verdict(d)})"
+
+
+def diagnosis_statements(table: pd.DataFrame, *, class_bias_p: float = 0.5) -> list[str]:
+    """The gap in sentences computed from ``table`` (a results table of the grid): each main contrast against the
+    NCE twin, then where FNAC loses it, in its targets (oracle targets minus learned targets) or in its loss form
+    (oracle targets against the twin, and against the oracle mask)."""
+    gains = paired_gains(table)
+    parts = decomposition(gains, class_bias_p)
+    names = {"oracle_mask": "NCE with the oracle false-negative mask (what false-negative handling can fix here)",
+             "oracle_targets": "FNAC's loss with class-label targets (its loss form given perfect targets)",
+             "learned": "FNAC as published (learned targets)"}
+    out = [f"At class_bias_p {class_bias_p:g}, test AP50 gain over the NCE twin of {names[k]}: {_figure(d)}."
+           for k, d in parts.items()]
+    targets = contrast(table, ORACLE_TARGETS, LEARNED, class_bias_p=class_bias_p)
+    form = contrast(table, ORACLE_TARGETS, ORACLE_MASK, class_bias_p=class_bias_p)
+    if targets is not None:
+        out.append(f"Perfect targets in place of the learned ones (oracle targets minus learned): {_figure(targets)}.")
+    if form is not None:
+        out.append(f"FNAC's loss form with perfect targets against false-negative elimination with the same "
+                   f"knowledge (oracle targets minus oracle mask): {_figure(form)}.")
+    return out
