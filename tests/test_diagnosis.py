@@ -14,8 +14,7 @@ import pytest
 import scipy.stats
 
 from fnac_lab.ablate.diagnosis import (compact_diagnosis, decomposition, diagnosis_markdown, diagnosis_statements,
-                                       paired_gains,
-                                       twin_mismatches, variant_name)
+                                       paired_gains, twin_mismatches, variant_name)
 from fnac_lab.ablate.grid import load_grid
 
 REPO = Path(__file__).resolve().parents[1]
