@@ -65,6 +65,25 @@ def published_style_terms(img: torch.Tensor, aud: torch.Tensor, tau: float, thre
     return {"nce": nce, "fns_audio": fns_audio, "fns_visual": fns_visual, "tne": tne}
 
 
+def bench_config(*, batch_size: int, image_size: int, **model) -> TrainConfig:
+    """The benchmarked configuration: randomly initialised streams, all four terms active from the first step."""
+    return TrainConfig(visual_pretrained=False, batch_size=batch_size, image_size=image_size, warmup_epochs=0, **model)
+
+
+def make_batch(*, batch_size: int, image_size: int, bins: int, frames: int, seed: int = 0) -> dict:
+    """One training batch as the cache yields it: uint8 images and float32 spectrograms, on the host."""
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.randint(0, 256, (batch_size, 3, image_size, image_size), dtype=torch.uint8, generator=g),
+            "spec": torch.randn(batch_size, 1, bins, frames, generator=g)}
+
+
+@torch.no_grad()
+def map_size_of(model: torch.nn.Module, batch: dict, device: torch.device) -> int:
+    """Side of the visual feature map ``model`` makes of ``batch``'s images (7 at 224 px for ResNet-18)."""
+    image, spec = normalise_images(batch["image"][:2]).to(device), batch["spec"][:2].to(device)
+    return model(image, spec)[0].shape[-1]
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -96,13 +115,14 @@ class PublishedStep:
 class ProjectStep:
     """:func:`compute_losses` with the configuration's fast paths; the loss stays on the device."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, batch: dict, *, amp: bool, compile_model: bool):
+    def __init__(self, cfg: TrainConfig, device: torch.device, batch: dict, *, amp: bool, compile_model: bool,
+                 compile_backend: str = "inductor"):
         torch.manual_seed(0)
         self.cfg, self.device, self.amp = cfg, device, amp
         self.model = build_model(cfg).to(device).train()
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if compile_model else self.model
+        self.forward = torch.compile(self.model, backend=compile_backend) if compile_model else self.model
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         pin = device.type == "cuda"
         self.batch = {k: v.pin_memory() if pin else v for k, v in batch.items()}
@@ -175,13 +195,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     bins, frames = (int(v) for v in args.spec.split("x"))
-    cfg = TrainConfig(visual_pretrained=False, batch_size=args.batch, image_size=args.image_size, warmup_epochs=0)
+    cfg = bench_config(batch_size=args.batch, image_size=args.image_size)
     check_terms_agree(cfg, device)
 
-    g = torch.Generator().manual_seed(0)
-    batch = {"image": torch.randint(0, 256, (args.batch, 3, args.image_size, args.image_size), dtype=torch.uint8,
-                                    generator=g),
-             "spec": torch.randn(args.batch, 1, bins, frames, generator=g)}
+    batch = make_batch(batch_size=args.batch, image_size=args.image_size, bins=bins, frames=frames)
     bf16 = device.type == "cuda" or args.cpu_bf16
     variants = {"published: fp32 eager, per-term similarity": PublishedStep(cfg, device, batch),
                 "project: fp32 eager": ProjectStep(cfg, device, batch, amp=False, compile_model=False)}
@@ -207,9 +224,7 @@ def main() -> None:
     for name, t in step_time.items():
         print(f"| {name} | {args.batch / t:.1f} | {1000 * t:.1f} | {base / t:.2f}x |")
 
-    with torch.no_grad():
-        map_size = variants[next(iter(variants))].model(
-            normalise_images(batch["image"][:2]).to(device), batch["spec"][:2].to(device))[0].shape[-1]
+    map_size = map_size_of(variants[next(iter(variants))].model, batch, device)
     fastest = min(step_time, key=step_time.get)
     repeats = max(args.repeats, 20)  # cheap: more repeats for a steadier median
     ours = terms_seconds(cfg, device, args.batch, map_size, repeats, published=False)
