@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import scipy.signal
 import soundfile
@@ -52,6 +51,8 @@ def make_layout(root: Path, n: int, *, seconds: float, rate: int, size: tuple[in
 
 
 def decode_pyav(path: Path) -> tuple[np.ndarray, int]:
+    import av  # here, so that the module's other readers work where PyAV is not installed
+
     with av.open(str(path)) as container:
         stream = container.streams.audio[0]
         chunks = [f.to_ndarray() for f in container.decode(stream)]
