@@ -10,6 +10,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fnac_lab"
 MAX_LINES = 450
+#: The package root, ``fnac_lab/__init__.py``: above every layer, and it imports nothing eagerly (lazy exports).
+ROOT = "fnac_lab"
 
 #: Layers, bottom up (ARCHITECTURE.md). A module may import its own layer or lower ones, never a higher one.
 LAYERS = [
@@ -18,19 +20,20 @@ LAYERS = [
     {"config", "pretrain", "checkpoint", "datasets", "evaluate", "benchmark", "train"},
     {"analysis", "viz", "ablate"},
     {"cli", "__main__"},
+    {ROOT},
 ]
 PURE = {"losses", "metrics", "audio"}
 
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts) or ROOT
 
 
 def imports_of(path: Path) -> set[str]:
     """The ``fnac_lab`` modules a file imports (at module level or inside functions), as dotted names."""
     name = module_name(path)
-    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    package = [] if name == ROOT else name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
@@ -62,7 +65,7 @@ def resolve(dotted: str) -> str | None:
 
 
 GRAPH = {module_name(p): {resolve(t) for t in imports_of(p)} - {module_name(p)}
-         for p in sorted(PACKAGE.rglob("*.py")) if module_name(p)}
+         for p in sorted(PACKAGE.rglob("*.py"))}
 
 
 def layer(module: str) -> int:
@@ -71,7 +74,29 @@ def layer(module: str) -> int:
 
 
 def test_every_module_has_a_layer():
-    assert all(layer(m) >= 0 for m in GRAPH)
+    """Each module's top-level name is in exactly one layer, and each name in a layer is a module that exists."""
+    tops = {m.split(".")[0] for m in GRAPH}
+    for top in tops:
+        assert sum(top in names for names in LAYERS) == 1, f"{top} is in no layer or in several (ARCHITECTURE.md)"
+    listed = set().union(*LAYERS)
+    assert listed == tops, f"layers name modules that do not exist: {sorted(listed - tops)}"
+
+
+def test_the_package_root_imports_nothing_eagerly():
+    """``import fnac_lab.losses, fnac_lab.metrics`` loads neither timm nor the models (lazy root exports), and every
+    lazily exported name exists in the module it points at."""
+    import subprocess
+    import sys
+
+    assert GRAPH[ROOT] == set()
+    code = ("import sys, fnac_lab.losses, fnac_lab.metrics; "
+            "print(sorted(m for m in sys.modules if m == 'timm' or m.startswith('fnac_lab')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "['fnac_lab', 'fnac_lab.losses', 'fnac_lab.metrics', 'fnac_lab.utils']"
+    import fnac_lab
+
+    for name in fnac_lab.__all__:
+        assert callable(getattr(fnac_lab, name)), name
 
 
 @pytest.mark.parametrize("module", sorted(GRAPH))
