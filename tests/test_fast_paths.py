@@ -262,6 +262,7 @@ def test_non_finite_maps_are_reported_once_with_their_ids():
                        progress=False)
 
 
+@pytest.mark.cuda
 @needs_cuda
 def test_cuda_paths_match_the_cpu():
     cfg = preset("smoke", **CFG)

@@ -125,6 +125,7 @@ def test_bad_inputs_are_refused():
         metrics.gt_map([(0, 0, 1, 1)], mode="coco")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     maps = torch.cat([_maps(8, 4, "smooth"), _maps(8, 5, "quantised"), _maps(2, 0, "constant")])
