@@ -263,3 +263,142 @@ def pair_scores_auroc(scores: np.ndarray, labels: Sequence) -> float | None:
     if same.all() or not same.any():
         return None
     return float(roc_auc_score(same, scores[pairs]))
+
+
+# -- the extended protocol: localising nothing when nothing sounds ---------------------------------------------------
+#
+# Mo and Morgado, "A Closer Look at Weakly-Supervised Audio-Visual Source Localization" (SLAVC, NeurIPS 2022), extend
+# Flickr-SoundNet and VGG-SS with negatives: clips in which no visible object sounds (silence, or a source off screen).
+# A model must then say, per clip, how sure it is that something visible sounds. With the published evaluator:
+#
+#     s    = (S * tau + 1) / 2 = (cos + 1) / 2        the map on its absolute scale, [0, 1] (S = cos / tau)
+#     c    = mean of the ceil(H * W / 4) largest s     the clip's confidence (the top quarter of the map)
+#
+# At a confidence threshold t a clip is *detected* when c >= t; a detected positive whose cIoU (relative prediction:
+# the min-max normalised map at its median, as for cIoU everywhere) reaches 0.5 is a true positive, any other
+# detected clip a false positive, an undetected positive a false negative (an undetected negative counts nowhere):
+#
+#     P(t) = TP / (TP + FP)   (1 when nothing is detected)        R(t) = TP / (TP + FN)   (1 when TP + FN = 0)
+#
+# AP:      thresholds t_0 > t_1 > ... : the confidences sorted in descending order without the largest, every k-th
+#          (k = max(1, floor(N / 200))), AP = sum_j max_{i >= j} P(t_i) * (R(t_{j+1}) - R(t_j));
+# max-F1:  the largest F1 = 2 P R / (P + R) over thresholds at every k-th confidence in ascending order
+#          (k = max(1, floor(N / 10)));
+# precision: P at the published confidence threshold 0.5.
+#
+# ``published=False`` takes every distinct confidence as a threshold and AP as sum_n (R_n - R_{n-1}) P_n from R = 0,
+# without interpolation: with every positive localised (cIoU >= 0.5) that is scikit-learn's average_precision_score.
+
+#: Confidence threshold of the published evaluator (its ``default_conf_thr``).
+EXTENDED_CONFIDENCE_THRESHOLD = 0.5
+#: The scores :func:`extended_summary` gives.
+EXTENDED_SCORES = ("extended_ap", "max_f1", "precision")
+#: Per-clip confidences: the published mean of the map's top quarter, or the map's maximum.
+CONFIDENCE_REDUCTIONS = ("top_quarter", "max")
+
+
+def map_confidence(maps: torch.Tensor, *, tau: float | None = None, reduce: str = "top_quarter") -> torch.Tensor:
+    """Per-map confidence ``[N]`` (float64) that a visible object sounds, on the absolute scale of the extended
+    protocol (SLAVC, Mo and Morgado, NeurIPS 2022).
+
+    ``maps`` ``[N, H, W]`` are similarity maps ``S = cos / tau`` when ``tau`` is given, mapped to
+    ``s = (S * tau + 1) / 2`` in [0, 1]; with ``tau=None`` they are taken as already on that scale (the trivial
+    maps). ``reduce="top_quarter"`` (default, the published evaluator) is the mean of the ``ceil(H * W / 4)``
+    largest ``s``; ``"max"`` the largest ``s`` alone. The scale is absolute, never relative to the map or the set:
+    a min-max normalised map has maximum 1 whatever it shows, and AP and max-F1 rank the clips, so only the fixed
+    threshold of :func:`extended_summary`'s precision would see a rescaling of the set.
+    """
+    if reduce not in CONFIDENCE_REDUCTIONS:
+        raise ValueError(f"reduce must be one of {CONFIDENCE_REDUCTIONS}, got {reduce!r}")
+    flat, _ = _as_batch(maps)
+    flat = flat.flatten(1).to(torch.float64)
+    if tau is not None:
+        flat = (flat * tau + 1) / 2
+    if reduce == "max":
+        return flat.amax(dim=1)
+    k = -(-flat.shape[1] // 4)
+    return flat.topk(k, dim=1).values.mean(dim=1)
+
+
+def _extended_inputs(confidence, ciou, positive) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    conf = np.asarray(torch.as_tensor(confidence, dtype=torch.float64).cpu(), dtype=np.float64).ravel()
+    pos = np.asarray(positive, dtype=bool).ravel()
+    iou = np.asarray(torch.as_tensor(ciou, dtype=torch.float64).cpu(), dtype=np.float64).ravel()
+    if not len(conf) == len(pos) == len(iou):
+        raise ValueError(f"need one confidence, cIoU and positive flag per clip (got {len(conf)}, {len(iou)}, {len(pos)})")
+    if len(conf) == 0 or not np.isfinite(conf).all():
+        raise ValueError("confidences must be finite and at least one")
+    if not np.isfinite(iou[pos]).all():
+        raise ValueError("every positive clip needs a finite cIoU")
+    return conf, iou, pos
+
+
+def detection_counts(confidence, ciou, positive, thresholds, *, iou_threshold: float = 0.5
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(TP, FP, FN)`` at each confidence threshold (arrays like ``thresholds``): detected = ``confidence >= t``;
+    TP a detected positive with ``ciou >= iou_threshold``, FP any other detected clip, FN an undetected positive.
+    ``ciou`` of the negatives is ignored (NaN is fine)."""
+    conf, iou, pos = _extended_inputs(confidence, ciou, positive)
+    t = np.asarray(thresholds, dtype=np.float64)
+    hit = pos & (iou >= iou_threshold)
+
+    def at_or_above(values: np.ndarray) -> np.ndarray:
+        return len(values) - np.searchsorted(np.sort(values), t, side="left")
+
+    detected, tp, pos_detected = at_or_above(conf), at_or_above(conf[hit]), at_or_above(conf[pos])
+    return tp, detected - tp, pos.sum() - pos_detected
+
+
+def precision_recall(confidence, ciou, positive, thresholds, *, iou_threshold: float = 0.5
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall at each threshold from :func:`detection_counts`, with the published conventions:
+    precision 1 when nothing is detected, recall 1 when there is no true positive or false negative to count."""
+    tp, fp, fn = detection_counts(confidence, ciou, positive, thresholds, iou_threshold=iou_threshold)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp == 0, 1.0, tp / np.maximum(tp + fp, 1))
+        recall = np.where(tp + fn == 0, 1.0, tp / np.maximum(tp + fn, 1))
+    return precision, recall
+
+
+def extended_ap(confidence, ciou, positive, *, iou_threshold: float = 0.5, published: bool = True) -> float:
+    """AP over positives and negatives (SLAVC's ``AP-all@50``); see the equations above this function.
+
+    ``published`` (default): thresholds at the confidences in descending order without the largest, every
+    ``max(1, N // 200)``-th, and ``AP = sum_j max_{i >= j} P_i (R_{j+1} - R_j)``, as the published evaluator sums it.
+    ``published=False``: every distinct confidence, ``AP = sum_n (R_n - R_{n-1}) P_n`` from ``R = 0``.
+    """
+    conf, iou, pos = _extended_inputs(confidence, ciou, positive)
+    if published:
+        thresholds = np.sort(conf)[:-1][:: -max(1, len(conf) // 200)]
+        if len(thresholds) < 2:
+            return 0.0
+        p, r = precision_recall(conf, iou, pos, thresholds, iou_threshold=iou_threshold)
+        p_max = np.maximum.accumulate(p[::-1])[::-1]
+        return float(np.sum(p_max[:-1] * np.diff(r)))
+    p, r = precision_recall(conf, iou, pos, np.unique(conf)[::-1], iou_threshold=iou_threshold)
+    return float(np.sum(np.diff(np.concatenate([[0.0], r])) * p))
+
+
+def max_f1(confidence, ciou, positive, *, iou_threshold: float = 0.5, published: bool = True) -> float:
+    """The largest F1 ``2 P R / (P + R)`` (0 where ``P + R = 0``) over confidence thresholds: with ``published``,
+    every ``max(1, N // 10)``-th confidence in ascending order (the published evaluator's eleven or so), else
+    every distinct confidence."""
+    conf, iou, pos = _extended_inputs(confidence, ciou, positive)
+    thresholds = np.sort(conf)[:: max(1, len(conf) // 10)] if published else np.unique(conf)
+    p, r = precision_recall(conf, iou, pos, thresholds, iou_threshold=iou_threshold)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(p + r > 0, 2 * p * r / np.where(p + r > 0, p + r, 1.0), 0.0)
+    return float(f1.max())
+
+
+def extended_summary(confidence, ciou, positive, *, iou_threshold: float = 0.5,
+                     confidence_threshold: float = EXTENDED_CONFIDENCE_THRESHOLD, published: bool = True
+                     ) -> dict[str, float | int]:
+    """``extended_ap``, ``max_f1`` and ``precision`` (at ``confidence_threshold``) of one evaluated set, with
+    ``n_positives`` and ``n_negatives``. ``confidence`` from :func:`map_confidence`, ``ciou`` per clip (negatives:
+    ignored), ``positive`` True for the clips with a visible sounding object."""
+    conf, iou, pos = _extended_inputs(confidence, ciou, positive)
+    p, _ = precision_recall(conf, iou, pos, [confidence_threshold], iou_threshold=iou_threshold)
+    return {"extended_ap": extended_ap(conf, iou, pos, iou_threshold=iou_threshold, published=published),
+            "max_f1": max_f1(conf, iou, pos, iou_threshold=iou_threshold, published=published),
+            "precision": float(p[0]), "n_positives": int(pos.sum()), "n_negatives": int((~pos).sum())}
