@@ -266,31 +266,41 @@ def cuda_test_files() -> list[str]:
                   if "pytest.mark.cuda" in p.read_text(encoding="utf-8"))
 
 
-def pytest_counts(text: str) -> dict:
-    """Outcome counts from pytest's final summary line (``2 passed, 1 skipped, 300 deselected in 4.1s``)."""
-    lines = [line for line in text.strip().splitlines() if re.search(r"\d+ (passed|failed|skipped|deselected|error)",
-                                                                     line)]
-    last = lines[-1].strip(" =") if lines else ""
-    counts = {k: 0 for k in ("passed", "failed", "skipped", "errors", "deselected")}
-    for number, word in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", last):
-        counts["errors" if word.startswith("error") else word] = int(number)
-    return {**counts, "summary": last}
+class Outcomes:
+    """A pytest plugin keeping the number of tests of each outcome."""
+
+    KINDS = {"passed": "passed", "failed": "failed", "skipped": "skipped", "error": "errors",
+             "deselected": "deselected"}
+
+    def __init__(self):
+        self.counts = {name: 0 for name in self.KINDS.values()}
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        """Read the counts off the terminal reporter at the end of the run."""
+        for kind, name in self.KINDS.items():
+            self.counts[name] = len(terminalreporter.stats.get(kind, []))
 
 
 def step_cuda_tests(settings: dict) -> dict:
-    """``pytest -m cuda`` over the files that hold such tests; on a GPU every one must pass (none skipped)."""
+    """``pytest -m cuda`` (in this process) over the files that hold such tests; on a GPU every one must pass,
+    none skip."""
+    import pytest
+
     files = cuda_test_files()
     if not files:
         raise RuntimeError("no test file holds a test marked cuda")
-    cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", *files]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    print(proc.stdout, proc.stderr, sep="\n", flush=True)
-    figures = {"command": " ".join(["pytest", *cmd[3:]]), "files": files, "exit_code": proc.returncode,
-               **pytest_counts(proc.stdout)}
-    if proc.returncode != 0:
-        raise RuntimeError(f"pytest exited with {proc.returncode}: {figures['summary'] or proc.stdout[-500:]}")
-    if suite_device().type == "cuda" and (figures["skipped"] or not figures["passed"]):
-        raise RuntimeError(f"CUDA tests did not all run on a CUDA machine: {figures['summary']}")
+    args = ["-m", "cuda", "-q", "-p", "no:cacheprovider", f"--rootdir={REPO}", *(str(REPO / f) for f in files)]
+    outcomes = Outcomes()
+    code = int(pytest.main(args, plugins=[outcomes]))
+    sys.stdout.flush()
+    counts = outcomes.counts
+    summary = ", ".join(f"{n} {name}" for name, n in counts.items() if n) or "no tests"
+    figures = {"command": f"pytest -m cuda {' '.join(files)}", "files": files, "exit_code": code, **counts,
+               "summary": summary}
+    if code != 0:
+        raise RuntimeError(f"pytest exited with {code}: {summary}")
+    if suite_device().type == "cuda" and (counts["skipped"] or not counts["passed"]):
+        raise RuntimeError(f"CUDA tests did not all run on a CUDA machine: {summary}")
     return figures
 
 
