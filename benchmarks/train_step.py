@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from fnac_lab.config import TrainConfig
-from fnac_lab.losses import fnac_terms, similarity_maps
+from fnac_lab.losses import FnacLoss
 from fnac_lab.checkpoint import build_model
 from fnac_lab.train import compute_losses, total_loss
 from fnac_lab.utils import normalise_images
@@ -160,8 +160,7 @@ def terms_seconds(cfg: TrainConfig, device: torch.device, batch_size: int, map_s
         if published:
             terms = published_style_terms(img, aud, cfg.tau, cfg.tne_threshold)
         else:
-            terms = fnac_terms(img, aud, similarity_maps(img, aud, cfg.tau), tau=cfg.tau,
-                               tne_threshold=cfg.tne_threshold)
+            terms = FnacLoss(tau=cfg.tau, tne_threshold=cfg.tne_threshold).terms(img, aud)
         (terms["nce"] + WEIGHT * (terms["fns_audio"] + terms["fns_visual"] + terms["tne"])).backward()
         sync(device)
         times.append(time.perf_counter() - t0)
@@ -172,7 +171,7 @@ def check_terms_agree(cfg: TrainConfig, device: torch.device) -> None:
     g = torch.Generator().manual_seed(1)
     img = F.normalize(torch.randn(16, 32, 7, 7, generator=g, dtype=torch.float64), dim=1).to(device)
     aud = F.normalize(torch.randn(16, 32, generator=g, dtype=torch.float64), dim=1).to(device)
-    ours = fnac_terms(img, aud, similarity_maps(img, aud, cfg.tau), tau=cfg.tau, tne_threshold=cfg.tne_threshold)
+    ours = FnacLoss(tau=cfg.tau, tne_threshold=cfg.tne_threshold).terms(img, aud)
     theirs = published_style_terms(img, aud, cfg.tau, cfg.tne_threshold)
     for k, v in ours.items():
         torch.testing.assert_close(theirs[k], v, rtol=1e-10, atol=1e-12, msg=f"published-style {k} differs")

@@ -11,7 +11,7 @@ import importlib
 from typing import Any
 
 #: Exported name -> the submodule that defines it.
-_EXPORTS = {"TrainConfig": "config", "preset": "config", "fnac_losses": "losses", "ciou": "metrics",
+_EXPORTS = {"TrainConfig": "config", "preset": "config", "FnacLoss": "losses", "ciou": "metrics",
             "gt_map": "metrics", "summarise": "metrics", "create_model": "models"}
 
 __all__ = list(_EXPORTS)

@@ -13,8 +13,13 @@ import torch.nn.functional as F
 
 from fnac_lab import analysis
 from fnac_lab.config import preset
-from fnac_lab.losses import distribution_distance, fnac_losses
+from fnac_lab.losses import FnacLoss, distribution_distance
 from fnac_lab.utils import FnacError
+
+
+def loss_terms(img, aud, labels=None, **settings):
+    """The four terms of :class:`FnacLoss` built with ``settings``."""
+    return FnacLoss(**settings).terms(img, aud, labels=labels)
 
 
 def _embeddings(b=6, c=5, h=3, w=4, seed=0):
@@ -58,7 +63,7 @@ def test_adjacency_matrices_equal_explicit_loops(threshold):
 def test_adjacency_matrices_reproduce_the_loss_terms(distance):
     img, aud = _embeddings(b=8, seed=3)
     adj = analysis.batch_adjacency(img, aud, tau=0.03, tne_threshold=0.6)
-    terms = fnac_losses(img, aud, tau=0.03, tne_threshold=0.6, distance=distance)
+    terms = loss_terms(img, aud, tau=0.03, tne_threshold=0.6, distance=distance)
     assert distribution_distance(adj.audio, adj.cross, distance).item() == pytest.approx(terms["fns_audio"].item(), rel=1e-12)
     assert distribution_distance(adj.visual, adj.cross, distance).item() == pytest.approx(terms["fns_visual"].item(), rel=1e-12)
     assert distribution_distance(adj.audio, adj.foreground, distance).item() == pytest.approx(terms["tne"].item(), rel=1e-12)

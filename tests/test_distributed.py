@@ -23,8 +23,14 @@ from fnac_lab.config import preset
 from fnac_lab.checkpoint import build_model
 from fnac_lab.data.sampling import ShuffledBatchSampler
 from fnac_lab.datasets import build_datasets
-from fnac_lab.losses import fnac_losses
+from fnac_lab.losses import FnacLoss
 from fnac_lab.train import compute_losses, total_loss
+
+
+def loss_terms(img, aud, labels=None, **settings):
+    """The four terms of :class:`FnacLoss` built with ``settings``."""
+    return FnacLoss(**settings).terms(img, aud, labels=labels)
+
 
 WORLD = 2
 B = 8  # global batch
@@ -76,7 +82,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         for setting in LOSS_SETTINGS:
             img = img_full[lo:hi].clone().requires_grad_(True)
             aud = aud_full[lo:hi].clone().requires_grad_(True)
-            terms = fnac_losses(distributed.all_gather_with_grad(img), distributed.all_gather_with_grad(aud),
+            terms = loss_terms(distributed.all_gather_with_grad(img), distributed.all_gather_with_grad(aud),
                                 **setting)
             sum(terms.values()).backward()
             result["losses"].append(({k: v.item() for k, v in terms.items()}, img.grad, aud.grad))
@@ -113,7 +119,7 @@ def test_gathered_losses_and_input_gradients_match_one_process(ranks, k):
     img, aud = embeddings()
     img.requires_grad_(True)
     aud.requires_grad_(True)
-    terms = fnac_losses(img, aud, **LOSS_SETTINGS[k])
+    terms = loss_terms(img, aud, **LOSS_SETTINGS[k])
     sum(terms.values()).backward()
     for rank, result in enumerate(ranks):
         assert (result["rank"], result["world"]) == (rank, WORLD)

@@ -8,7 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fnac_lab.losses import fnac_losses
+from fnac_lab.losses import FnacLoss
+
+
+def loss_terms(img, aud, labels=None, **settings):
+    """The four terms of :class:`FnacLoss` built with ``settings``."""
+    return FnacLoss(**settings).terms(img, aud, labels=labels)
 
 
 def _softmax_rows(a):
@@ -103,7 +108,7 @@ def test_values_and_gradients_match_reference(kind, threshold, tau):
     img, aud = _inputs(hash((kind, threshold, tau)) % 1000)
     img.requires_grad_(True)
     aud.requires_grad_(True)
-    got = fnac_losses(img, aud, tau=tau, tne_threshold=threshold, distance=kind)
+    got = loss_terms(img, aud, tau=tau, tne_threshold=threshold, distance=kind)
     img_r = img.detach().clone().requires_grad_(True)
     aud_r = aud.detach().clone().requires_grad_(True)
     ref = reference_losses(img_r, aud_r, tau, threshold, kind)
@@ -118,8 +123,8 @@ def test_values_and_gradients_match_reference(kind, threshold, tau):
 
 def test_float32_agrees_with_float64():
     img, aud = _inputs(3, B=16, C=32, H=7, W=7)
-    f64 = fnac_losses(img, aud)
-    f32 = fnac_losses(img.float(), aud.float())
+    f64 = loss_terms(img, aud)
+    f32 = loss_terms(img.float(), aud.float())
     for name in f64:
         assert math.isclose(float(f32[name]), float(f64[name]), rel_tol=2e-4, abs_tol=1e-6), name
 
@@ -128,11 +133,11 @@ def test_nothing_detached_by_default():
     """Gradients flow into both sides of every term: the audio-audio target moves the audio embedding."""
     img, aud = _inputs(4)
     aud.requires_grad_(True)
-    loss = fnac_losses(img, aud)["fns_audio"]
+    loss = loss_terms(img, aud)["fns_audio"]
     (g,) = torch.autograd.grad(loss, aud)
     # Only through the logits would leave the component along aud itself unchanged; compare against that.
     aud_d = aud.detach().clone().requires_grad_(True)
-    loss_d = fnac_losses(img, aud_d, detach_targets=True)["fns_audio"]
+    loss_d = loss_terms(img, aud_d, detach_targets=True)["fns_audio"]
     (g_d,) = torch.autograd.grad(loss_d, aud_d)
     assert not torch.allclose(g, g_d)
 
@@ -141,7 +146,7 @@ def test_detached_targets_match_reference():
     img, aud = _inputs(5)
     img.requires_grad_(True)
     aud.requires_grad_(True)
-    got = fnac_losses(img, aud, detach_targets=True)
+    got = loss_terms(img, aud, detach_targets=True)
     img_r = img.detach().clone().requires_grad_(True)
     aud_r = aud.detach().clone().requires_grad_(True)
     ref = reference_losses(img_r, aud_r, 0.03, 0.6, "l1", detach_targets=True)
@@ -161,13 +166,13 @@ def test_nce_is_chance_for_identical_embeddings():
     B = 8
     img = F.normalize(torch.ones(B, 4, 2, 2, dtype=torch.float64), dim=1)
     aud = F.normalize(torch.ones(B, 4, dtype=torch.float64), dim=1)
-    assert math.isclose(float(fnac_losses(img, aud)["nce"]), 2 * math.log(B), rel_tol=1e-12)
+    assert math.isclose(float(loss_terms(img, aud)["nce"]), 2 * math.log(B), rel_tol=1e-12)
 
 
 def test_unknown_distance_is_refused():
     img, aud = _inputs(6)
     with pytest.raises(ValueError, match="distance"):
-        fnac_losses(img, aud, distance="cosine")
+        loss_terms(img, aud, distance="cosine")
 
 
 @pytest.mark.parametrize("option", [
@@ -186,7 +191,7 @@ def test_study_options_and_oracles_match_reference(option):
     aud.requires_grad_(True)
     kwargs = dict(option)
     threshold, kind = kwargs.pop("tne_threshold", 0.6), kwargs.pop("distance", "l1")
-    got = fnac_losses(img, aud, tau=0.1, tne_threshold=threshold, distance=kind, labels=labels, **kwargs)
+    got = loss_terms(img, aud, tau=0.1, tne_threshold=threshold, distance=kind, labels=labels, **kwargs)
     img_r = img.detach().clone().requires_grad_(True)
     aud_r = aud.detach().clone().requires_grad_(True)
     ref = reference_losses(img_r, aud_r, 0.1, threshold, kind, labels=labels.tolist(), **kwargs)
@@ -203,8 +208,8 @@ def test_study_options_and_oracles_match_reference(option):
 def test_oracle_mask_with_one_class_per_sample_is_plain_nce():
     """No two samples share a class: nothing leaves the denominators, the value is NCE's to the last bit."""
     img, aud = _inputs(8)
-    plain = fnac_losses(img, aud)["nce"]
-    masked = fnac_losses(img, aud, labels=torch.arange(5), nce_fn_mask="oracle")["nce"]
+    plain = loss_terms(img, aud)["nce"]
+    masked = loss_terms(img, aud, labels=torch.arange(5), nce_fn_mask="oracle")["nce"]
     assert torch.equal(plain, masked)
 
 
@@ -212,4 +217,19 @@ def test_oracles_need_labels():
     img, aud = _inputs(9)
     for option in (dict(nce_fn_mask="oracle"), dict(fn_targets="oracle")):
         with pytest.raises(ValueError, match="labels"):
-            fnac_losses(img, aud, **option)
+            loss_terms(img, aud, **option)
+
+
+def test_total_weights_each_term_and_is_nce_alone_in_the_warm_up():
+    """``FnacLoss``'s total: NCE plus each term times its own weight, a weight of 0 switching that term off, and NCE
+    alone during the warm-up; the terms are reported either way."""
+    img, aud = _inputs(10)
+    ref = reference_losses(img, aud, 0.03, 0.6, "l1")
+    criterion = FnacLoss(w_fns_audio=3.0, w_fns_visual=0.0, w_tne=0.5)
+    total, terms = criterion(img, aud)
+    assert torch.allclose(total, ref["nce"] + 3.0 * ref["fns_audio"] + 0.5 * ref["tne"], rtol=1e-10)
+    assert torch.allclose(terms["fns_visual"], ref["fns_visual"], rtol=1e-10)  # switched off, still reported
+    warm, _ = criterion(img, aud, warmup=True)
+    assert torch.equal(warm, terms["nce"])
+    sim = torch.einsum("bchw,kc->bkhw", img, aud) / 0.03  # a caller's own similarity tensor gives the same terms
+    assert all(torch.equal(v, criterion.terms(img, aud, sim=sim)[k]) for k, v in terms.items())
