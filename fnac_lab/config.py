@@ -105,6 +105,7 @@ class TrainConfig(_Settings):
     data_seed: int = 0
     class_bias_p: float = 0.0  #: probability of a class-biased batch slot (pilot experiment); 0 = plain shuffling
     audio_augment: str = "per_axis"  #: SpecAugment masks: per_axis, published (starts drawn as published) or off
+    test_negatives: float = 0.0  #: built-in data: silent and off-screen test clips per test clip (extended protocol)
 
     # Real data (dataset="real"; README, "Real benchmarks")
     train_root: Optional[str] = None  #: layout of the training clips: ROOT/frames + ROOT/audio, or both flat
@@ -137,6 +138,19 @@ class TrainConfig(_Settings):
     @property
     def fnac_active(self) -> bool:
         return any(w > 0 for w in (self.w_fns_audio, self.w_fns_visual, self.w_tne))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, except those of :data:`RECORDED_WHEN_SET` while at their default: the records of a run
+        (``config.json``, checkpoints, ``metrics.json``) that does not use a later setting stay as they were."""
+        out = dataclasses.asdict(self)
+        for name in RECORDED_WHEN_SET:
+            if out[name] == getattr(TrainConfig, name):
+                del out[name]
+        return out
+
+
+#: Settings added after runs had been recorded, written into a run's configuration only when set.
+RECORDED_WHEN_SET = ("test_negatives",)
 
 
 def check_keys(values: dict[str, Any], cls: type = None) -> None:
@@ -242,6 +256,8 @@ def _validate(c: TrainConfig) -> None:
         need(2 <= c.n_classes <= 64, "n_classes", "must be between 2 and 64 for the built-in data")
         need(0 <= c.n_unheard < c.n_classes - 1, "n_unheard", "must leave at least two heard classes")
         need(c.n_scenes >= 0, "n_scenes", "must be non-negative")
+        need(math.isfinite(c.test_negatives) and 0 <= c.test_negatives <= 10, "test_negatives",
+             "must be a share of the test split between 0 and 10")
         need(c.image_size >= 16, "image_size", "must be at least 16 px")
         need(c.batch_size <= c.n_train, "batch_size", f"exceeds n_train={c.n_train}")
     if c.dataset == REAL:
@@ -250,6 +266,8 @@ def _validate(c: TrainConfig) -> None:
         need(0.0 < c.val_fraction < 1.0, "val_fraction", "must leave both a validation and a test part")
         need(c.audio_rate is None or c.audio_rate >= 1000, "audio_rate", "must be at least 1000 Hz, or none")
         need(c.class_bias_p == 0 or c.train_labels is not None, "class_bias_p", "needs train_labels on real data")
+        need(c.test_negatives == 0, "test_negatives", "is for the built-in data; real sets with negatives are "
+             "scored with fnac-lab evaluate --testset flickr_extended or vggss_extended")
 
 
 REAL = "real"

@@ -1,6 +1,7 @@
-"""The datasets a configuration names: the built-in data generated from its seed, or a real benchmark's training set
-(or its cache) with the annotated test set split into validation and test. The data package takes explicit
-arguments; this module reads them off a :class:`~fnac_lab.config.TrainConfig`."""
+"""The datasets a configuration names: the built-in data generated from its seed (with ``test_negatives``, the
+extended protocol's negatives beside the test split), or a real benchmark's training set (or its cache) with the
+annotated test set split into validation and test. The data package takes explicit arguments; this module reads them
+off a :class:`~fnac_lab.config.TrainConfig`."""
 
 from __future__ import annotations
 
@@ -15,16 +16,28 @@ from .config import BUILTIN, REAL, ConfigError, TrainConfig
 from .data.annotations import read_labels
 from .data.builtin import BuiltinSpec, builtin_splits
 from .data.cache import CachedAVDataset
+from .data.negatives import BuiltinNegatives, negatives_count
 from .data.real import open_testset, open_trainset, validation_split
 from .utils import FnacError, write_rows
 
+#: The split of the extended protocol's negatives, scored together with the ``test`` split (built-in data).
+NEGATIVES_SPLIT = "test_negatives"
+
 
 def build_datasets(cfg: TrainConfig) -> dict[str, Any]:
-    """Train / val / test datasets named by ``cfg.dataset`` (the built-in data is generated here)."""
+    """Train / val / test datasets named by ``cfg.dataset`` (the built-in data is generated here). With
+    ``cfg.test_negatives`` the built-in data adds :data:`NEGATIVES_SPLIT`: ``round(test_negatives * n_test)`` silent
+    and off-screen clips of the test split's classes, from a random stream of their own (every other split stays
+    bit-identical)."""
     if cfg.dataset == BUILTIN:
         spec = BuiltinSpec(n_classes=cfg.n_classes, image_size=cfg.image_size, n_scenes=cfg.n_scenes)
-        return builtin_splits(n_train=cfg.n_train, n_val=cfg.n_val, n_test=cfg.n_test, seed=cfg.data_seed,
-                              spec=spec, n_unheard=cfg.n_unheard)
+        out: dict[str, Any] = builtin_splits(n_train=cfg.n_train, n_val=cfg.n_val, n_test=cfg.n_test,
+                                             seed=cfg.data_seed, spec=spec, n_unheard=cfg.n_unheard)
+        n_negatives = negatives_count(cfg.test_negatives, cfg.n_test)
+        if n_negatives:
+            out[NEGATIVES_SPLIT] = BuiltinNegatives(n_negatives, seed=cfg.data_seed, spec=spec,
+                                                    classes=out["test"].classes)
+        return out
     if cfg.dataset == REAL:
         return real_splits(cfg)
     raise ConfigError(f"dataset={cfg.dataset!r} is not available")
@@ -63,6 +76,11 @@ def real_splits(cfg: TrainConfig) -> dict[str, torch.utils.data.Dataset]:
         if len(parts[name]) == 0:
             raise FnacError(f"the {name} part of {cfg.testset} is empty ({len(missing)} of its ids are missing on disk)")
     return {"train": train, **parts}
+
+
+def negatives_of(datasets: dict[str, Any], split: str) -> Any | None:
+    """The negatives scored together with ``split``: those of the test split when the configuration has them."""
+    return datasets.get(NEGATIVES_SPLIT) if split == "test" else None
 
 
 def write_dataset_reports(datasets: dict[str, Any], out_dir: str | os.PathLike) -> None:

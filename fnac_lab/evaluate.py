@@ -7,6 +7,14 @@ threshold) set the range. Every evaluation therefore scores, on the same samples
 - ``random``: uniform noise per pixel (seeded);
 - ``oracle``: minus the distance to the ground-truth region, the best any map can do with the
   median threshold (it marks the region plus its nearest surroundings).
+
+With negatives (clips in which nothing visible sounds) the extended protocol of SLAVC (Mo and Morgado, NeurIPS 2022)
+adds ``extended_ap``, ``max_f1`` and ``precision`` (:func:`fnac_lab.metrics.extended_summary`) from every clip's
+confidence (:func:`fnac_lab.metrics.map_confidence`); cIoU, AP50 and AUC stay scores of the positives alone. The
+trivial maps' confidences are taken as the protocol takes a map's: the mean of its top quarter, their values being
+on [0, 1] already. The centre prior has one confidence for every clip (so no ranking: AP 0 under the published sum);
+the random map's ranks the clips by chance. The oracle has no map on a negative (no ground truth to draw it from) and
+is not scored on the extended protocol.
 """
 
 from __future__ import annotations
@@ -44,6 +52,12 @@ class EvalResult:
     #: with ``embeddings=True``: the visual maps ``[M, D, H, W]`` of the first :data:`CROSS_SAMPLES` samples, for
     #: the same-class AUROC of the cross-modal logits (the similarities NCE contrasts)
     visual_maps: np.ndarray | None = None
+    #: with ``confidences=True``: per-sample confidence of the model's maps and of the centre prior and random maps
+    confidences: dict[str, np.ndarray] | None = None
+    #: with ``confidences=True``: per-sample cIoU of the centre prior and random maps
+    baseline_cious: dict[str, np.ndarray] | None = None
+    #: after :func:`with_negatives`: the negatives scored beside (:func:`score_negatives`)
+    negatives: dict[str, Any] | None = None
 
     def fn_auroc(self, max_samples: int = 1000) -> dict[str, float]:
         """``fn_auroc_<matrix>``: :func:`fnac_lab.metrics.same_class_auroc` of each kept embedding over the first
@@ -65,17 +79,26 @@ class EvalResult:
         return out
 
     def write(self, out_dir: str | Path, extra_scores: dict[str, Any] | None = None) -> None:
-        """``scores.json`` and ``per_sample.csv`` (id, ciou, label) into ``out_dir``."""
+        """``scores.json`` and ``per_sample.csv`` (id, ciou, label) into ``out_dir``; with negatives also a
+        ``confidence`` column and ``negatives.csv`` (id, kind, label, confidence)."""
         from .utils import write_json
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "scores.json", {**self.scores, **(extra_scores or {}), "baselines": self.baselines})
+        conf = self.confidences["model"].tolist() if self.negatives is not None else None
         with open(out / "per_sample.csv", "w", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["id", "ciou", "label"])
-            for i, c, lab in zip(self.ids, self.cious.tolist(), self.labels):
-                writer.writerow([i, f"{c:.6f}", lab])
+            writer.writerow(["id", "ciou", "label"] + (["confidence"] if conf else []))
+            for k, (i, c, lab) in enumerate(zip(self.ids, self.cious.tolist(), self.labels)):
+                writer.writerow([i, f"{c:.6f}", lab] + ([f"{conf[k]:.6f}"] if conf else []))
+        if self.negatives is not None:
+            neg = self.negatives
+            with open(out / "negatives.csv", "w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["id", "kind", "label", "confidence"])
+                for row in zip(neg["ids"], neg["kinds"], neg["labels"], neg["confidence"]["model"].tolist()):
+                    writer.writerow([*row[:3], f"{row[3]:.6f}"])
 
 
 #: Samples whose visual maps an evaluation with ``embeddings=True`` keeps (``fn_auroc_cross``).
@@ -157,6 +180,7 @@ def evaluate_model(
     desc: str = "evaluate",
     embeddings: bool = False,
     tne_threshold: float | None = 0.6,
+    confidences: bool = False,
 ) -> EvalResult:
     """Localise every sample of ``dataset`` and score it.
 
@@ -165,7 +189,9 @@ def evaluate_model(
     on ``device`` batch after batch (upsampling, normalisation, threshold and cIoU included); the host
     waits once, at the end, except for the baselines (the oracle's distance transform runs in scipy) and
     ``keep_maps``. ``embeddings`` keeps each sample's intra-modal embeddings (the foreground ones pooled with
-    ``tne_threshold``) from the same forward pass.
+    ``tne_threshold``) from the same forward pass. ``confidences`` keeps each sample's confidence
+    (:func:`fnac_lab.metrics.map_confidence`) and the trivial maps' confidences and cIoUs, for the extended
+    protocol (:func:`with_negatives`); no score changes with it.
     """
     device = torch.device(device)
     was_training = model.training
@@ -176,6 +202,7 @@ def evaluate_model(
     visual_maps: list[torch.Tensor] = []
     n_maps = 0
     base_cious: dict[str, list[torch.Tensor]] = {"centre_prior": [], "random": [], "oracle": []}
+    conf: dict[str, list[torch.Tensor]] = {"model": [], "centre_prior": [], "random": []}
     prior = centre_prior().to(device)
     batches = _batches(dataset, batch_size, num_workers, pin_memory=device.type == "cuda")
     for idx, batch in tqdm(batches, total=-(-len(dataset) // batch_size), desc=desc, disable=not progress,
@@ -201,6 +228,11 @@ def evaluate_model(
             noise = torch.rand(b, MAP_SIZE, MAP_SIZE, generator=gen).to(device)
             base_cious["random"].append(metrics.ciou(noise, gt).cpu())
             base_cious["oracle"].append(metrics.ciou(oracle_maps(gt).to(device), gt).cpu())
+            if confidences:
+                conf["centre_prior"].append(metrics.map_confidence(prior[None]).expand(b).cpu())
+                conf["random"].append(metrics.map_confidence(noise).cpu())
+        if confidences:
+            conf["model"].append(metrics.map_confidence(maps, tau=model.tau).cpu())
         if keep_maps:
             kept.append(maps.float().cpu().numpy())
         ids.extend(batch["id"])
@@ -223,4 +255,93 @@ def evaluate_model(
     if embeddings:
         result.embeddings = {k: torch.cat(v).numpy() for k, v in embedded.items()}
         result.visual_maps = torch.cat(visual_maps).numpy()
+    if confidences:
+        result.confidences = {k: torch.cat(v).numpy() for k, v in conf.items() if v}
+        result.baseline_cious = {k: torch.cat(base_cious[k]).numpy() for k in EXTENDED_TRIVIAL if base_cious[k]}
     return result
+
+
+#: The trivial maps scored on the extended protocol (the oracle has no map on a negative).
+EXTENDED_TRIVIAL = ("centre_prior", "random")
+
+
+def negatives_generator(seed: int) -> torch.Generator:
+    """The random map's stream on the negatives: its own, apart from the positives' (which stay as they were)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 5]).generate_state(1)[0]))
+
+
+@torch.no_grad()
+def score_negatives(model: AVLocaliser, dataset, *, batch_size: int = 64, device: torch.device | str = "cpu",
+                    seed: int = 0, keep_maps: bool = False, progress: bool = True, num_workers: int = 0,
+                    desc: str = "negatives") -> dict[str, Any]:
+    """Confidences of clips without a visible sounding object: ``{"ids", "kinds", "labels", "confidence", "maps"}``.
+
+    ``confidence`` holds, per clip, that of the model's map (:func:`fnac_lab.metrics.map_confidence` on the absolute
+    scale) and those of the centre prior (one value for all) and of a uniform random map (drawn from
+    :func:`negatives_generator`); ``maps`` the model's maps ``[N, 224, 224]`` with ``keep_maps``, else None.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    gen = negatives_generator(seed)
+    prior_conf = metrics.map_confidence(centre_prior()[None])
+    ids, kinds, labels, kept = [], [], [], []
+    conf: dict[str, list[torch.Tensor]] = {"model": [], "centre_prior": [], "random": []}
+    batches = _batches(dataset, batch_size, num_workers, pin_memory=device.type == "cuda")
+    for idx, batch in tqdm(batches, total=-(-len(dataset) // batch_size), desc=desc, disable=not progress,
+                           leave=False):
+        image = normalise_images(batch["image"].to(device, non_blocking=True))
+        maps = model.localise(image, batch["spec"].to(device, non_blocking=True).float())
+        if not torch.isfinite(maps).all():
+            raise ValueError(f"non-finite localisation maps among the negatives {', '.join(batch['id'][:5])}")
+        b = maps.shape[0]
+        conf["model"].append(metrics.map_confidence(maps, tau=model.tau).cpu())
+        conf["centre_prior"].append(prior_conf.expand(b))
+        conf["random"].append(metrics.map_confidence(torch.rand(b, MAP_SIZE, MAP_SIZE, generator=gen)))
+        if keep_maps:
+            kept.append(maps.float().cpu().numpy())
+        ids.extend(batch["id"])
+        kinds.extend(batch.get("kind", ["negative"] * b))
+        lab = batch.get("label")
+        labels.extend(lab.tolist() if isinstance(lab, torch.Tensor) else (lab or [""] * b))
+    model.train(was_training)
+    if not ids:
+        raise ValueError("the set of negatives is empty")
+    return {"ids": ids, "kinds": kinds, "labels": labels,
+            "confidence": {k: torch.cat(v).numpy() for k, v in conf.items()},
+            "maps": np.concatenate(kept) if keep_maps else None}
+
+
+def extended_scores(confidence: np.ndarray, cious: np.ndarray, negative_confidence: np.ndarray) -> dict[str, Any]:
+    """:func:`fnac_lab.metrics.extended_summary` of positives (their confidences and cIoUs) and negatives."""
+    n_pos, n_neg = len(confidence), len(negative_confidence)
+    return metrics.extended_summary(np.concatenate([confidence, negative_confidence]),
+                                    np.concatenate([np.asarray(cious, dtype=np.float64), np.full(n_neg, np.nan)]),
+                                    np.concatenate([np.ones(n_pos, bool), np.zeros(n_neg, bool)]))
+
+
+def with_negatives(result: EvalResult, negatives: dict[str, Any]) -> EvalResult:
+    """``result`` (of :func:`evaluate_model` with ``confidences=True``) with the extended protocol's scores added to
+    its ``scores`` and, for the centre prior and random maps, to its ``baselines``; the negatives kept beside."""
+    if result.confidences is None:
+        raise ValueError("the evaluation of the positives kept no confidences (evaluate_model(confidences=True))")
+    result.scores.update(extended_scores(result.confidences["model"], result.cious.numpy(),
+                                         negatives["confidence"]["model"]))
+    for name in EXTENDED_TRIVIAL:
+        if name in result.baselines and name in result.baseline_cious:
+            result.baselines[name].update(extended_scores(result.confidences[name], result.baseline_cious[name],
+                                                          negatives["confidence"][name]))
+    result.negatives = negatives
+    return result
+
+
+def evaluate_with_negatives(model: AVLocaliser, dataset, negatives, *, batch_size: int = 64,
+                            device: torch.device | str = "cpu", seed: int = 0, keep_maps: bool = False,
+                            progress: bool = True, desc: str = "evaluate", **kwargs: Any) -> EvalResult:
+    """:func:`evaluate_model` of the positives ``dataset`` (its scores unchanged) and :func:`score_negatives` of
+    ``negatives``, joined by :func:`with_negatives`."""
+    result = evaluate_model(model, dataset, batch_size=batch_size, device=device, seed=seed, keep_maps=keep_maps,
+                            progress=progress, desc=desc, confidences=True, **kwargs)
+    scored = score_negatives(model, negatives, batch_size=batch_size, device=device, seed=seed, keep_maps=keep_maps,
+                             progress=progress, desc=f"{desc} negatives")
+    return with_negatives(result, scored)

@@ -30,8 +30,8 @@ from .checkpoint import (BEST, build_model, copy_weights, load_checkpoint, load_
                          training_state)
 from .config import ConfigError, TrainConfig
 from .data.sampling import epoch_batch_sampler, false_negative_ratio
-from .datasets import build_datasets, write_dataset_reports
-from .evaluate import EvalResult, evaluate_model
+from .datasets import NEGATIVES_SPLIT, build_datasets, negatives_of, write_dataset_reports
+from .evaluate import EvalResult, evaluate_model, evaluate_with_negatives
 from .losses import fnac_terms, similarity_maps
 from .models import AVLocaliser
 from .utils import (FnacError, atomic_write_text, epoch_seed, normalise_images, output_folder, seed_everything,
@@ -42,7 +42,7 @@ TERMS = ("nce", "fns_audio", "fns_visual", "tne")
 FN_AUROC_SAMPLES = 1000
 #: Fields that may differ when a run is resumed (they do not change what is computed per epoch).
 RUNTIME_FIELDS = frozenset({"epochs", "device", "num_workers", "eval_batch_size", "channels_last", "compile",
-                            "persistent_workers"})
+                            "persistent_workers", "test_negatives"})
 
 
 @dataclass
@@ -179,7 +179,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, p
     state = distributed.broadcast_object(state)
     if state is not None:
         saved = {**TrainConfig().to_dict(), **state["config"]}  # a setting added since then has its default
-        changed = {k for k, v in cfg.to_dict().items() if saved[k] != v and k not in RUNTIME_FIELDS}
+        changed = {k for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS and saved[k] != v}
         if changed:
             raise FnacError(f"{ckpt_dir / 'last.pt'}: written with a different configuration "
                             f"({', '.join(sorted(changed))}); use another --out, or --no-resume to start afresh")
@@ -264,7 +264,8 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, p
 
 def finish(cfg: TrainConfig, out: Path, datasets: dict[str, Any], device: torch.device, *,
            progress: bool = True) -> TrainResult:
-    """Evaluate ``best.pt`` on the test split(s) and write ``summary.json``."""
+    """Evaluate ``best.pt`` on the test split(s) and write ``summary.json``; the test split with its negatives, when
+    the configuration has them (the extended protocol's scores join its cIoU, AP50 and AUC, which stay unchanged)."""
     model, _, state = load_checkpoint(out / "checkpoints" / BEST, map_location=device)
     model.to(device)
     history = load_training_state(out / "checkpoints")["history"]
@@ -272,9 +273,14 @@ def finish(cfg: TrainConfig, out: Path, datasets: dict[str, Any], device: torch.
     summary: dict[str, Any] = {"best_epoch": best_epoch, "select_metric": cfg.select_metric,
                                "val": {k: history[best_epoch - 1][k] for k in ("ap50", "mean_ciou", "auc")}}
     test = None
-    for name in [k for k in datasets if k.startswith("test")]:
-        result = evaluate_model(model, datasets[name], batch_size=cfg.eval_batch_size, device=device,
-                                progress=progress, desc=name)
+    for name in [k for k in datasets if k.startswith("test") and k != NEGATIVES_SPLIT]:
+        negatives = negatives_of(datasets, name)
+        if negatives is not None:
+            result = evaluate_with_negatives(model, datasets[name], negatives, batch_size=cfg.eval_batch_size,
+                                             device=device, progress=progress, desc=name)
+        else:
+            result = evaluate_model(model, datasets[name], batch_size=cfg.eval_batch_size, device=device,
+                                    progress=progress, desc=name)
         summary[name] = {**result.scores, "baselines": result.baselines}
         if name == "test":
             test = result

@@ -4,12 +4,25 @@ test lists on a synthetic layout in their published form."""
 
 from __future__ import annotations
 
+import csv
+import json
+
 import numpy as np
 import pytest
+import soundfile
 import torch
+from PIL import Image
 from sklearn.metrics import average_precision_score
 
-from fnac_lab import metrics
+from fnac_lab import analysis, metrics
+from fnac_lab.checkpoint import build_model
+from fnac_lab.cli import main
+from fnac_lab.config import ConfigError, TrainConfig, preset
+from fnac_lab.data import annotations as annotation_files, builtin, negatives as negatives_module, real
+from fnac_lab.datasets import NEGATIVES_SPLIT, build_datasets
+from fnac_lab.evaluate import evaluate_model, evaluate_with_negatives
+from fnac_lab.train import train
+from fnac_lab.utils import FnacError
 
 # -- scores against independent computations ---------------------------------------------------------------------
 
@@ -123,3 +136,131 @@ def test_map_confidence_is_the_top_quarter_on_the_absolute_scale():
     assert metrics.map_confidence(uniform).tolist() == [0.25, 0.25]
     with pytest.raises(ValueError, match="reduce"):
         metrics.map_confidence(uniform, reduce="mean")
+
+
+# -- built-in negatives -----------------------------------------------------------------------------------------
+
+
+def smoke(**changes):
+    return preset("smoke", n_train=64, **changes)
+
+
+def test_negatives_leave_every_split_bit_identical():
+    builtin._generate.cache_clear()
+    plain = build_datasets(smoke())
+    builtin._generate.cache_clear()
+    extended = build_datasets(smoke(test_negatives=0.5))
+    assert NEGATIVES_SPLIT not in plain and set(extended) == {*plain, NEGATIVES_SPLIT}
+    for name in plain:
+        a, b = plain[name], extended[name]
+        assert a is not b and a.ids == b.ids
+        for field in ("images", "specs", "boxes", "labels", "distractor_boxes", "distractor_labels", "scenes"):
+            assert torch.equal(getattr(a, field), getattr(b, field)), (name, field)
+    neg = extended[NEGATIVES_SPLIT]
+    assert len(neg) == 32 and neg.kinds.count("silent") == neg.kinds.count("off_screen") == 16
+    assert not set(neg.ids) & set(plain["test"].ids)
+    batch = neg.batch(list(range(len(neg))))
+    for kind, label, objects in zip(batch["kind"], batch["label"].tolist(), batch["distractor_labels"].tolist()):
+        present = [c for c in objects if c >= 0]
+        assert 2 <= len(present) <= 3
+        if kind == "silent":
+            assert label == -1
+        else:
+            assert label in plain["test"].classes and label not in present  # the sound of a class absent from the frame
+    assert "box" not in batch and not torch.equal(neg.images[:4], plain["test"].images[:4])
+
+
+def test_silent_clips_are_the_noise_of_a_clip_without_its_tone():
+    spec = builtin.BuiltinSpec(n_classes=8)
+    classes, scenes = np.array([3, 5]), np.full(2, -1)
+    full = builtin._synthesise_audio(np.random.default_rng(7), spec, classes, scenes)
+    silent = builtin._synthesise_audio(np.random.default_rng(7), spec, classes, scenes, silent=np.array([True, False]))
+    assert torch.equal(full[1], silent[1])
+    tone = (full[0] - silent[0]).double()
+    f0 = spec.class_sound(3)[0]
+    peak = float(np.argmax(np.abs(np.fft.rfft(tone.numpy())))) * spec.sample_rate / tone.numel()
+    assert any(abs(peak - k * f0) < 0.05 * k * f0 for k in range(1, 7))  # the difference is the class tone
+    noise_spectrum = np.abs(np.fft.rfft(silent[0].double().numpy()))
+    assert noise_spectrum.max() < 10 * np.median(noise_spectrum)  # white noise: no line in the spectrum
+
+
+def test_configuration_of_negatives():
+    assert "test_negatives" not in smoke().to_dict()  # runs without negatives keep their recorded configuration
+    assert smoke(test_negatives="0.5").to_dict()["test_negatives"] == 0.5
+    for bad in (-0.5, float("nan"), 11):
+        with pytest.raises(ConfigError, match="test_negatives"):
+            smoke(test_negatives=bad)
+    with pytest.raises(ConfigError, match="test_negatives.*built-in"):
+        TrainConfig(dataset="real", test_negatives=0.5)
+    assert negatives_module.negatives_count(0.5, 500) == 250 and negatives_module.negatives_count(0.0, 500) == 0
+
+
+def test_evaluation_with_negatives_keeps_the_positive_scores():
+    cfg = smoke(test_negatives=0.5)
+    data = build_datasets(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    plain = evaluate_model(model, data["test"], batch_size=40, progress=False)
+    ext = evaluate_with_negatives(model, data["test"], data[NEGATIVES_SPLIT], batch_size=40, keep_maps=True,
+                                  progress=False)
+    assert torch.equal(plain.cious, ext.cious)
+    assert {k: ext.scores[k] for k in plain.scores} == plain.scores
+    for name, scores in plain.baselines.items():
+        assert {k: ext.baselines[name][k] for k in scores} == scores
+    assert "extended_ap" not in plain.scores and "extended_ap" not in ext.baselines["oracle"]
+    # confidences recomputed from the kept maps: the top quarter of (S tau + 1) / 2
+    maps = np.concatenate([ext.maps, ext.negatives["maps"]]).reshape(96, -1).astype(np.float64)
+    conf = np.sort((maps * model.tau + 1) / 2, axis=1)[:, -(224 * 224 // 4):].mean(axis=1)
+    np.testing.assert_allclose(np.concatenate([ext.confidences["model"], ext.negatives["confidence"]["model"]]), conf,
+                               rtol=0, atol=1e-9)
+    positive = np.arange(96) < 64
+    ciou = np.concatenate([plain.cious.numpy(), np.full(32, np.nan)])
+    assert ext.scores["extended_ap"] == pytest.approx(naive_published_ap(conf, ciou, positive), abs=1e-9)
+    assert ext.scores["precision"] == pytest.approx(naive_pr(conf, ciou, positive, 0.5)[0])
+    assert (ext.scores["n_positives"], ext.scores["n_negatives"]) == (64, 32)
+    # the centre prior gives every clip one confidence: no ranking, AP 0
+    assert len(set(ext.confidences["centre_prior"]) | set(ext.negatives["confidence"]["centre_prior"])) == 1
+    assert ext.baselines["centre_prior"]["extended_ap"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A smoke run trained without negatives, then finished again with them (a resume: no epoch reruns)."""
+    out = tmp_path_factory.mktemp("run") / "smoke"
+    cfg = smoke(epochs=1, warmup_epochs=0)
+    first = train(cfg, out, progress=False)
+    before = {name: (out / name).read_text() for name in ("summary.json", "config.json", "metrics.jsonl")}
+    again = train(cfg.replace(test_negatives=0.5), out, progress=False)
+    return {"out": out, "before": before, "first": first, "again": again}
+
+
+def test_a_run_scored_again_with_negatives_keeps_its_scores(trained):
+    out, before = trained["out"], trained["before"]
+    assert "test_negatives" not in json.loads(before["config.json"])
+    old, new = json.loads(before["summary.json"]), json.loads((out / "summary.json").read_text())
+    assert (out / "metrics.jsonl").read_text() == before["metrics.jsonl"]
+    assert new["val"] == old["val"] and new["best_epoch"] == old["best_epoch"]
+    for key, value in old["test"].items():
+        if key != "baselines":
+            assert new["test"][key] == value, key
+    for name, scores in old["test"]["baselines"].items():
+        assert {k: new["test"]["baselines"][name][k] for k in scores} == scores
+    assert {"extended_ap", "max_f1", "precision"} <= set(new["test"]) and new["test"]["n_negatives"] == 32
+    assert "extended_ap" in new["test"]["baselines"]["random"] and "extended_ap" not in new["test"]["baselines"]["oracle"]
+
+
+def test_report_adds_the_extended_columns_only_with_negatives(trained):
+    cfg = smoke(epochs=1, warmup_epochs=0)
+    first = analysis.run_metrics(trained["out"])
+    report = analysis.run_report(cfg.replace(test_negatives=0.5), [first], [first])
+    table = analysis.scores_table(report)
+    assert list(table.columns) == ["AP50", "mean cIoU", "AUC", "extended AP", "max-F1", "precision"]
+    assert table.loc["FNAC", "extended AP"] == report["extended_ap"] and np.isnan(table.loc["oracle (gt-derived)", "max-F1"])
+    assert any("negatives beside the 64 test samples" in line for line in analysis.what_this_run_shows(report))
+    plain = {k: v for k, v in first.items() if k not in ("extended_ap", "max_f1", "precision", "n_negatives")}
+    plain["trivial"] = {name: {k: v for k, v in scores.items() if k in ("ap50", "mean_ciou", "auc")}
+                        for name, scores in first["trivial"].items()}
+    report = analysis.run_report(cfg, [plain], [plain])
+    assert list(analysis.scores_table(report).columns) == ["AP50", "mean cIoU", "AUC"]
+    assert set(report["seeds"][0]) == {"seed", "ap50", "mean_ciou", "auc", "baseline"}
+    assert "test_negatives" not in report["config"]

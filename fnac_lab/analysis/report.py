@@ -12,10 +12,14 @@ import numpy as np
 import pandas as pd
 
 from ..config import TrainConfig
+from ..metrics import EXTENDED_SCORES
 from ..paper import FN_RATIO
 from ..utils import atomic_write_text, write_json
 
 SCORES = ("ap50", "mean_ciou", "auc")
+#: Column names of the scores table, the extended protocol's last (present when the test split has negatives).
+COLUMNS = {"ap50": "AP50", "mean_ciou": "mean cIoU", "auc": "AUC", "extended_ap": "extended AP", "max_f1": "max-F1",
+           "precision": "precision"}
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -25,7 +29,9 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
 
 def run_metrics(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
     """Final scores of a finished training run (from ``summary.json`` and ``metrics.jsonl``): the test
-    ``ap50``, ``mean_ciou``, ``auc``, ``n_samples`` of the best validation epoch, plus the run's facts."""
+    ``ap50``, ``mean_ciou``, ``auc``, ``n_samples`` of the best validation epoch (and, when the test split has
+    negatives, the extended protocol's ``extended_ap``, ``max_f1``, ``precision`` and ``n_negatives``), plus the
+    run's facts."""
     run_dir = Path(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
     history = read_history(run_dir)
@@ -34,6 +40,7 @@ def run_metrics(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
     warmup = json.loads((run_dir / "config.json").read_text()).get("warmup_epochs", 0)
     return {
         **{k: test[k] for k in (*SCORES, "n_samples")},
+        **{k: test[k] for k in (*EXTENDED_SCORES, "n_negatives") if k in test},
         **{k: v for k, v in history[-1].items() if k.startswith("fn_auroc_")},  # at the last epoch
         "best_epoch": summary["best_epoch"],
         "epochs_trained": summary["epochs_trained"],
@@ -87,6 +94,11 @@ def compare_to_baseline(fnac_runs: Sequence[Mapping[str, Any]], nce_runs: Sequen
     return out
 
 
+def scores_of(run: Mapping[str, Any]) -> tuple[str, ...]:
+    """The scores a run's report carries: AP50, mean cIoU and AUC, and the extended protocol's when it has them."""
+    return SCORES + (EXTENDED_SCORES if all(k in run for k in EXTENDED_SCORES) else ())
+
+
 def run_report(cfg: TrainConfig, fnac_runs: Sequence[Mapping[str, Any]], nce_runs: Sequence[Mapping[str, Any]] | None
                ) -> dict[str, Any]:
     """The content of ``metrics.json``: the first seed's final scores at top level, the NCE twin under
@@ -99,28 +111,32 @@ def run_report(cfg: TrainConfig, fnac_runs: Sequence[Mapping[str, Any]], nce_run
     if nce_runs:
         report["baseline"] = {k: v for k, v in nce_runs[0].items() if k != "trivial"}
         report["gain"] = compare_to_baseline(fnac_runs, nce_runs)
-    report["seeds"] = [{"seed": cfg.seed + i, **{k: r[k] for k in SCORES},
-                        **({"baseline": {k: nce_runs[i][k] for k in SCORES}} if nce_runs else {})}
+    scores = scores_of(first)
+    report["seeds"] = [{"seed": cfg.seed + i, **{k: r[k] for k in scores},
+                        **({"baseline": {k: nce_runs[i][k] for k in scores}} if nce_runs else {})}
                        for i, r in enumerate(fnac_runs)]
     report["config"] = cfg.to_dict()
     return report
 
 
 def scores_table(report: Mapping[str, Any]) -> pd.DataFrame:
-    """AP50 / mean cIoU / AUC of the run, its NCE twin and the trivial maps (rows), from a :func:`run_report`.
+    """AP50 / mean cIoU / AUC of the run, its NCE twin and the trivial maps (rows), from a :func:`run_report`; when
+    the test split has negatives also the extended protocol's AP, max-F1 and precision (the oracle has none: NaN).
     With several seeds the run rows are seed means."""
+    scores = scores_of(report["seeds"][0])
+
     def mean_over_seeds(key: str | None) -> dict[str, float]:
         runs = [s[key] if key else s for s in report["seeds"]]
-        return {k: float(np.mean([r[k] for r in runs])) for k in SCORES}
+        return {k: float(np.mean([r[k] for r in runs])) for k in scores}
 
     rows = {"FNAC" if report["fnac_active"] else "configured run (NCE only)": mean_over_seeds(None)}
     if "baseline" in report:
         rows["NCE baseline"] = mean_over_seeds("baseline")
     names = {"centre_prior": "centre prior", "random": "random map", "oracle": "oracle (gt-derived)"}
     for key, label in names.items():
-        rows[label] = {k: report["trivial"][key][k] for k in SCORES}
-    table = pd.DataFrame(rows).T[list(SCORES)]
-    table.columns = ["AP50", "mean cIoU", "AUC"]
+        rows[label] = {k: report["trivial"][key].get(k, math.nan) for k in scores}
+    table = pd.DataFrame(rows).T[list(scores)]
+    table.columns = [COLUMNS[k] for k in scores]
     return table
 
 
@@ -132,7 +148,11 @@ def write_report(out_dir: str | Path, report: Mapping[str, Any]) -> pd.DataFrame
     n = report["n_samples"]
     seeds = len(report["seeds"])
     note = f"Test split, {n} samples" + (f", mean over {seeds} seeds" if seeds > 1 else "") + "."
-    atomic_write_text(out / "scores.md", table.to_markdown(floatfmt=".3f") + f"\n\n{note}\n")
+    if "n_negatives" in report:
+        note += (f" Extended protocol (SLAVC): the {n} test samples and {report['n_negatives']} negatives (silent and "
+                 f"off-screen clips); AP50, mean cIoU and AUC over the {n} test samples alone.")
+    shown = table.astype(object).where(table.notna(), None) if table.isna().any().any() else table
+    atomic_write_text(out / "scores.md", shown.to_markdown(floatfmt=".3f", missingval="n/a") + f"\n\n{note}\n")
     return table
 
 
@@ -157,6 +177,19 @@ def _against_centre_prior(report: Mapping[str, Any]) -> str:
     return f"Against the centre prior ({level}): " + "; ".join(parts) + "."
 
 
+def _extended_line(report: Mapping[str, Any]) -> str:
+    """The extended protocol's scores of the run, its twin and the trivial maps, in one sentence."""
+    def scores(r: Mapping[str, Any]) -> str:
+        return f"AP {r['extended_ap']:.3f}, max-F1 {r['max_f1']:.3f}, precision {r['precision']:.3f}"
+
+    name = "FNAC" if report["fnac_active"] else "The configured run"
+    twin = f"; the NCE twin {scores(report['baseline'])}" if "baseline" in report else ""
+    trivial = report["trivial"]
+    return (f"With the {report['n_negatives']} negatives beside the {report['n_samples']} test samples (extended "
+            f"protocol), {name} reached {scores(report)}{twin}; the centre prior reaches "
+            f"{scores(trivial['centre_prior'])}, the random map {scores(trivial['random'])}.")
+
+
 def what_this_run_shows(report: Mapping[str, Any]) -> list[str]:
     """Plain statements computed from a :func:`run_report` (markdown bullet texts)."""
     cfg = report["config"]
@@ -179,6 +212,8 @@ def what_this_run_shows(report: Mapping[str, Any]) -> list[str]:
     lines.append(_against_centre_prior(report))
     lines.append(f"Random maps score AP50 {trivial['random']['ap50']:.3f} and the gt-derived oracle "
                  f"{trivial['oracle']['ap50']:.3f} (the ceiling under the median threshold).")
+    if "n_negatives" in report:
+        lines.append(_extended_line(report))
     curve = report["val_ap50_by_epoch"]
     w = cfg["warmup_epochs"]
     if report["fnac_active"] and w < len(curve):

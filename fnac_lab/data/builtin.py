@@ -191,9 +191,11 @@ def _render_image(rng: np.random.Generator, spec: BuiltinSpec, classes: list[int
 
 
 def _synthesise_audio(rng: np.random.Generator, spec: BuiltinSpec, classes: np.ndarray,
-                      scenes: np.ndarray) -> torch.Tensor:
+                      scenes: np.ndarray, silent: np.ndarray | None = None) -> torch.Tensor:
     """Waveforms ``[N, T]``: each sample's class tone with jitter, onset/offset, gain, white noise and,
-    with scenes, the scene's ambience (noise in a 300 Hz band around the scene frequency)."""
+    with scenes, the scene's ambience (noise in a 300 Hz band around the scene frequency). Where ``silent`` is
+    True the tone is drawn (the same random draws) but left out: the clip is its noise alone, at the level the
+    tone would have set."""
     n = len(classes)
     t = torch.arange(int(spec.sample_rate * spec.clip_seconds), dtype=torch.float64) / spec.sample_rate
     freqs = torch.fft.rfftfreq(t.numel(), 1.0 / spec.sample_rate)
@@ -216,7 +218,7 @@ def _synthesise_audio(rng: np.random.Generator, spec: BuiltinSpec, classes: np.n
         power = tone[env > 0].square().mean()
         snr = 10 ** (rng.uniform(*spec.snr_db) / 10)
         noise = torch.as_tensor(rng.standard_normal(t.numel())) * torch.sqrt(power / snr)
-        waves[i] = tone + noise
+        waves[i] = noise if silent is not None and silent[i] else tone + noise
         if scenes[i] >= 0:
             band = (freqs - spec.scene_frequency(int(scenes[i]))).abs() < 150
             ambience = torch.fft.irfft(torch.fft.rfft(torch.as_tensor(rng.standard_normal(t.numel()))) * band, t.numel())
