@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import typing
 from dataclasses import dataclass, fields
@@ -163,6 +164,21 @@ def check_keys(values: dict[str, Any], cls: type = None) -> None:
             raise ConfigError(f"unknown setting {key!r}{hint}")
 
 
+@functools.lru_cache(maxsize=None)
+def setting_types(cls: type = None) -> dict[str, tuple[type, bool]]:
+    """Each field of ``cls`` (default :class:`TrainConfig`): its type (int, float, bool or str) and whether it may be
+    None."""
+    hints = typing.get_type_hints(cls or TrainConfig)
+    return {f.name: _base_type(hints[f.name]) for f in fields(cls or TrainConfig)}
+
+
+def coerce_setting(name: str, value: Any, cls: type = None) -> Any:
+    """``value`` converted to the type of the field ``name`` of ``cls`` (default :class:`TrainConfig`) as a
+    configuration converts it on construction (``"1"`` to 1, ``"soft"`` to None, ...), or :class:`ConfigError`."""
+    tp, optional = setting_types(cls)[name]
+    return _coerce(name, value, Optional[tp] if optional else tp)
+
+
 def _base_type(tp: Any) -> tuple[type, bool]:
     args = typing.get_args(tp)
     if typing.get_origin(tp) is typing.Union and type(None) in args:
@@ -214,6 +230,31 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     except (TypeError, ValueError):
         raise ConfigError(f"{name}: expected {'an optional ' if optional else ''}{tp.__name__}, got {value!r}") from None
     return value
+
+
+@functools.lru_cache(maxsize=1)
+def _timm_names() -> tuple[frozenset[str], frozenset[str]]:
+    """timm's architecture names and its ``architecture.tag`` names with pretrained weights."""
+    import timm
+
+    return frozenset(timm.list_models()), frozenset(timm.list_models(pretrained=True))
+
+
+def check_backbone(setting: str, name: str) -> None:
+    """Refuse a backbone name timm does not know (an architecture, or one with a pretrained tag), suggesting the
+    closest names. Names only: no model is built."""
+    archs, tagged = _timm_names()
+    if name in archs or name in tagged:
+        return
+    arch, _, tag = name.partition(".")
+    if tag and arch in archs:
+        tags = sorted(t.partition(".")[2] for t in tagged if t.partition(".")[0] == arch)
+        listed = ", ".join(tags[:12]) + (", ..." if len(tags) > 12 else "")
+        raise ConfigError(f"{setting}={name!r}: timm has no pretrained tag {tag!r} for {arch}"
+                          + (f" (its tags: {listed})" if tags else f"; use {arch!r}"))
+    near = difflib.get_close_matches(name, sorted(archs | tagged), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(map(repr, near))}?" if near else "timm.list_models() lists the names"
+    raise ConfigError(f"{setting}={name!r}: not a timm model ({hint})")
 
 
 def _validate(c: TrainConfig) -> None:
@@ -268,6 +309,8 @@ def _validate(c: TrainConfig) -> None:
         need(c.class_bias_p == 0 or c.train_labels is not None, "class_bias_p", "needs train_labels on real data")
         need(c.test_negatives == 0, "test_negatives", "is for the built-in data; real sets with negatives are "
              "scored with fnac-lab evaluate --testset flickr_extended or vggss_extended")
+    check_backbone("visual_backbone", c.visual_backbone)
+    check_backbone("audio_backbone", c.audio_backbone)
 
 
 REAL = "real"
@@ -352,6 +395,7 @@ class PretrainConfig(_Settings):
         need(self.batch_size <= self.n_train, "batch_size", f"exceeds n_train={self.n_train}")
         need(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), "device",
              "must be auto, cpu, cuda[:N] or mps")
+        check_backbone("visual_backbone", self.visual_backbone)
 
 
 #: Built-in pretraining presets; the backbone, its cut and the image size come from the run that uses them.

@@ -13,6 +13,10 @@ A grid file (YAML)::
 
 ``grid`` may also be a list of such mappings (blocks): the points are then the union of the blocks' products,
 each point once, so that a factor can be crossed with only some of the others.
+
+Values of configuration settings are checked and, where spelled in another type, converted to the setting's type
+(:func:`canonical_value`: ``seed: ["1"]`` is ``seed: [1]``); points whose settings agree once converted (``1`` and
+``"1"``, ``0`` and ``0.0`` of a float setting) are one point.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from ..config import ConfigError, TrainConfig, coerce_setting, setting_types
 from ..paper import PAPER_TABLES
 from ..utils import FnacError
 
@@ -75,16 +80,59 @@ class Grid:
                     if isinstance(value, Mapping):
                         params.update(value)
                 params.update({k: v for k, v in values.items() if not isinstance(v, Mapping)})
-                point = GridPoint(name=point_name(values, params), values=values, parameters=params)
-                if point.name not in seen:
-                    seen.add(point.name)
-                    out.append(point)
+                key = settings_key(params)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(GridPoint(name=point_name(values, params), values=values, parameters=params))
         return out
 
     def to_dict(self) -> dict[str, Any]:
         grid = self.blocks[0] if len(self.blocks) == 1 else list(self.blocks)
         return {"notebook": str(self.notebook), "base": self.base, "grid": grid, "out_param": self.out_param,
                 "paper": self.paper}
+
+
+#: The Python types a grid value of a setting of each type may already have (YAML writes 0 for the float 0.0).
+_CANONICAL = {int: (int,), float: (float, int), bool: (bool,), str: (str,)}
+
+
+def canonical_value(name: str, value: Any) -> Any:
+    """A grid value of the :class:`~fnac_lab.config.TrainConfig` setting ``name``, converted to the setting's type
+    when it has another (``"1"`` for an int: 1; ``"0.5"`` for a float: 0.5), or :class:`ConfigError` when it cannot be.
+
+    Values already of the type (also an int for a float), the words standing for None (``soft``, ``none``) and the
+    booleans a text setting accepts (``audio_augment: true``) stay as written, so the names of existing points do not
+    change. A mapping (an axis setting several parameters) has each of its values converted; other parameters (the
+    notebook's own) are left alone."""
+    if isinstance(value, Mapping):
+        return {k: canonical_value(str(k), v) for k, v in value.items()}
+    types = setting_types(TrainConfig)
+    if name not in types or value is None:
+        return value
+    tp = types[name][0]
+    if type(value) in _CANONICAL[tp]:
+        return value
+    coerced = coerce_setting(name, value)
+    return value if coerced is None or (tp is str and isinstance(value, bool)) else coerced
+
+
+def settings_key(parameters: Mapping[str, Any]) -> str:
+    """What a point runs, whatever the spelling of its values: the parameters with every setting fully converted to
+    its type (``0`` and ``0.0``, ``soft`` and None, ``audio_augment`` true and ``per_axis`` agree)."""
+    types = setting_types(TrainConfig)
+    full = {k: coerce_setting(k, v) if k in types else v for k, v in parameters.items()}
+    return json.dumps(full, sort_keys=True, default=str)
+
+
+def _canonical_axes(axes: Mapping[str, list[Any]], where: str) -> dict[str, list[Any]]:
+    """Each axis's values converted by :func:`canonical_value`; a value that cannot be is refused with one line."""
+    out = {}
+    for name, values in axes.items():
+        try:
+            out[name] = [canonical_value(name, v) for v in values]
+        except ConfigError as exc:
+            raise FnacError(f"{where} axis {name!r}: {exc}") from None
+    return out
 
 
 def value_label(value: Any) -> str:
@@ -127,9 +175,13 @@ def make_grid(notebook: str | Path, *, base: Mapping[str, Any] | None = None,
                 raise FnacError(f"{source}: {where} axis {name!r} must be a non-empty list of values, got {values!r}")
         if out_param in axes:
             raise FnacError(f"{source}: {out_param!r} is set by the runner (each point writes into its own folder)")
-        checked.append({name: list(values) for name, values in axes.items()})
+        checked.append(_canonical_axes(axes, f"{source}: {where}"))
     if out_param in base:
         raise FnacError(f"{source}: {out_param!r} is set by the runner (each point writes into its own folder)")
+    try:
+        base = {name: canonical_value(name, value) for name, value in base.items()}
+    except ConfigError as exc:
+        raise FnacError(f"{source}: base: {exc}") from None
     if paper is not None and paper not in PAPER_TABLES:
         raise FnacError(f"{source}: paper {paper!r} is not one of {', '.join(PAPER_TABLES)}")
     return Grid(notebook=nb.resolve(), base=base, blocks=tuple(checked), out_param=out_param, paper=paper)
