@@ -11,6 +11,7 @@ from the audio-visual splits) through global average pooling and a linear classi
     OUT/summary.json          final accuracies, seconds, the configuration
     OUT/config.json           the configuration
     OUT/last.pt               resumable state after the latest epoch
+    OUT/.fnac-lab.lock        held while a pretraining writes there (removed at the end)
 
 An audio-visual run uses the file through ``visual_weights=OUT/visual_backbone.pt``, or names a pretraining
 preset with ``visual_pretrain=demo``: the backbone is then pretrained once into a cache directory
@@ -37,7 +38,7 @@ from tqdm.auto import tqdm
 from .config import PretrainConfig
 from .data.builtin import BuiltinSpec, object_images
 from .models import feature_backbone, init_published
-from .utils import (FnacError, atomic_torch_save, describe, epoch_seed, normalise_images, output_folder,
+from .utils import (FnacError, atomic_torch_save, describe, epoch_seed, folder_lock, normalise_images, output_folder,
                     preserved_random_state, resolve_device, seed_everything, write_json)
 
 WEIGHTS_FILE = "visual_backbone.pt"
@@ -82,8 +83,14 @@ def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batc
 
 def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, *, resume: bool = True,
              progress: bool = True) -> PretrainResult:
-    """Pretrain ``cfg`` into ``out_dir`` (continuing its ``last.pt`` with ``resume``); see the module docstring."""
+    """Pretrain ``cfg`` into ``out_dir`` (continuing its ``last.pt`` with ``resume``); see the module docstring.
+    Another run writing into ``out_dir`` is refused (:func:`fnac_lab.utils.folder_lock`)."""
     out = output_folder(out_dir)
+    with folder_lock(out):
+        return _pretrain(cfg, out, resume=resume, progress=progress)
+
+
+def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool, progress: bool) -> PretrainResult:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     spec = BuiltinSpec(n_classes=cfg.n_classes, image_size=cfg.image_size)

@@ -8,6 +8,7 @@ Output directory layout::
     OUT/config.json           the configuration of the run
     OUT/checkpoints/last.pt   state after the latest epoch (resumable; holds the best epoch's weights too)
     OUT/checkpoints/best.pt   the epoch with the best validation score
+    OUT/.fnac-lab.lock        held while the run writes there: a second run into OUT is refused (removed at the end)
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from .datasets import NEGATIVES_SPLIT, build_datasets, negatives_of, write_datas
 from .evaluate import EvalResult, evaluate_model, evaluate_with_negatives
 from .losses import fnac_terms, similarity_maps
 from .models import AVLocaliser
-from .utils import (FnacError, atomic_write_text, epoch_seed, normalise_images, output_folder, seed_everything,
-                    write_json)
+from .utils import (FnacError, atomic_write_text, epoch_seed, folder_lock, normalise_images, output_folder,
+                    seed_everything, write_json)
 
 TERMS = ("nce", "fns_audio", "fns_visual", "tne")
 #: Validation samples whose pairs score false-negative detection (``fn_auroc_*`` in metrics.jsonl).
@@ -136,10 +137,15 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True, progres
     Under ``torchrun`` (``WORLD_SIZE > 1``) this joins the process group for the run and trains with DDP:
     every rank draws its slice of each global batch; rank 0 alone shows progress, validates, writes
     metrics, checkpoints and the summary; the other ranks return the same summary and history.
+
+    An ``out_dir`` that another run is writing into is refused before any work (:func:`fnac_lab.utils.folder_lock`).
     """
     out = output_folder(out_dir)
-    with distributed.process_group(cfg.device) as device:
-        return _train(cfg, out, device, resume=resume, progress=progress, datasets=datasets, log_epochs=log_epochs)
+    main = distributed.get_rank() == 0  # rank 0 alone writes into out_dir, and locks it
+    with folder_lock(out) if main else nullcontext():
+        with distributed.process_group(cfg.device) as device:
+            return _train(cfg, out, device, resume=resume, progress=progress, datasets=datasets,
+                          log_epochs=log_epochs)
 
 
 def _global_fn_ratio(sampler, labels) -> float:

@@ -1,4 +1,4 @@
-"""Small shared helpers: errors, devices, seeding, map normalisation, atomic file writes."""
+"""Small shared helpers: errors, devices, seeding, map normalisation, atomic file writes, output-folder locks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import io
 import json
 import os
 import random
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -15,12 +17,21 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: output folders are not locked
+    fcntl = None
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class FnacError(RuntimeError):
     """An error the command line reports as one line (bad input, missing file, ...)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, ``docker stop``), raised where Ctrl-C raises ``KeyboardInterrupt`` and handled alike."""
 
 
 def describe(exc: BaseException, limit: int = 200) -> str:
@@ -97,7 +108,10 @@ def default_file_mode() -> int:
 
 
 def output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
-    """``path`` as a folder, created with its parents; an existing file there is refused with one line."""
+    """``path`` as a folder, created with its parents; an empty name or an existing file there is refused with one
+    line."""
+    if not os.fspath(path).strip():
+        raise FnacError(f"{what} is empty: name an output folder")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise FnacError(f"{path}: exists and is not a folder ({what} names a folder)")
@@ -141,3 +155,66 @@ def write_rows(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Se
     writer.writerow(header)
     writer.writerows(rows)
     atomic_write_text(path, buf.getvalue())
+
+
+#: The lock file a run keeps in its output folder while it writes there (:func:`folder_lock`).
+LOCK_FILE = ".fnac-lab.lock"
+
+
+def _lock_holder(fd: int) -> str:
+    """What the lock file names (``pid N on HOST``); the holder writes it just after locking, so wait a little."""
+    for _ in range(20):
+        text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        if text:
+            return text
+        time.sleep(0.05)
+    return "a process that has not named itself yet"
+
+
+def _is_current(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is still the file at ``path`` (a run that finished removes its lock file)."""
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _acquire_lock(path: Path, folder: Path, what: str) -> int:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, default_file_mode())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise FnacError(f"{folder}: another run is writing into this folder ({holder}); wait for it to end, "
+                            f"or choose another {what}") from None
+        if _is_current(fd, path):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+            return fd
+        os.close(fd)  # locked a file its holder had just removed: lock the new one
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "--out") -> Iterator[None]:
+    """Hold ``folder/.fnac-lab.lock`` while the body runs: a second run into the same folder (another process) is
+    refused with one line naming the folder and the process that holds it.
+
+    The lock is an ``flock`` on the file: the operating system releases it when its process ends, however it ends,
+    so a killed run never blocks the rerun (its lock file stays behind and is taken over). A run that ends normally
+    removes the file. Only ``folder`` itself is locked, never its parents: a grid and the runs it starts in its
+    point folders lock different folders. Without ``fcntl`` (not a POSIX system) nothing is locked."""
+    if fcntl is None:
+        yield
+        return
+    folder = Path(folder)
+    path = folder / LOCK_FILE
+    fd = _acquire_lock(path, folder, what)
+    try:
+        yield
+    finally:
+        if _is_current(fd, path):
+            path.unlink()
+        os.close(fd)

@@ -8,6 +8,7 @@ Output layout::
     OUT/points/NAME/done.json         finished marker, written atomically after a successful run
     OUT/points/NAME/error.txt         why the point failed (removed when it later succeeds)
     OUT/results.csv                   one row per point: parameter columns, final metrics, status
+    OUT/.fnac-lab.lock                held while the grid runs: a second run into OUT is refused (removed at the end)
 
 A point whose ``done.json`` exists is skipped when the grid is run again; a failed point does not stop the
 others and is run again next time (a training notebook resumes from its last checkpoint).
@@ -16,6 +17,8 @@ others and is run again next time (a training notebook resumes from its last che
 from __future__ import annotations
 
 import json
+import logging
+import os
 import queue
 import time
 import traceback
@@ -27,7 +30,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..utils import FnacError, atomic_write_text, write_json
+from ..utils import FnacError, Terminated, atomic_write_text, folder_lock, output_folder, write_json
 from .grid import Grid, GridPoint, check_parameters, load_grid, value_label
 
 DONE, ERROR, METRICS = "done.json", "error.txt", "metrics.json"
@@ -94,7 +97,30 @@ def run_grid(grid: Grid | str | Path, out_dir: str | Path, *, jobs: int = 1, dev
     """
     grid = load_grid(grid) if isinstance(grid, (str, Path)) else grid
     check_parameters(grid)
-    out = Path(out_dir).expanduser().resolve()  # kernels run inside their point's folder: paths must be absolute
+    out = output_folder(os.path.expanduser(out_dir)).resolve()  # kernels run inside their point folders: absolute
+    with folder_lock(out):  # another grid run into out is refused; the points' runs lock their own folders
+        return _run_points(grid, out, jobs=jobs, devices=devices, kernel_name=kernel_name, timeout=timeout,
+                           progress=progress)
+
+
+def _stop_kernels() -> None:
+    """Pass SIGTERM on to the running kernels (this process's children): a scheduler or ``docker stop`` may signal
+    this process alone, and its kernels would train on unseen. Their deaths are then no news: papermill's log of
+    them is silenced (each stopped point still records it in its error.txt)."""
+    try:
+        import psutil
+    except ImportError:
+        return
+    logging.getLogger("papermill").setLevel(logging.CRITICAL)
+    for child in psutil.Process().children():
+        try:
+            child.terminate()
+        except psutil.Error:
+            pass
+
+
+def _run_points(grid: Grid, out: Path, *, jobs: int, devices: Sequence[str] | None, kernel_name: str,
+                timeout: float | None, progress: bool) -> GridRun:
     (out / "points").mkdir(parents=True, exist_ok=True)
     write_json(out / "grid.json", grid.to_dict())
     points = grid.points()
@@ -117,9 +143,11 @@ def run_grid(grid: Grid | str | Path, out_dir: str | Path, *, jobs: int = 1, dev
     try:
         for outcome in tqdm(pool.map(work, points), total=len(points), desc="grid points", disable=not progress):
             outcomes.append(outcome)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # Ctrl-C reaches the running kernels too (one process group): they stop, no new point starts, and
-        # results.csv records what finished; rerunning the command skips those points.
+        # results.csv records what finished; rerunning the command skips those points. SIGTERM is passed on.
+        if isinstance(exc, Terminated):
+            _stop_kernels()
         pool.shutdown(wait=True, cancel_futures=True)
         collect_results(grid, out, outcomes)
         raise
