@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ FN_AUROC_SAMPLES = 1000
 #: Fields that may differ when a run is resumed (they do not change what is computed per epoch).
 RUNTIME_FIELDS = frozenset({"epochs", "device", "num_workers", "eval_batch_size", "channels_last", "compile",
                             "persistent_workers", "test_negatives"})
+#: Temperatures below this draw a warning when a run starts (published: 0.03; the logits scale as 1 / tau).
+LOW_TAU = 1e-3
 
 
 @dataclass
@@ -138,14 +141,36 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True, progres
     every rank draws its slice of each global batch; rank 0 alone shows progress, validates, writes
     metrics, checkpoints and the summary; the other ranks return the same summary and history.
 
-    An ``out_dir`` that another run is writing into is refused before any work (:func:`fnac_lab.utils.folder_lock`).
+    Refused before any work (:func:`check_run`): FNAC weights with no epoch after the warm-up, and an ``out_dir``
+    that another run is writing into (:func:`fnac_lab.utils.folder_lock`).
     """
+    check_run(cfg)
     out = output_folder(out_dir)
     main = distributed.get_rank() == 0  # rank 0 alone writes into out_dir, and locks it
     with folder_lock(out) if main else nullcontext():
+        if main:
+            warn_low_temperature(cfg)
         with distributed.process_group(cfg.device) as device:
             return _train(cfg, out, device, resume=resume, progress=progress, datasets=datasets,
                           log_epochs=log_epochs)
+
+
+def check_run(cfg: TrainConfig) -> None:
+    """Refuse a run whose FNAC terms would never join: FNAC weights above 0 but no epoch after the warm-up. (The
+    configuration itself is valid: a short run may be built to be resumed and extended later.)"""
+    if cfg.fnac_active and cfg.warmup_epochs >= cfg.epochs:
+        raise ConfigError(f"warmup_epochs={cfg.warmup_epochs} with epochs={cfg.epochs}: the FNAC terms join after the "
+                          f"warm-up and would never be used; raise epochs, lower warmup_epochs, or set w_fns_audio, "
+                          f"w_fns_visual and w_tne to 0 for NCE alone")
+
+
+def warn_low_temperature(cfg: TrainConfig) -> None:
+    """One line on stderr when ``tau`` (or ``target_tau``) lies far below the published 0.03."""
+    for name in ("tau", "target_tau"):
+        value = getattr(cfg, name)
+        if value is not None and value < LOW_TAU:
+            print(f"fnac-lab: warning: {name}={value:g} is far below the published 0.03; the similarities are "
+                  f"divided by it, so the logits and losses grow as 1/{name}", file=sys.stderr, flush=True)
 
 
 def _global_fn_ratio(sampler, labels) -> float:

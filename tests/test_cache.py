@@ -177,7 +177,7 @@ def test_training_reads_the_cache(cached, tmp_path):
                                for k, i in enumerate(cached["ids"])]))
     cfg = preset("smoke", dataset="real", cache_dir=str(cached["out"]), test_root=str(cached["root"]),
                  test_annotations=str(ann), visual_stage=0, audio_stage=0, embed_dim=16, batch_size=2, epochs=1,
-                 warmup_epochs=1, eval_batch_size=4)
+                 warmup_epochs=1, eval_batch_size=4, w_fns_audio=0, w_fns_visual=0, w_tne=0)  # one epoch: NCE alone
     datasets = build_datasets(cfg)
     assert isinstance(datasets["train"], CachedAVDataset) and datasets["train"].ids == cached["ids"]
     assert not datasets["train"].audio_augment  # the training loop masks the batch

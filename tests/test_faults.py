@@ -151,8 +151,9 @@ def test_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(fnac_lab.checkpoint, "atomic_torch_save", full)
-    err = one_line_error(capsys, ["train", "--preset", "smoke", "--set", "epochs=1", "--set", "n_train=64",
-                                  "--set", "n_val=32", "--set", "n_test=32", "--out", tmp_path / "run", "--quiet"],
+    err = one_line_error(capsys, ["train", "--preset", "smoke", "--set", "epochs=1", "--set", "warmup_epochs=0",
+                                  "--set", "n_train=64", "--set", "n_val=32", "--set", "n_test=32",
+                                  "--out", tmp_path / "run", "--quiet"],
                          "No space left on device; free some space and rerun the same command to resume")
     assert "last.pt" in err
 

@@ -315,7 +315,7 @@ def test_training_on_a_real_layout(vggss_layout, tmp_path):
                  train_ids=str(ids), testset="vggss", test_root=str(vggss_layout["root"]),
                  test_annotations=str(vggss_layout["json"]), test_split_csv=str(vggss_layout["split"]),
                  audio_rate=16000, visual_stage=0, audio_stage=0, embed_dim=16, batch_size=4, epochs=1,
-                 warmup_epochs=1, eval_batch_size=4)
+                 warmup_epochs=1, eval_batch_size=4, w_fns_audio=0, w_fns_visual=0, w_tne=0)  # one epoch: NCE alone
     result = train(cfg, tmp_path / "run", progress=False)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["epochs_trained"] == 1 and np.isfinite(summary["test"]["ap50"])
