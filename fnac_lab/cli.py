@@ -49,6 +49,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
+    if args.batch_size is not None and args.batch_size < 1:
+        raise FnacError(f"--batch-size {args.batch_size}: must be a positive integer (default: the run's "
+                        f"eval_batch_size)")
     if args.testset is not None:
         return _cmd_evaluate_benchmark(args)
     import numpy as np
@@ -137,15 +140,10 @@ def _cmd_ablate(args: argparse.Namespace) -> None:
 
 
 def _cmd_effects(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from .ablate.effects import compact_results, effects_markdown, paired_effects
+    from .ablate.effects import compact_results, effects_markdown, paired_effects, read_results
     from .utils import atomic_write_text
 
-    path = Path(args.results)
-    if not path.is_file():
-        raise FnacError(f"{path}: results file not found")
-    results = pd.read_csv(path)
+    results = read_results(args.results)
     if args.write:
         atomic_write_text(args.write, compact_results(results).to_csv(index=False))
     print(effects_markdown(paired_effects(results)), end="")

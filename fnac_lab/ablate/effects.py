@@ -13,11 +13,14 @@ beside each model's final false-negative detection (``fn_auroc_*`` at the last e
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import scipy.stats
+
+from ..utils import FnacError, describe
 
 #: Axes that define a setting in ``data/grids/fnac_effect.yaml``.
 SETTING = ("visual_pretrain", "class_bias_p", "batch_size")
@@ -36,6 +39,33 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
         return mean, math.nan, math.nan
     half = float(scipy.stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
     return mean, mean - half, mean + half
+
+
+def read_results(path: str | Path, metric: str = "ap50") -> pd.DataFrame:
+    """An ``ablate`` results.csv for :func:`paired_effects`; a folder, an empty or unreadable file, or one without
+    the numeric ``fnac_strength``, ``seed`` and ``metric`` columns is refused with one line naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise FnacError(f"{path}: is a folder; name a grid's results file (such as {path / 'results.csv'})")
+    if not path.is_file():
+        raise FnacError(f"{path}: results file not found")
+    try:
+        results = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise FnacError(f"{path}: is empty; expected the results.csv of a grid with an {STRENGTH} axis") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise FnacError(f"{path}: not a readable csv ({describe(exc)})") from None
+    needed = (STRENGTH, SEED, metric)
+    missing = [c for c in needed if c not in results]
+    if missing:
+        raise FnacError(f"{path}: no {', '.join(missing)} column (needs {', '.join(needed)}: the results.csv of a "
+                        f"grid with an {STRENGTH} axis holding 0 and a {SEED} axis)")
+    for column in needed:
+        values = results[column]
+        bad = values[pd.to_numeric(values, errors="coerce").isna() & values.notna()]
+        if len(bad):
+            raise FnacError(f"{path}: column {column} holds a value that is not a number ({bad.iloc[0]!r})")
+    return results
 
 
 def compact_results(results: pd.DataFrame) -> pd.DataFrame:
@@ -96,9 +126,12 @@ def effects_markdown(effects: pd.DataFrame) -> str:
             f, n = r.get(f"fn_auroc_{name} FNAC"), r.get(f"fn_auroc_{name} NCE")
             return "" if f is None or math.isnan(f) else f"{f:.3f} / {n:.3f}"
 
-        stream = "scratch" if r["visual_pretrain"] == "scratch" else f"pretrained ({r['visual_pretrain']})"
+        pretrain = r.get("visual_pretrain")
+        stream = "" if pretrain is None else "scratch" if pretrain == "scratch" else f"pretrained ({pretrain})"
+        bias = f"{r['class_bias_p']:g}" if "class_bias_p" in r else ""  # a grid without the axis: an empty cell
+        batch = f"{int(r['batch_size'])}" if "batch_size" in r else ""
         gains = r["gains"].replace(",", ", ") if isinstance(r.get("gains"), str) else ""
-        lines.append(f"| {stream} | {r['class_bias_p']:g} | {int(r['batch_size'])} | {r[STRENGTH]:g} | {r['n']} | "
+        lines.append(f"| {stream} | {bias} | {batch} | {r[STRENGTH]:g} | {r['n']} | "
                      f"{r['NCE']:.3f} | {r['FNAC']:.3f} | {r['gain']:+.3f}{interval}{marker} | {gains} | "
                      f"{pair('audio')} | {pair('visual')} | {pair('foreground')} |")
     return "\n".join(lines) + "\n"
