@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import signal
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from .audio import AudioDecodeError
 from .config import (PRESETS, PRETRAIN_PRESETS, ConfigError, PretrainConfig, TrainConfig, parse_overrides, preset,
@@ -17,7 +14,7 @@ from .config import (PRESETS, PRETRAIN_PRESETS, ConfigError, PretrainConfig, Tra
 from .data.catalogue import TESTSETS
 from .models import PretrainedWeightsError
 from .ogl import OBJECT_REDUCTIONS
-from .utils import FnacError, Terminated, output_folder
+from .utils import FnacError, output_folder
 
 #: Errors reported as one line instead of a traceback.
 USER_ERRORS = (FnacError, ConfigError, PretrainedWeightsError, AudioDecodeError)
@@ -49,34 +46,61 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    if args.batch_size is not None and args.batch_size < 1:
-        raise FnacError(f"--batch-size {args.batch_size}: must be a positive integer (default: the run's "
-                        f"eval_batch_size)")
     if args.testset is not None:
         return _cmd_evaluate_benchmark(args)
     import numpy as np
 
     from .checkpoint import load_checkpoint
-    from .datasets import build_datasets
-    from .evaluate import evaluate_model
-    from .utils import folder_lock, resolve_device
+    from .datasets import build_datasets, negatives_of
+    from .evaluate import evaluate_model, evaluate_with_negatives
+    from .utils import resolve_device
 
     model, cfg, _ = load_checkpoint(args.checkpoint)
+    cfg = evaluation_config(cfg, args.set)
     device = resolve_device(args.device)
     datasets = build_datasets(cfg)
+    negatives = negatives_of(datasets, args.split)
     if args.split not in datasets:
         raise FnacError(f"split {args.split!r} does not exist for this run (available: {', '.join(datasets)})")
+    if getattr(datasets[args.split], "negatives", False):
+        raise FnacError(f"split {args.split!r} holds the extended protocol's negatives, which have no ground truth; "
+                        f"they are scored with --split test")
+    settings = dict(batch_size=args.batch_size or cfg.eval_batch_size, device=device, keep_maps=args.save_maps,
+                    progress=not args.quiet, desc=args.split)
+    result = (evaluate_model(model.to(device), datasets[args.split], **settings) if negatives is None else
+              evaluate_with_negatives(model.to(device), datasets[args.split], negatives, **settings))
     out = output_folder(args.out)
-    with folder_lock(out):  # another evaluation writing into out is refused before anything is computed
-        result = evaluate_model(model.to(device), datasets[args.split],
-                                batch_size=args.batch_size or cfg.eval_batch_size, device=device,
-                                keep_maps=args.save_maps, progress=not args.quiet, desc=args.split)
-        result.write(out, extra_scores={"split": args.split, "checkpoint": str(args.checkpoint)})
-        if args.save_maps:
-            np.savez_compressed(out / "maps.npz", **{i: m for i, m in zip(result.ids, result.maps)})
+    result.write(out, extra_scores={"split": args.split, "checkpoint": str(args.checkpoint)})
+    if args.save_maps:
+        np.savez_compressed(out / "maps.npz", **{i: m for i, m in zip(result.ids, result.maps)})
+        if negatives is not None:
+            np.savez_compressed(out / "maps_negatives.npz", **dict(zip(result.negatives["ids"],
+                                                                       result.negatives["maps"])))
     s = result.scores
     print(f"{args.split}: AP50 {s['ap50']:.4f}, mean cIoU {s['mean_ciou']:.4f}, AUC {s['auc']:.4f} "
-          f"over {s['n_samples']} samples; written to {out}")
+          f"over {s['n_samples']} samples{extended_line(s)}; written to {out}")
+
+
+#: Settings ``evaluate --set`` may change: what is scored beside the checkpoint's data, never the model or that data.
+EVALUATE_SETTINGS = ("test_negatives",)
+
+
+def evaluation_config(cfg: TrainConfig, items: list[str]) -> TrainConfig:
+    """The checkpoint's configuration with the ``--set`` items of ``evaluate`` (only :data:`EVALUATE_SETTINGS`)."""
+    overrides = parse_overrides(items)
+    refused = [k for k in overrides if k not in EVALUATE_SETTINGS]
+    if refused:
+        raise ConfigError(f"--set {refused[0]}: evaluate changes only {', '.join(EVALUATE_SETTINGS)}; the rest comes "
+                          f"from the checkpoint")
+    return cfg.replace(**overrides)
+
+
+def extended_line(s: dict) -> str:
+    """The extended protocol's scores of a ``scores.json``, for the summary line (empty without negatives)."""
+    if "extended_ap" not in s:
+        return ""
+    return (f" and {s['n_negatives']} negatives: extended AP {s['extended_ap']:.4f}, max-F1 {s['max_f1']:.4f}, "
+            f"precision {s['precision']:.4f}")
 
 
 def _cmd_evaluate_benchmark(args: argparse.Namespace) -> None:
@@ -85,11 +109,15 @@ def _cmd_evaluate_benchmark(args: argparse.Namespace) -> None:
     for flag in ("data_root", "annotations"):
         if getattr(args, flag) is None:
             raise FnacError(f"--testset {args.testset} needs --{flag.replace('_', '-')}")
+    if args.set:
+        raise FnacError(f"--set applies to the built-in splits; a real set's negatives come with --testset "
+                        f"flickr_extended or vggss_extended")
     result = evaluate_checkpoint(
         args.checkpoint, testset=args.testset, data_root=args.data_root, annotations=args.annotations,
         split_csv=args.split_csv, out=args.out, batch_size=args.batch_size, device=args.device,
         num_workers=args.workers, skip_bad=args.skip_bad, save_maps=args.save_maps, ogl=args.ogl,
-        ogl_weights=args.ogl_weights, ogl_object=args.ogl_object, audio_rate=args.audio_rate, progress=not args.quiet)
+        ogl_weights=args.ogl_weights, ogl_object=args.ogl_object, audio_rate=args.audio_rate, progress=not args.quiet,
+        negatives=args.negatives)
     out = Path(args.out)
     if result.missing:
         print(f"{len(result.missing)} listed ids are missing on disk (see {out / 'missing.csv'})")
@@ -101,7 +129,7 @@ def _cmd_evaluate_benchmark(args: argparse.Namespace) -> None:
         return f"AP50 {s['ap50']:.4f}, mean cIoU {s['mean_ciou']:.4f}, AUC {s['auc']:.4f}{seg}"
 
     s = result.scores
-    print(f"{args.testset}: {line(s)} over {s['n_samples']} samples"
+    print(f"{args.testset}: {line(s)} over {s['n_samples']} samples{extended_line(s)}"
           + (f"; with OGL: {line(s['ogl'])}" if "ogl" in s else "") + f"; written to {out}")
 
 
@@ -140,10 +168,15 @@ def _cmd_ablate(args: argparse.Namespace) -> None:
 
 
 def _cmd_effects(args: argparse.Namespace) -> None:
-    from .ablate.effects import compact_results, effects_markdown, paired_effects, read_results
+    import pandas as pd
+
+    from .ablate.effects import compact_results, effects_markdown, paired_effects
     from .utils import atomic_write_text
 
-    results = read_results(args.results)
+    path = Path(args.results)
+    if not path.is_file():
+        raise FnacError(f"{path}: results file not found")
+    results = pd.read_csv(path)
     if args.write:
         atomic_write_text(args.write, compact_results(results).to_csv(index=False))
     print(effects_markdown(paired_effects(results)), end="")
@@ -209,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="a last.pt or best.pt written by train")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--split", default="test", help="built-in split: test (default), val, test_heard, test_unheard")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="built-in data: test_negatives=SHARE scores the test split with SHARE silent and off-screen "
+                        "negatives per test clip (the extended protocol), also for a checkpoint trained without them")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--save-maps", action="store_true", help="also write maps.npz (one 224 x 224 map per id)")
@@ -218,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     real.add_argument("--data-root", help="ROOT with frames/ + audio/ (or both flat)")
     real.add_argument("--annotations", help="Flickr XML directory, vggss.json, or AVSBench mask directory")
     real.add_argument("--split-csv", help="ids to evaluate (first column); default: every annotated id")
+    real.add_argument("--negatives", help="flickr_extended, vggss_extended: the negatives list (video,audio,label "
+                                          "csv); default DATA_ROOT/flickr_test_plus_silent.csv or "
+                                          "vggss_test_plus_silent.csv")
     real.add_argument("--skip-bad", action="store_true", help="skip undecodable files (listed in skipped.csv)")
     real.add_argument("--ogl", action="store_true", help="also score object-guided localisation")
     real.add_argument("--ogl-weights", help="local ResNet-18 ImageNet weights for --ogl (else the timm hub)")
@@ -282,43 +321,19 @@ def describe_os_error(exc: OSError) -> str:
     return f"{where}{what}"
 
 
-#: Exit codes of a command stopped by Ctrl-C (SIGINT) or SIGTERM: 128 + the signal's number, as shells report it.
-EXIT_INTERRUPTED, EXIT_TERMINATED = 128 + signal.SIGINT, 128 + signal.SIGTERM
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """While the body runs, SIGTERM (a scheduler, ``docker stop``) raises :class:`fnac_lab.utils.Terminated`, a
-    ``KeyboardInterrupt``: every command stops on it as on Ctrl-C. Outside the main thread signals are left alone."""
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    except ValueError:  # signal handlers can only be set from the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with sigterm_as_interrupt():
-            args.func(args)
+        args.func(args)
     except USER_ERRORS as exc:
         print(f"fnac-lab: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk, an --out that is a file, a folder without write permission
         print(f"fnac-lab: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+    except KeyboardInterrupt:
         print("fnac-lab: interrupted; rerun the same command to resume", file=sys.stderr)
-        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+        return 130
     return 0
 
 

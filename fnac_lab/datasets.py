@@ -16,6 +16,7 @@ from .config import BUILTIN, REAL, ConfigError, TrainConfig
 from .data.annotations import read_labels
 from .data.builtin import BuiltinSpec, builtin_splits
 from .data.cache import CachedAVDataset
+from .data.catalogue import EXTENDED_TESTSETS
 from .data.negatives import BuiltinNegatives, negatives_count
 from .data.real import open_testset, open_trainset, validation_split
 from .utils import FnacError, write_rows
@@ -47,6 +48,10 @@ def real_splits(cfg: TrainConfig) -> dict[str, torch.utils.data.Dataset]:
     """``train`` / ``val`` / ``test`` for ``dataset="real"``: the training set (from ``cache_dir`` when given),
     and the annotated test set split into a seeded validation part (``val_fraction``, used for model selection)
     and the remaining test part (reported, never selected on)."""
+    if cfg.testset in EXTENDED_TESTSETS:
+        raise ConfigError(f"testset={cfg.testset}: its negatives have no ground truth to select a model on; train with "
+                          f"testset={EXTENDED_TESTSETS[cfg.testset][0]} and score with fnac-lab evaluate --testset "
+                          f"{cfg.testset}")
     for name in ("test_root", "test_annotations"):
         if getattr(cfg, name) is None:
             raise ConfigError(f"{name}: required for dataset='real' (see README, Real benchmarks)")

@@ -264,3 +264,159 @@ def test_report_adds_the_extended_columns_only_with_negatives(trained):
     assert list(analysis.scores_table(report).columns) == ["AP50", "mean cIoU", "AUC"]
     assert set(report["seeds"][0]) == {"seed", "ap50", "mean_ciou", "auc", "baseline"}
     assert "test_negatives" not in report["config"]
+
+
+def evaluate(*args) -> int:
+    return main(["evaluate", "--quiet", *map(str, args)])
+
+
+def test_evaluate_scores_an_existing_checkpoint_on_the_extended_protocol(trained, tmp_path, capsys):
+    ckpt = trained["out"] / "checkpoints" / "best.pt"
+    summary = json.loads((trained["out"] / "summary.json").read_text())["test"]
+    assert evaluate("--checkpoint", ckpt, "--out", tmp_path / "plain") == 0
+    plain = json.loads((tmp_path / "plain" / "scores.json").read_text())
+    assert "extended_ap" not in plain and not (tmp_path / "plain" / "negatives.csv").exists()
+    with open(tmp_path / "plain" / "per_sample.csv") as fh:
+        assert next(csv.reader(fh)) == ["id", "ciou", "label"]
+    assert evaluate("--checkpoint", ckpt, "--out", tmp_path / "ext", "--set", "test_negatives=0.5") == 0
+    assert "and 32 negatives: extended AP" in capsys.readouterr().out
+    ext = json.loads((tmp_path / "ext" / "scores.json").read_text())
+    for key in ("ap50", "mean_ciou", "auc", "n_samples"):
+        assert ext[key] == plain[key]
+    for key in ("extended_ap", "max_f1", "precision", "n_negatives"):
+        assert ext[key] == summary[key]
+        assert ext["baselines"]["centre_prior"][key] == summary["baselines"]["centre_prior"][key]
+    with open(tmp_path / "ext" / "negatives.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 32 and {r["kind"] for r in rows} == {"silent", "off_screen"}
+    with open(tmp_path / "ext" / "per_sample.csv") as fh:
+        assert next(csv.reader(fh)) == ["id", "ciou", "label", "confidence"]
+    assert evaluate("--checkpoint", ckpt, "--out", tmp_path / "x", "--set", "n_test=10") == 2
+    assert "evaluate changes only test_negatives" in capsys.readouterr().err
+    assert evaluate("--checkpoint", ckpt, "--out", tmp_path / "x", "--set", "test_negatives=0.5",
+                    "--split", NEGATIVES_SPLIT) == 2
+    assert "scored with --split test" in capsys.readouterr().err
+
+
+# -- the extended test sets as distributed -------------------------------------------------------------------------
+
+
+POSITIVES = ["-4FbzCa5Ido_000010", "0k6JYkq3YTg_000120", "Zz_y-3kQ1Ws_000031"]
+OFF_SCREEN = ["a3hd9-Kq0lE_000200", "ZCsiG1y-aBk_000051"]  # clips that appear only as negatives
+
+
+def add_clip(root, ident: str, k: int, *, frame: bool = True, audio: bool = True) -> None:
+    rng = np.random.default_rng(k)
+    (root / "frames").mkdir(parents=True, exist_ok=True)
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    if frame:
+        pixels = rng.integers(0, 256, size=(9, 12, 3), dtype=np.uint8)
+        Image.fromarray(pixels).resize((96 + 8 * k, 72), Image.BILINEAR).save(root / "frames" / f"{ident}.jpg")
+    if audio:
+        t = np.arange(16000) / 16000
+        soundfile.write(str(root / "audio" / f"{ident}.wav"), 0.4 * np.sin(2 * np.pi * (300 + 90 * k) * t)
+                        + 0.02 * rng.standard_normal(t.size), 16000, subtype="PCM_16")
+
+
+@pytest.fixture(scope="module")
+def extended_layout(tmp_path_factory):
+    """Extended VGG-SS in its published form: frames/ and audio/ holding positives and negatives, vggss.json and
+    vggss_test.csv for the positives, vggss_test_plus_silent.csv (video,audio,label) for the negatives: one clip
+    heard with its own audio, two frames heard with another clip's audio, and one whose audio is absent."""
+    root = tmp_path_factory.mktemp("vggss_extended")
+    for k, ident in enumerate(POSITIVES + OFF_SCREEN):
+        add_clip(root, ident, k)
+    add_clip(root, "noaudio0000_000001", 9, audio=False)
+    boxes = [[[0.1, 0.2, 0.6, 0.9]], [[0.0, 0.0, 0.5, 0.5], [0.4, 0.4, 1.0, 1.0]], [[0.3, 0.1, 0.8, 0.7]]]
+    (root / "vggss.json").write_text(json.dumps([{"file": i, "class": "dog barking", "bbox": b}
+                                                 for i, b in zip(POSITIVES, boxes)]))
+    (root / "vggss_test.csv").write_text("".join(f"{i}\n" for i in POSITIVES))
+    rows = [(OFF_SCREEN[0], OFF_SCREEN[0]), (POSITIVES[0], OFF_SCREEN[1]), (OFF_SCREEN[1], POSITIVES[2]),
+            ("noaudio0000_000001", "missing0000_000002")]
+    (root / "vggss_test_plus_silent.csv").write_text("video,audio,label\n"
+                                                     + "".join(f"{v},{a},non-sounding\n" for v, a in rows))
+    return root
+
+
+def test_negatives_list_as_distributed(extended_layout, tmp_path):
+    pairs = annotation_files.read_negatives_list(extended_layout / "vggss_test_plus_silent.csv")
+    assert pairs[0] == (OFF_SCREEN[0], OFF_SCREEN[0]) and len(pairs) == 4
+    neg = real.open_negatives(extended_layout, extended_layout / "vggss_test_plus_silent.csv")
+    assert neg.ids == [OFF_SCREEN[0], f"{POSITIVES[0]}+{OFF_SCREEN[1]}", f"{OFF_SCREEN[1]}+{POSITIVES[2]}"]
+    assert neg.samples[1].frame.stem == POSITIVES[0] and neg.samples[1].audio.stem == OFF_SCREEN[1]
+    assert neg.missing == [("noaudio0000_000001+missing0000_000002",
+                            f"no audio missing0000_000002 in {extended_layout / 'audio'}")]
+    item = neg[1]
+    assert "gt" not in item and item["label"] == "non-sounding" and item["image"].shape == (3, 224, 224)
+    for text, message in (("video,audio,label\na,b,sounding\n", r":2: label 'sounding' is not 'non-sounding'"),
+                          ("a,b\n", r":1: expected video,audio,non-sounding"),
+                          ("a,b,non-sounding\nc,d,non-sounding\na,b,non-sounding\n", r":3: the pair a,b repeats line 1"),
+                          ("video,audio,label\n", "negatives list is empty")):
+        path = tmp_path / "list.csv"
+        path.write_text(text)
+        with pytest.raises(FnacError, match=f"{path}{message}" if message.startswith(":") else message):
+            annotation_files.read_negatives_list(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    cfg = preset("smoke", visual_stage=0, audio_stage=0, embed_dim=16, visual_dropout=0.0)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    torch.save({"config": cfg.to_dict(), "epoch": 0, "model": build_model(cfg).state_dict(), "history": [],
+                "best": {}}, path)
+    return path
+
+
+def test_evaluate_an_extended_set(extended_layout, tiny_checkpoint, tmp_path, capsys):
+    root = extended_layout
+    base = ["--checkpoint", tiny_checkpoint, "--data-root", root, "--annotations", root / "vggss.json",
+            "--split-csv", root / "vggss_test.csv", "--workers", "0", "--batch-size", "2"]
+    assert evaluate("--testset", "vggss", "--out", tmp_path / "plain", *base) == 0
+    assert evaluate("--testset", "vggss_extended", "--out", tmp_path / "ext", *base) == 0  # the list found in ROOT
+    assert "and 3 negatives: extended AP" in capsys.readouterr().out
+    plain = json.loads((tmp_path / "plain" / "scores.json").read_text())
+    ext = json.loads((tmp_path / "ext" / "scores.json").read_text())
+    for key in ("ap50", "mean_ciou", "auc", "n_samples"):
+        assert ext[key] == plain[key]
+    assert (ext["n_positives"], ext["n_negatives"], ext["n_negatives_missing"]) == (3, 3, 1)
+    with open(tmp_path / "ext" / "per_sample.csv") as fh:
+        positives = list(csv.DictReader(fh))
+    with open(tmp_path / "ext" / "negatives.csv") as fh:
+        negatives = list(csv.DictReader(fh))
+    assert [r["id"] for r in positives] == POSITIVES and len(negatives) == 3
+    conf = [float(r["confidence"]) for r in positives] + [float(r["confidence"]) for r in negatives]
+    ciou = [float(r["ciou"]) for r in positives] + [float("nan")] * 3
+    positive = [True] * 3 + [False] * 3
+    assert ext["extended_ap"] == pytest.approx(naive_published_ap(conf, ciou, positive), abs=1e-5)
+    assert ext["precision"] == pytest.approx(naive_pr(conf, ciou, positive, 0.5)[0], abs=1e-5)
+    assert "extended_ap" in ext["baselines"]["random"] and "extended_ap" not in ext["baselines"]["oracle"]
+    with open(tmp_path / "ext" / "missing.csv") as fh:
+        assert [r["id"] for r in csv.DictReader(fh)] == ["noaudio0000_000001+missing0000_000002"]
+    (root / "elsewhere").mkdir(exist_ok=True)
+    assert evaluate("--testset", "vggss_extended", "--out", tmp_path / "x", *base[:2], "--data-root", root / "elsewhere",
+                    "--annotations", root / "vggss.json") == 2
+    assert "needs its negatives list: pass --negatives vggss_test_plus_silent.csv" in capsys.readouterr().err
+
+
+def test_extended_flickr_layout(tmp_path, tiny_checkpoint):
+    root = tmp_path / "flickr"
+    ids = ["10000130166", "10007936344", "10437048305"]
+    for k, ident in enumerate(ids):
+        add_clip(root, ident, k)
+    (root / "Annotations").mkdir()
+    for ident in ids[:2]:
+        (root / "Annotations" / f"{ident}.xml").write_text(
+            "<annotation><object><bbox><name>x</name><xmin>20</xmin><ymin>30</ymin><xmax>180</xmax><ymax>200</ymax>"
+            "</bbox></object></annotation>")
+    (root / "flickr_test.csv").write_text("".join(f"{i}\n" for i in ids[:2]))
+    listed = tmp_path / "flickr_test_plus_silent.csv"
+    listed.write_text(f"video,audio,label\n{ids[0]},{ids[2]},non-sounding\n{ids[2]},{ids[1]},non-sounding\n")
+    assert evaluate("--testset", "flickr_extended", "--checkpoint", tiny_checkpoint, "--data-root", root,
+                    "--annotations", root / "Annotations", "--split-csv", root / "flickr_test.csv", "--negatives",
+                    listed, "--out", tmp_path / "out", "--workers", "0") == 0
+    scores = json.loads((tmp_path / "out" / "scores.json").read_text())
+    assert (scores["testset"], scores["n_samples"], scores["n_negatives"]) == ("flickr_extended", 2, 2)
+    with pytest.raises(ConfigError, match="select a model on"):
+        build_datasets(TrainConfig(dataset="real", testset="flickr_extended", train_root=str(root),
+                                   test_root=str(root), test_annotations=str(root / "Annotations")))

@@ -4,7 +4,9 @@
 - ``vggsound.csv``: ``ytid,start,class,split`` (the id is ``ytid_start`` with the start zero-padded to 6 digits);
 - Flickr-SoundNet ``ID.xml``: every ``bbox`` element (any depth) holds one leading non-coordinate child, then
   xmin, ymin, xmax, ymax in 256-px coordinates, read by position;
-- ``vggss.json``: a list of ``{"file", "class", "bbox": [[x0, y0, x1, y1], ...]}`` with normalised coordinates.
+- ``vggss.json``: a list of ``{"file", "class", "bbox": [[x0, y0, x1, y1], ...]}`` with normalised coordinates;
+- the extended test sets' negatives, ``flickr_test_plus_silent.csv`` / ``vggss_test_plus_silent.csv``:
+  ``video,audio,label`` rows, every label ``non-sounding``.
 """
 
 from __future__ import annotations
@@ -99,3 +101,37 @@ def read_vggss_annotations(path: str | os.PathLike) -> dict[str, tuple[str, list
     except (ValueError, KeyError, TypeError) as exc:
         raise FnacError(f"{path}: not a VGG-SS annotation file ({exc})") from exc
     return out
+
+
+#: Header and label of the negatives lists of the extended test sets (SLAVC, Mo and Morgado, NeurIPS 2022).
+NEGATIVES_HEADER, NEGATIVE_LABEL = ("video", "audio", "label"), "non-sounding"
+
+
+def read_negatives_list(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """``(video, audio)`` per row of an extended test set's negatives list (``flickr_test_plus_silent.csv``,
+    ``vggss_test_plus_silent.csv``): csv rows ``video,audio,non-sounding`` after an optional ``video,audio,label``
+    header; the frame of clip ``video`` is heard with the audio of clip ``audio``. A row of another shape or label, or
+    a pair listed twice, is refused with its line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FnacError(f"{path}: negatives list not found")
+    rows: list[tuple[str, str]] = []
+    seen: dict[tuple[str, str], int] = {}
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        for line, row in enumerate(csv.reader(fh), start=1):
+            cells = [c.strip() for c in row]
+            if not any(cells) or (line == 1 and tuple(c.lower() for c in cells) == NEGATIVES_HEADER):
+                continue
+            if len(cells) != 3 or not cells[0] or not cells[1]:
+                raise FnacError(f"{path}:{line}: expected video,audio,{NEGATIVE_LABEL}, got {row!r}")
+            if cells[2] != NEGATIVE_LABEL:
+                raise FnacError(f"{path}:{line}: label {cells[2]!r} is not {NEGATIVE_LABEL!r} (the list holds negatives "
+                                f"only)")
+            pair = (cells[0], cells[1])
+            if pair in seen:
+                raise FnacError(f"{path}:{line}: the pair {pair[0]},{pair[1]} repeats line {seen[pair]}")
+            seen[pair] = line
+            rows.append(pair)
+    if not rows:
+        raise FnacError(f"{path}: negatives list is empty")
+    return rows

@@ -16,4 +16,12 @@ TRAINSETS: dict[str, str | None] = {
 #: Test sets and the kind of ground truth they carry.
 TESTSETS: dict[str, str] = {
     "flickr": "flickr", "vggss": "vggss", "vggss_heard": "vggss", "vggss_unheard": "vggss", "avsbench_s4": "mask",
+    "flickr_extended": "flickr", "vggss_extended": "vggss",
+}
+#: The extended test sets (SLAVC, Mo and Morgado, NeurIPS 2022): the annotated set they extend, and the list of
+#: their negatives as distributed (csv ``video,audio,label``; every row ``non-sounding``: the frame of clip ``video``
+#: heard with the audio of clip ``audio``, silent or with its source off screen).
+EXTENDED_TESTSETS: dict[str, tuple[str, str]] = {
+    "flickr_extended": ("flickr", "flickr_test_plus_silent.csv"),
+    "vggss_extended": ("vggss", "vggss_test_plus_silent.csv"),
 }

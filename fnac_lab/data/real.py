@@ -7,7 +7,9 @@ Training sets are a data root (:mod:`fnac_lab.data.files`) filtered by an id lis
 - ``flickr``: the annotator consensus ``clip(sum(boxes) / 2, max=1)`` after ``int(224 * v / 256)``;
 - ``vggss``, ``vggss_heard``, ``vggss_unheard``: the binary union of the boxes, mapped with ``int(clip(v, 0, 1) * 224)``;
 - ``avsbench_s4``: one binary mask per frame, ``ANNOTATIONS/ID.png`` (pixels > 0 are the sounding object),
-  resized to 224 x 224 (nearest) when needed.
+  resized to 224 x 224 (nearest) when needed;
+- ``flickr_extended``, ``vggss_extended`` (SLAVC, Mo and Morgado, NeurIPS 2022): the annotated ``flickr`` / ``vggss``
+  clips read as those, and their negatives (:func:`open_negatives`) from the list as distributed.
 
 Ids come from a split file (first column; a second column, when present, is the class) or, without one, from the
 annotations. Listed ids whose frame, audio or annotation is absent are kept in ``dataset.missing`` with the
@@ -29,7 +31,8 @@ from .. import metrics
 from ..audio import AudioDecodeError, normalise_spectrogram
 from ..metrics import MAP_SIZE
 from ..utils import FnacError
-from .annotations import read_flickr_boxes, read_id_list, read_labels, read_vggss_annotations
+from .annotations import (NEGATIVE_LABEL, read_flickr_boxes, read_id_list, read_labels, read_negatives_list,
+                          read_vggss_annotations)
 from .catalogue import TESTSETS, TRAINSETS
 from .decode import (DECODE_ERRORS, FileDecodeError, TRAIN_AUGMENT, audio_sample_rate, clip_spectrogram, mask_bands,
                      read_image, read_mask, resize_for_testing, resize_for_training, spectrogram_frames)
@@ -213,3 +216,28 @@ def validation_split(listed_ids: Sequence[str], fraction: float, seed: int) -> s
     ordered = sorted(listed_ids)
     perm = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED])).permutation(len(ordered))
     return {ordered[i] for i in perm[: int(round(fraction * len(ordered)))]}
+
+
+def negative_id(video: str, audio: str) -> str:
+    """The id of a negative: the clip's own when frame and audio come from one clip, else ``VIDEO+AUDIO``."""
+    return video if video == audio else f"{video}+{audio}"
+
+
+def open_negatives(root: str | os.PathLike, negatives: str | os.PathLike, *, audio_rate: int | None = None,
+                   name: str = "negatives") -> RealAVDataset:
+    """The negatives of an extended test set: for every ``video,audio`` row of the list ``negatives``
+    (:func:`~fnac_lab.data.annotations.read_negatives_list`) the frame of clip ``video`` and the audio of clip
+    ``audio`` from the layout at ``root``, without ground truth, labelled ``non-sounding``, with the id of
+    :func:`negative_id`. Rows whose frame or audio is absent land in ``dataset.missing`` with the reason."""
+    layout = Layout.find(root)
+    frames, audio = layout.index()
+    samples, missing = [], []
+    for video, clip in read_negatives_list(negatives):
+        ident = negative_id(video, clip)
+        reasons = ([f"no frame {video} in {layout.frames}"] if video not in frames else []) + \
+                  ([f"no audio {clip} in {layout.audio}"] if clip not in audio else [])
+        if reasons:
+            missing.append((ident, "; ".join(reasons)))
+        else:
+            samples.append(Sample(ident, frames[video], audio[clip], NEGATIVE_LABEL))
+    return RealAVDataset(samples, split="test", audio_rate=audio_rate, name=name, missing=missing)
