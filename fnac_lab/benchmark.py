@@ -23,7 +23,7 @@ from .data.real import RealAVDataset, open_negatives, open_testset
 from .evaluate import EXTENDED_TRIVIAL, centre_prior, extended_scores, negatives_generator, oracle_maps
 from .metrics import MAP_SIZE
 from .ogl import fuse_maps, load_object_network
-from .utils import FnacError, normalise_images, output_folder, resolve_device, write_json, write_rows
+from .utils import FnacError, folder_lock, normalise_images, output_folder, resolve_device, write_json, write_rows
 
 
 def width_batches(widths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -293,22 +293,23 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, testset: str, data_roo
     if ogl:
         object_network = load_object_network(ogl_weights, reduce=ogl_object).to(dev)
     out = output_folder(out)
-    for name in RESULT_FILES:  # a stale set from an earlier run must never sit beside this run's files
-        (out / name).unlink(missing_ok=True)
-    try:
-        result = evaluate_testset(model.to(dev), dataset, batch_size=batch_size or cfg.eval_batch_size, device=dev,
-                                  num_workers=num_workers, skip_bad=skip_bad, keep_maps=save_maps,
-                                  object_network=object_network, seed=cfg.seed, progress=progress,
-                                  confidences=negative_set is not None)
-        if negative_set is not None:
-            scored = score_real_negatives(model, negative_set, batch_size=batch_size or cfg.eval_batch_size,
-                                          device=dev, num_workers=num_workers, skip_bad=skip_bad,
-                                          keep_maps=save_maps, seed=cfg.seed, progress=progress)
-            result = add_negatives(result, scored, negative_set.missing)
-    except FnacError:
-        out.mkdir(parents=True, exist_ok=True)
-        write_rows(out / "missing.csv", ["id", "reason"], dataset.missing)
-        raise
-    result.write(out, extra_scores={"checkpoint": str(checkpoint), "audio_rate": rate,
+    with folder_lock(out):  # another evaluation writing into out is refused before its files are touched
+        for name in RESULT_FILES:  # a stale set from an earlier run must never sit beside this run's files
+            (out / name).unlink(missing_ok=True)
+        try:
+            result = evaluate_testset(model.to(dev), dataset, batch_size=batch_size or cfg.eval_batch_size,
+                                      device=dev, num_workers=num_workers, skip_bad=skip_bad, keep_maps=save_maps,
+                                      object_network=object_network, seed=cfg.seed, progress=progress,
+                                      confidences=negative_set is not None)
+            if negative_set is not None:
+                scored = score_real_negatives(model, negative_set, batch_size=batch_size or cfg.eval_batch_size,
+                                              device=dev, num_workers=num_workers, skip_bad=skip_bad,
+                                              keep_maps=save_maps, seed=cfg.seed, progress=progress)
+                result = add_negatives(result, scored, negative_set.missing)
+        except FnacError:
+            out.mkdir(parents=True, exist_ok=True)
+            write_rows(out / "missing.csv", ["id", "reason"], dataset.missing)
+            raise
+        result.write(out, extra_scores={"checkpoint": str(checkpoint), "audio_rate": rate,
                                         **({"ogl_object": ogl_object} if ogl else {})})
     return result

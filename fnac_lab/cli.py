@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from .audio import AudioDecodeError
 from .config import (PRESETS, PRETRAIN_PRESETS, ConfigError, PretrainConfig, TrainConfig, parse_overrides, preset,
@@ -14,7 +17,7 @@ from .config import (PRESETS, PRETRAIN_PRESETS, ConfigError, PretrainConfig, Tra
 from .data.catalogue import TESTSETS
 from .models import PretrainedWeightsError
 from .ogl import OBJECT_REDUCTIONS
-from .utils import FnacError, output_folder
+from .utils import FnacError, Terminated, output_folder
 
 #: Errors reported as one line instead of a traceback.
 USER_ERRORS = (FnacError, ConfigError, PretrainedWeightsError, AudioDecodeError)
@@ -46,6 +49,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
+    if args.batch_size is not None and args.batch_size < 1:
+        raise FnacError(f"--batch-size {args.batch_size}: must be a positive integer (default: the run's "
+                        f"eval_batch_size)")
     if args.testset is not None:
         return _cmd_evaluate_benchmark(args)
     import numpy as np
@@ -53,7 +59,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .checkpoint import load_checkpoint
     from .datasets import build_datasets, negatives_of
     from .evaluate import evaluate_model, evaluate_with_negatives
-    from .utils import resolve_device
+    from .utils import folder_lock, resolve_device
 
     model, cfg, _ = load_checkpoint(args.checkpoint)
     cfg = evaluation_config(cfg, args.set)
@@ -65,17 +71,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if getattr(datasets[args.split], "negatives", False):
         raise FnacError(f"split {args.split!r} holds the extended protocol's negatives, which have no ground truth; "
                         f"they are scored with --split test")
-    settings = dict(batch_size=args.batch_size or cfg.eval_batch_size, device=device, keep_maps=args.save_maps,
-                    progress=not args.quiet, desc=args.split)
-    result = (evaluate_model(model.to(device), datasets[args.split], **settings) if negatives is None else
-              evaluate_with_negatives(model.to(device), datasets[args.split], negatives, **settings))
     out = output_folder(args.out)
-    result.write(out, extra_scores={"split": args.split, "checkpoint": str(args.checkpoint)})
-    if args.save_maps:
-        np.savez_compressed(out / "maps.npz", **{i: m for i, m in zip(result.ids, result.maps)})
-        if negatives is not None:
-            np.savez_compressed(out / "maps_negatives.npz", **dict(zip(result.negatives["ids"],
-                                                                       result.negatives["maps"])))
+    with folder_lock(out):  # another evaluation writing into out is refused before anything is computed
+        settings = dict(batch_size=args.batch_size or cfg.eval_batch_size, device=device, keep_maps=args.save_maps,
+                        progress=not args.quiet, desc=args.split)
+        result = (evaluate_model(model.to(device), datasets[args.split], **settings) if negatives is None else
+                  evaluate_with_negatives(model.to(device), datasets[args.split], negatives, **settings))
+        result.write(out, extra_scores={"split": args.split, "checkpoint": str(args.checkpoint)})
+        if args.save_maps:
+            np.savez_compressed(out / "maps.npz", **{i: m for i, m in zip(result.ids, result.maps)})
+            if negatives is not None:
+                np.savez_compressed(out / "maps_negatives.npz", **dict(zip(result.negatives["ids"],
+                                                                           result.negatives["maps"])))
     s = result.scores
     print(f"{args.split}: AP50 {s['ap50']:.4f}, mean cIoU {s['mean_ciou']:.4f}, AUC {s['auc']:.4f} "
           f"over {s['n_samples']} samples{extended_line(s)}; written to {out}")
@@ -168,15 +175,10 @@ def _cmd_ablate(args: argparse.Namespace) -> None:
 
 
 def _cmd_effects(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from .ablate.effects import compact_results, effects_markdown, paired_effects
+    from .ablate.effects import compact_results, effects_markdown, paired_effects, read_results
     from .utils import atomic_write_text
 
-    path = Path(args.results)
-    if not path.is_file():
-        raise FnacError(f"{path}: results file not found")
-    results = pd.read_csv(path)
+    results = read_results(args.results)
     if args.write:
         atomic_write_text(args.write, compact_results(results).to_csv(index=False))
     print(effects_markdown(paired_effects(results)), end="")
@@ -321,19 +323,43 @@ def describe_os_error(exc: OSError) -> str:
     return f"{where}{what}"
 
 
+#: Exit codes of a command stopped by Ctrl-C (SIGINT) or SIGTERM: 128 + the signal's number, as shells report it.
+EXIT_INTERRUPTED, EXIT_TERMINATED = 128 + signal.SIGINT, 128 + signal.SIGTERM
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the body runs, SIGTERM (a scheduler, ``docker stop``) raises :class:`fnac_lab.utils.Terminated`, a
+    ``KeyboardInterrupt``: every command stops on it as on Ctrl-C. Outside the main thread signals are left alone."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # signal handlers can only be set from the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        with sigterm_as_interrupt():
+            args.func(args)
     except USER_ERRORS as exc:
         print(f"fnac-lab: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk, an --out that is a file, a folder without write permission
         print(f"fnac-lab: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
         print("fnac-lab: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     return 0
 
 
