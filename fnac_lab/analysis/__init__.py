@@ -1,6 +1,7 @@
 """Computations behind the notebooks: a batch's adjacency matrices (:mod:`.adjacency`), how well intra-modal
 similarity finds the same-class pairs (:mod:`.retrieval`), embeddings (:mod:`.embeddings`), the models and
-localisations a notebook looks at (:mod:`.runs`), and the report of a run against its NCE twin (:mod:`.report`)."""
+localisations a notebook looks at (:mod:`.runs`), the report of a run against its NCE twin (:mod:`.report`), and
+the tutorial's toy embeddings and labelled tables (:mod:`.toy`)."""
 
 from ..data.sampling import expected_false_negative_ratio, false_negative_ratio, fn_ratio_table
 from .adjacency import (MATRICES, BatchAdjacency, batch_adjacency, descend_logits, embed_batch, idealised_embeddings,
@@ -12,9 +13,11 @@ from .retrieval import (INTRA_MODAL, PairRetrieval, intramodal_retrieval, pair_p
                         same_class_softmax_mass)
 from .runs import (NCE_ONLY, PEAK_OUTCOMES, RUN_FOLDERS, ModelPair, best_worst, evaluation_split, load_model_pair,
                    localise, nce_twin, notebook_config, peak_outcome, seed_list, shared_run_dir)
+from .toy import labelled_table, toy_frame, unit_vector
 
 __all__ = ["expected_false_negative_ratio", "false_negative_ratio", "fn_ratio_table", "MATRICES", "BatchAdjacency",
            "batch_adjacency", "descend_logits", "embed_batch", "idealised_embeddings", "same_class_mask",
+           "labelled_table", "toy_frame", "unit_vector",
            "collect_embeddings", "nearest_neighbour_accuracy", "umap_projection", "SCORES", "ap50_noise",
            "compare_to_baseline", "read_history", "run_metrics", "run_report", "scores_table", "what_this_run_shows",
            "write_report", "INTRA_MODAL", "PairRetrieval", "intramodal_retrieval", "pair_precision_recall",
