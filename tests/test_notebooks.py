@@ -176,6 +176,9 @@ def test_analysis_notebooks_smoke_on_the_trained_run(train_run, workdir, name):
         # The summary table's AP50 of both models equals the training run's test AP50.
         assert re.search(rf"^FNAC\s+{report['ap50']:.3f}\s", text, re.M), text
         assert re.search(rf"^NCE baseline\s+{report['baseline']['ap50']:.3f}\s", text, re.M), text
+        # Negatives beside the positives: the extended protocol's scores, AP50 over the positives first.
+        assert "64 positives and 32 negatives (16 silent, 16 off screen)" in text
+        assert re.search(rf"^FNAC\s+{report['ap50']:.3f}(\s+\d\.\d{{3}}){{3}}$", text, re.M), text
     if name.startswith("03"):
         assert re.search(r"^audio\s+: AP FNAC \d\.\d{3}, NCE baseline \d\.\d{3}", text, re.M)
         assert sum("Plotly.newPlot" in h for h in outputs(nb, "text/html")) >= 2

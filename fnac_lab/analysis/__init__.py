@@ -1,12 +1,15 @@
 """Computations behind the notebooks: a batch's adjacency matrices (:mod:`.adjacency`), how well intra-modal
 similarity finds the same-class pairs (:mod:`.retrieval`), embeddings (:mod:`.embeddings`), the models and
-localisations a notebook looks at (:mod:`.runs`), the report of a run against its NCE twin (:mod:`.report`), and
-the tutorial's toy embeddings and labelled tables (:mod:`.toy`)."""
+localisations a notebook looks at (:mod:`.runs`), the report of a run against its NCE twin (:mod:`.report`), the
+extended protocol's negatives beside the positives (:mod:`.extended`), and the tutorial's toy embeddings and
+labelled tables (:mod:`.toy`)."""
 
 from ..data.sampling import expected_false_negative_ratio, false_negative_ratio, fn_ratio_table
 from .adjacency import (MATRICES, BatchAdjacency, batch_adjacency, descend_logits, embed_batch, idealised_embeddings,
                         same_class_mask)
 from .embeddings import collect_embeddings, nearest_neighbour_accuracy, umap_projection
+from .extended import (SETS, ExampleRows, confidence_table, extended_examples, extended_table, localise_with_negatives,
+                       negatives_split)
 from .report import (SCORES, ap50_noise, compare_to_baseline, read_history, run_metrics, run_report, scores_table,
                      what_this_run_shows, write_report)
 from .retrieval import (INTRA_MODAL, PairRetrieval, intramodal_retrieval, pair_precision_recall, pair_scores,
@@ -23,4 +26,5 @@ __all__ = ["expected_false_negative_ratio", "false_negative_ratio", "fn_ratio_ta
            "write_report", "INTRA_MODAL", "PairRetrieval", "intramodal_retrieval", "pair_precision_recall",
            "pair_scores", "same_class_softmax_mass", "NCE_ONLY", "PEAK_OUTCOMES", "RUN_FOLDERS", "ModelPair",
            "best_worst", "evaluation_split", "load_model_pair", "localise", "nce_twin", "notebook_config",
-           "peak_outcome", "seed_list", "shared_run_dir"]
+           "peak_outcome", "seed_list", "shared_run_dir", "SETS", "ExampleRows", "confidence_table",
+           "extended_examples", "extended_table", "localise_with_negatives", "negatives_split"]

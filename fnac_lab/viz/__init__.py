@@ -8,8 +8,9 @@ JupyterLab output area of about 950 px. Nothing here computes a result: the numb
 :mod:`fnac_lab.analysis` and the training outputs.
 """
 
-from .interactive import (ablation_figure, auroc_epoch_figure, class_scatter, embedding_scatter, fn_auroc_curves,
-                          loss_curves, paired_gain_figure, plotly_adjacency, pr_curves, scores_bars, validation_curves)
+from .interactive import (SET_COLOURS, ablation_figure, auroc_epoch_figure, class_scatter, confidence_histograms,
+                          embedding_scatter, fn_auroc_curves, loss_curves, paired_gain_figure, plotly_adjacency,
+                          pr_curves, scores_bars, validation_curves)
 from .render import OncePlotlyRenderer, setup_notebook, show_photo
 from .static import adjacency_heatmaps, fn_ratio_figure, localisation_grid, map_colorbar, show_map
 from .styles import (MAP_CMAP, MATRIX_TITLES, MAX_FIGURE_INCHES, MODEL_COLOURS, SHAPE_SYMBOLS, ClassStyle,
@@ -19,4 +20,4 @@ __all__ = ["ablation_figure", "auroc_epoch_figure", "paired_gain_figure", "class
            "plotly_adjacency", "pr_curves", "scores_bars", "validation_curves", "OncePlotlyRenderer",
            "setup_notebook", "show_photo", "adjacency_heatmaps", "fn_ratio_figure", "localisation_grid", "map_colorbar",
            "show_map", "MAP_CMAP", "MATRIX_TITLES", "MAX_FIGURE_INCHES", "MODEL_COLOURS", "SHAPE_SYMBOLS",
-           "ClassStyle", "class_styles"]
+           "ClassStyle", "class_styles", "SET_COLOURS", "confidence_histograms"]

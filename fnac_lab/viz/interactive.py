@@ -151,6 +151,43 @@ def scores_bars(table: pd.DataFrame, *, title: str = "Test scores beside the tri
     return fig
 
 
+#: Colours of the clips of the extended protocol: positives, silent and off-screen negatives.
+SET_COLOURS = {"positive": "#2ca02c", "silent": "#7f7f7f", "off screen": "#ff7f0e"}
+
+
+def confidence_histograms(table: pd.DataFrame, models: Sequence[str], *, threshold: float | None = None,
+                          bins: int = 30) -> go.Figure:
+    """Each model's per-clip confidence (the extended protocol's; ``table`` with ``set`` and ``confidence NAME``
+    columns) as overlaid histograms of the positives, silent and off-screen clips, one panel per model (two a row),
+    on one bin grid; ``threshold`` dashed."""
+    cols = min(2, len(models))
+    rows = math.ceil(len(models) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(models), shared_xaxes=True,
+                        horizontal_spacing=0.08, vertical_spacing=0.16)
+    values = np.concatenate([table[f"confidence {m}"].to_numpy() for m in models])
+    lo, hi = float(values.min()), float(values.max())
+    size = (hi - lo) / bins if hi > lo else 1.0
+    for p, model in enumerate(models):
+        row, col = p // cols + 1, p % cols + 1
+        for name, colour in SET_COLOURS.items():
+            part = table.loc[table["set"] == name, f"confidence {model}"]
+            if part.empty:
+                continue
+            fig.add_trace(go.Histogram(x=part, name=name, legendgroup=name, showlegend=p == 0, opacity=0.6,
+                                       marker_color=colour, xbins=dict(start=lo, end=hi + size, size=size),
+                                       hovertemplate=f"{name}<br>confidence %{{x}}<br>%{{y}} clips<extra></extra>"),
+                          row=row, col=col)
+        if threshold is not None:
+            fig.add_vline(x=threshold, line_dash="dash", line_color="black", row=row, col=col)
+    fig.update_xaxes(title_text="confidence (top quarter of the map, (cos + 1) / 2)")
+    fig.update_yaxes(title_text="clips", col=1)
+    note = f"; dashed: the confidence threshold {threshold}" if threshold is not None else ""
+    fig.update_layout(barmode="overlay", height=340 * rows + 60, autosize=True, margin=dict(t=90),
+                      title=f"Confidence per clip: positives against negatives<br><sup>a model that knows when nothing "
+                            f"visible sounds keeps the negatives to the left{note}</sup>")
+    return fig
+
+
 # -- embeddings, precision-recall -----------------------------------------------------------------------------------
 
 

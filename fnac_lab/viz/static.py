@@ -101,26 +101,40 @@ def map_colorbar(fig: plt.Figure, axes) -> None:
     bar.ax.tick_params(labelsize=8)
 
 
+def _panel_title(name: str, ciou: float | None, confidence: float | None) -> str:
+    parts = [f"cIoU {ciou:.2f}" if ciou is not None and np.isfinite(ciou) else None,
+             f"conf {confidence:.2f}" if confidence is not None else None]
+    shown = ", ".join(p for p in parts if p)
+    if not shown:
+        return name
+    return f"{name}\n{shown}" if confidence is not None else f"{name} {shown}"
+
+
 def localisation_grid(images, maps: Mapping[str, Any], *, boxes, distractor_boxes=None,
-                      cious: Mapping[str, Any] | None = None, row_titles: Sequence[str] | None = None,
-                      panel_inches: float = 2.0, title: str | None = None) -> plt.Figure:
+                      cious: Mapping[str, Any] | None = None, confidences: Mapping[str, Any] | None = None,
+                      row_titles: Sequence[str] | None = None, panel_inches: float = 2.0,
+                      title: str | None = None) -> plt.Figure:
     """Rows of samples; columns: the frame with its boxes, then each model's map (over the frame in grey, the
-    median-thresholded region outlined) with its cIoU; one colour bar for the maps. Panels shrink from
-    ``panel_inches`` as far as the figure needs to stay :data:`MAX_FIGURE_INCHES` wide; ``title`` sits above
-    the panel titles."""
+    median-thresholded region outlined) with its cIoU and, given ``confidences``, the confidence of the extended
+    protocol; one colour bar for the maps. ``boxes`` holds None for a clip without a sounding object (a negative of
+    the extended protocol; its cIoU NaN, not shown). Panels shrink from ``panel_inches`` as far as the figure needs
+    to stay :data:`MAX_FIGURE_INCHES` wide; ``title`` sits above the panel titles."""
     n = len(images)
     cols = 1 + len(maps)
     side = min(panel_inches, (MAX_FIGURE_INCHES - 1.0) / cols)
     head = 0.45 if title else 0.0
-    fig, axes = plt.subplots(n, cols, figsize=(side * cols + 1.0, (side + 0.3) * n + head), squeeze=False,
+    lines = 0.15 if confidences is not None else 0.0
+    fig, axes = plt.subplots(n, cols, figsize=(side * cols + 1.0, (side + 0.3 + lines) * n + head), squeeze=False,
                              layout="constrained")
     for i in range(n):
         dist = distractor_boxes[i] if distractor_boxes is not None else None
         show_map(axes[i, 0], images[i], box=boxes[i], distractor_boxes=dist,
                  title=row_titles[i] if row_titles is not None else "frame, boxes")
         for c, (name, m) in enumerate(maps.items(), start=1):
-            score = f" cIoU {float(as_numpy(cious[name])[i]):.2f}" if cious is not None else ""
-            show_map(axes[i, c], images[i], m[i], box=boxes[i], distractor_boxes=dist, title=f"{name}{score}")
+            ciou = float(as_numpy(cious[name])[i]) if cious is not None else None
+            conf = float(as_numpy(confidences[name])[i]) if confidences is not None else None
+            show_map(axes[i, c], images[i], m[i], box=boxes[i], distractor_boxes=dist,
+                     title=_panel_title(name, ciou, conf))
     if maps:
         map_colorbar(fig, axes[:, 1:])
     if title:
