@@ -34,12 +34,11 @@ from .config import ConfigError, TrainConfig
 from .data.sampling import epoch_batch_sampler, false_negative_ratio
 from .datasets import NEGATIVES_SPLIT, build_datasets, negatives_of, write_dataset_reports
 from .evaluate import EvalResult, evaluate_model, evaluate_with_negatives
-from .losses import fnac_terms, similarity_maps
+from .losses import TERMS, FnacLoss
 from .models import AVLocaliser
 from .utils import (FnacError, atomic_write_text, epoch_seed, folder_lock, normalise_images, output_folder,
                     seed_everything, write_json)
 
-TERMS = ("nce", "fns_audio", "fns_visual", "tne")
 #: Validation samples whose pairs score false-negative detection (``fn_auroc_*`` in metrics.jsonl).
 FN_AUROC_SAMPLES = 1000
 #: Fields that may differ when a run is resumed (they do not change what is computed per epoch).
@@ -109,25 +108,26 @@ def compute_losses(model: AVLocaliser, batch: dict, cfg: TrainConfig, device: to
     img, aud = img.float(), aud.float()
     if cfg.global_negatives:
         img, aud = distributed.all_gather_with_grad(img), distributed.all_gather_with_grad(aud)
+    criterion = fnac_loss(cfg)
     labels = None
-    if "oracle" in (cfg.nce_fn_mask, cfg.fn_targets):  # the diagnostics read the class labels
+    if criterion.needs_labels:  # the oracle diagnostics read the class labels
         labels = batch["label"].to(device, non_blocking=True)
         if cfg.global_negatives:
             labels = distributed.all_gather_with_grad(labels)
-    sim = similarity_maps(img, aud, cfg.tau)
-    return fnac_terms(img, aud, sim, tau=cfg.tau, tne_threshold=cfg.tne_threshold, distance=cfg.distance,
-                      detach_targets=cfg.detach_targets, normalise_targets=cfg.normalise_targets,
-                      target_tau=cfg.target_tau, labels=labels, nce_fn_mask=cfg.nce_fn_mask,
-                      fn_targets=cfg.fn_targets)
+    return criterion.terms(img, aud, labels=labels)
+
+
+def fnac_loss(cfg: TrainConfig) -> FnacLoss:
+    """The objective ``cfg`` trains with."""
+    return FnacLoss(tau=cfg.tau, w_fns_audio=cfg.w_fns_audio, w_fns_visual=cfg.w_fns_visual, w_tne=cfg.w_tne,
+                    tne_threshold=cfg.tne_threshold, distance=cfg.distance, detach_targets=cfg.detach_targets,
+                    normalise_targets=cfg.normalise_targets, target_tau=cfg.target_tau,
+                    nce_fn_mask=cfg.nce_fn_mask, fn_targets=cfg.fn_targets)
 
 
 def total_loss(terms: dict[str, torch.Tensor], cfg: TrainConfig, epoch: int) -> torch.Tensor:
-    """NCE during the warm-up epochs, then NCE plus the weighted FNAC terms."""
-    loss = terms["nce"]
-    if epoch >= cfg.warmup_epochs:
-        loss = loss + cfg.w_fns_audio * terms["fns_audio"] + cfg.w_fns_visual * terms["fns_visual"] \
-            + cfg.w_tne * terms["tne"]
-    return loss
+    """NCE during the warm-up epochs, then NCE plus the weighted FNAC terms (:meth:`FnacLoss.total`)."""
+    return fnac_loss(cfg).total(terms, warmup=epoch < cfg.warmup_epochs)
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress: bool = True,
