@@ -1,15 +1,21 @@
 """What the notebooks call instead of defining it themselves: the tutorial's toy embeddings and labelled tables,
-against values written out or computed independently here."""
+and the widget callbacks of the explorer, against values written out or computed independently here."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-import pytest
-import torch
+import matplotlib
 
-from fnac_lab import analysis
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from fnac_lab import analysis, viz  # noqa: E402
 
 AXES = {"dog": 0, "car": 1, "piano": 2, "background": 3}
 
@@ -50,3 +56,71 @@ def test_labelled_table_rounds_like_numpy_and_labels_rows_and_columns():
     square = analysis.labelled_table([[0.12345, 2], [3, 4.5555]], rows=["p", "q"], decimals=1)
     assert list(square.columns) == ["p", "q"]
     assert square.to_numpy().tolist() == [[0.1, 2.0], [3.0, 4.6]]
+
+
+def _embedded(models=("FNAC", "NCE"), n_batches=2, b=4, c=5, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return {name: [(F.normalize(torch.randn(b, c, 3, 3, generator=gen), dim=1),
+                    F.normalize(torch.randn(b, c, generator=gen), dim=1)) for _ in range(n_batches)]
+            for name in models}
+
+
+def _heatmap_values(ax) -> np.ndarray:
+    values = np.asarray(ax.collections[0].get_array())
+    side = math.isqrt(values.size)
+    return values.reshape(side, side)
+
+
+def test_embedded_adjacency_is_batch_adjacency_of_that_batch():
+    embedded = _embedded()
+    img, aud = embedded["NCE"][1]
+    got = analysis.embedded_adjacency(embedded, model="NCE", batch=1, tau=0.07, tne_threshold=0.4)
+    want = analysis.batch_adjacency(img, aud, tau=0.07, tne_threshold=0.4)
+    for name in analysis.MATRICES:
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+
+
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("as_softmax", [True, False])
+def test_explorer_draws_the_batch_adjacency_of_the_chosen_batch(soft, as_softmax):
+    embedded = _embedded()
+    labels = [torch.tensor([0, 1, 2, 3]), torch.tensor([3, 3, 1, 0])]
+    explorer = viz.AdjacencyExplorer(embedded, labels=labels)
+    fig = explorer.figure(model="FNAC", batch=1, tau=0.1, threshold=0.5, soft=soft, as_softmax=as_softmax)
+    img, aud = embedded["FNAC"][1]
+    adj = analysis.batch_adjacency(img, aud, tau=0.1, tne_threshold=None if soft else 0.5)
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.collections and ax.get_title()]
+    assert [ax.get_title() for ax in panels] == [viz.MATRIX_TITLES[n] for n in analysis.MATRICES]
+    for ax, name in zip(panels, analysis.MATRICES):
+        m = getattr(adj, name).double()
+        expected = m.softmax(dim=1) if as_softmax else m
+        np.testing.assert_allclose(_heatmap_values(ax), expected.numpy(), rtol=1e-6, atol=1e-9, err_msg=name)
+        outlined = sorted(map(tuple, np.asarray(ax.collections[-1].get_offsets())))
+        assert outlined == [(0.5, 1.5), (1.5, 0.5)]  # the two members of class 3, both ways round
+    title = fig._suptitle.get_text()
+    assert title.startswith(f"FNAC, batch 1, tau 0.100, TNE mask {'soft' if soft else '> 0.50'}, FN ratio 0.50")
+    plt.close(fig)
+
+
+def test_explorer_callback_works_as_an_interactive_widget():
+    """``ipywidgets.interactive`` finds one control per keyword of the callback, draws on creation and redraws
+    when a control moves; the callback returns nothing (the widget would display it a second time)."""
+    import ipywidgets as widgets
+
+    embedded = _embedded()
+    explorer = viz.AdjacencyExplorer(embedded, labels=[torch.tensor([0, 1, 2, 3]), torch.tensor([0, 0, 1, 1])])
+    plt.close("all")
+    ui = widgets.interactive(explorer.show, model=widgets.Dropdown(options=list(embedded)),
+                             batch=widgets.IntSlider(min=0, max=1, value=1),
+                             tau=widgets.FloatLogSlider(value=0.1, base=10, min=-2.5, max=0),
+                             threshold=widgets.FloatSlider(value=0.6, min=0.0, max=0.95),
+                             soft=widgets.Checkbox(value=False), as_softmax=widgets.Checkbox(value=True))
+    assert [w._kwarg for w in ui.kwargs_widgets] == ["model", "batch", "tau", "threshold", "soft", "as_softmax"]
+    assert ui.result is None
+    titles = [plt.figure(n)._suptitle.get_text() for n in plt.get_fignums()]
+    assert len(titles) == 1 and titles[0].startswith("FNAC, batch 1, tau 0.100, TNE mask > 0.60, FN ratio 1.00")
+    ui.kwargs_widgets[1].value = 0
+    ui.kwargs_widgets[4].value = True
+    titles = [plt.figure(n)._suptitle.get_text() for n in plt.get_fignums()]
+    assert titles[-1].startswith("FNAC, batch 0, tau 0.100, TNE mask soft, FN ratio 0.00")
+    plt.close("all")

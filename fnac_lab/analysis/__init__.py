@@ -5,8 +5,8 @@ extended protocol's negatives beside the positives (:mod:`.extended`), and the t
 labelled tables (:mod:`.toy`)."""
 
 from ..data.sampling import expected_false_negative_ratio, false_negative_ratio, fn_ratio_table
-from .adjacency import (MATRICES, BatchAdjacency, batch_adjacency, descend_logits, embed_batch, idealised_embeddings,
-                        same_class_mask)
+from .adjacency import (MATRICES, BatchAdjacency, batch_adjacency, descend_logits, embed_batch, embedded_adjacency,
+                        idealised_embeddings, same_class_mask)
 from .embeddings import collect_embeddings, nearest_neighbour_accuracy, umap_projection
 from .extended import (SETS, ExampleRows, confidence_table, extended_examples, extended_table, localise_with_negatives,
                        negatives_split)
@@ -19,8 +19,8 @@ from .runs import (NCE_ONLY, PEAK_OUTCOMES, RUN_FOLDERS, ModelPair, best_worst, 
 from .toy import labelled_table, toy_frame, unit_vector
 
 __all__ = ["expected_false_negative_ratio", "false_negative_ratio", "fn_ratio_table", "MATRICES", "BatchAdjacency",
-           "batch_adjacency", "descend_logits", "embed_batch", "idealised_embeddings", "same_class_mask",
-           "labelled_table", "toy_frame", "unit_vector",
+           "batch_adjacency", "descend_logits", "embed_batch", "embedded_adjacency", "idealised_embeddings",
+           "same_class_mask", "labelled_table", "toy_frame", "unit_vector",
            "collect_embeddings", "nearest_neighbour_accuracy", "umap_projection", "SCORES", "ap50_noise",
            "compare_to_baseline", "read_history", "run_metrics", "run_report", "scores_table", "what_this_run_shows",
            "write_report", "INTRA_MODAL", "PairRetrieval", "intramodal_retrieval", "pair_precision_recall",

@@ -15,7 +15,7 @@ softmax(cross))`` and ``tne = D(softmax(audio), softmax(foreground))``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -55,6 +55,15 @@ def batch_adjacency(img: torch.Tensor, aud: torch.Tensor, *, tau: float, tne_thr
     f = foreground_features(img, own, tne_threshold)
     return BatchAdjacency(audio=aud @ aud.t() / tau, visual=v @ v.t() / tau, cross=max_pooled_logits(sim),
                           foreground=f @ f.t() / tau, own=own, mask=tne_mask(own, tne_threshold))
+
+
+def embedded_adjacency(embedded: Mapping[str, Sequence[tuple[torch.Tensor, torch.Tensor]]], *, model: str, batch: int,
+                       tau: float, tne_threshold: float | None) -> BatchAdjacency:
+    """:func:`batch_adjacency` of batch ``batch`` as ``model`` embedded it: ``embedded[model][batch]`` is the
+    ``(img, aud)`` pair that :func:`embed_batch` returned for it (each batch embedded once, matrices recomputed
+    for any ``tau`` and threshold)."""
+    img, aud = embedded[model][batch]
+    return batch_adjacency(img, aud, tau=tau, tne_threshold=tne_threshold)
 
 
 def descend_logits(start: torch.Tensor, objective, *, steps: int = 300, lr: float = 0.1) -> torch.Tensor:

@@ -1,13 +1,14 @@
 """Figures for the notebooks: seaborn heatmaps of adjacency matrices, localisation maps over frames with their
 boxes (matplotlib, :mod:`.static`), and interactive plotly figures (:mod:`.interactive`: curves, scores,
-embeddings, precision-recall, ablations); sizes, colours and class styles in :mod:`.styles`, the notebook set-up
-in :mod:`.render`.
+embeddings, precision-recall, ablations); what the notebooks' widgets draw (:mod:`.explorers`); sizes, colours and
+class styles in :mod:`.styles`, the notebook set-up in :mod:`.render`.
 
 Static figures return a matplotlib ``Figure``; interactive ones a plotly ``go.Figure``. Every figure fits a
 JupyterLab output area of about 950 px. Nothing here computes a result: the numbers come from
 :mod:`fnac_lab.analysis` and the training outputs.
 """
 
+from .explorers import AdjacencyExplorer
 from .interactive import (SET_COLOURS, ablation_figure, auroc_epoch_figure, class_scatter, confidence_histograms,
                           embedding_scatter, fn_auroc_curves, loss_curves, paired_gain_figure, plotly_adjacency,
                           pr_curves, scores_bars, validation_curves)
@@ -16,7 +17,7 @@ from .static import adjacency_heatmaps, fn_ratio_figure, localisation_grid, map_
 from .styles import (MAP_CMAP, MATRIX_TITLES, MAX_FIGURE_INCHES, MODEL_COLOURS, SHAPE_SYMBOLS, ClassStyle,
                      class_styles)
 
-__all__ = ["ablation_figure", "auroc_epoch_figure", "paired_gain_figure", "class_scatter", "embedding_scatter", "fn_auroc_curves", "loss_curves",
+__all__ = ["AdjacencyExplorer", "ablation_figure", "auroc_epoch_figure", "paired_gain_figure", "class_scatter", "embedding_scatter", "fn_auroc_curves", "loss_curves",
            "plotly_adjacency", "pr_curves", "scores_bars", "validation_curves", "OncePlotlyRenderer",
            "setup_notebook", "show_photo", "adjacency_heatmaps", "fn_ratio_figure", "localisation_grid", "map_colorbar",
            "show_map", "MAP_CMAP", "MATRIX_TITLES", "MAX_FIGURE_INCHES", "MODEL_COLOURS", "SHAPE_SYMBOLS",
