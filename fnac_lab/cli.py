@@ -185,17 +185,15 @@ def _cmd_effects(args: argparse.Namespace) -> None:
 
 
 def _cmd_diagnosis(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from .ablate.diagnosis import (compact_diagnosis, decomposition, diagnosis_markdown, epoch_records, paired_gains,
-                                   twin_mismatches)
+    from .ablate.diagnosis import (NUMERIC_COLUMNS, compact_diagnosis, decomposition, diagnosis_markdown,
+                                   epoch_records, paired_gains, twin_mismatches)
+    from .ablate.effects import read_results
     from .utils import atomic_write_text
 
     path = Path(args.results)
-    path = path / "results.csv" if path.is_dir() else path
-    if not path.is_file():
-        raise FnacError(f"{path}: results file not found (a grid's output folder, its results.csv, or a committed csv)")
-    results = pd.read_csv(path)
+    path = path / "results.csv" if (path / "results.csv").is_file() else path
+    results = read_results(path, columns=NUMERIC_COLUMNS,
+                           expected="the results of data/grids/fnac_diagnosis.yaml, or its committed csv")
     mismatches = twin_mismatches(results)
     if mismatches:
         raise FnacError(f"{path}: {len(mismatches)} runs are not twins of their NCE run; first: {mismatches[0]}")

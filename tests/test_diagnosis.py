@@ -145,3 +145,14 @@ def test_statements_pair_the_main_contrasts_with_each_other():
     expected = f"{diffs.mean():+.3f} [{low:+.3f}, {high:+.3f}] over 4 seeds"
     assert any(line.startswith("Perfect targets") and expected in line for line in lines), lines
     assert len(lines) == 5 and sum("gain over the NCE twin" in line for line in lines) == 3
+
+
+@pytest.mark.parametrize("content,needle", [(b"", "is empty; expected the results of data/grids/fnac_diagnosis.yaml"),
+                                            (b"seed,ap50\n0,0.5\n", "no class_bias_p, w_fns_audio"),
+                                            (None, "is a folder")])
+def test_command_line_refuses_bad_results_in_one_line(content, needle, tmp_path):
+    path = tmp_path / "results.csv" if content is not None else tmp_path / "empty_folder"
+    path.mkdir() if content is None else path.write_bytes(content)
+    proc = subprocess.run([sys.executable, "-m", "fnac_lab", "diagnosis", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert str(path) in proc.stderr and needle in proc.stderr and "Traceback" not in proc.stderr

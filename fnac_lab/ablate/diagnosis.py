@@ -37,6 +37,8 @@ FN_AUROC = ("fn_auroc_audio", "fn_auroc_visual", "fn_auroc_foreground", "fn_auro
 #: The columns of ``data/results/fnac_diagnosis.csv``.
 RESULT_COLUMNS = ("variant", *SETTING, SEED, *VARIANT_DEFAULTS, *WEIGHTS, "ap50", "mean_ciou", "auc", "best_epoch",
                   *FN_AUROC, "warmup_nce", "fn_ratio", "train_seconds", "status")
+#: Numeric columns every results table of the grid has (checked when one is read from a file).
+NUMERIC_COLUMNS = (*SETTING, SEED, *WEIGHTS, "ap50", "warmup_nce")
 #: The columns of ``data/results/fnac_diagnosis_epochs.csv`` (one row per run and epoch).
 EPOCH_COLUMNS = ("variant", *SETTING, SEED, "epoch", "ap50", *FN_AUROC, "nce", "loss")
 NCE = "NCE"

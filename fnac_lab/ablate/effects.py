@@ -41,10 +41,14 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     return mean, mean - half, mean + half
 
 
-def read_results(path: str | Path, metric: str = "ap50") -> pd.DataFrame:
+def read_results(path: str | Path, metric: str = "ap50", *, columns: Sequence[str] | None = None,
+                 expected: str | None = None) -> pd.DataFrame:
     """An ``ablate`` results.csv for :func:`paired_effects`; a folder, an empty or unreadable file, or one without
-    the numeric ``fnac_strength``, ``seed`` and ``metric`` columns is refused with one line naming the file."""
+    the numeric ``columns`` (default ``fnac_strength``, ``seed`` and ``metric``) is refused with one line naming the
+    file and, as ``expected``, what it should have been."""
     path = Path(path)
+    needed = tuple(columns) if columns is not None else (STRENGTH, SEED, metric)
+    expected = expected or f"the results.csv of a grid with an {STRENGTH} axis holding 0 and a {SEED} axis"
     if path.is_dir():
         raise FnacError(f"{path}: is a folder; name a grid's results file (such as {path / 'results.csv'})")
     if not path.is_file():
@@ -52,14 +56,12 @@ def read_results(path: str | Path, metric: str = "ap50") -> pd.DataFrame:
     try:
         results = pd.read_csv(path)
     except pd.errors.EmptyDataError:
-        raise FnacError(f"{path}: is empty; expected the results.csv of a grid with an {STRENGTH} axis") from None
+        raise FnacError(f"{path}: is empty; expected {expected}") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise FnacError(f"{path}: not a readable csv ({describe(exc)})") from None
-    needed = (STRENGTH, SEED, metric)
     missing = [c for c in needed if c not in results]
     if missing:
-        raise FnacError(f"{path}: no {', '.join(missing)} column (needs {', '.join(needed)}: the results.csv of a "
-                        f"grid with an {STRENGTH} axis holding 0 and a {SEED} axis)")
+        raise FnacError(f"{path}: no {', '.join(missing)} column (needs {', '.join(needed)}: {expected})")
     for column in needed:
         values = results[column]
         bad = values[pd.to_numeric(values, errors="coerce").isna() & values.notna()]
