@@ -18,7 +18,7 @@ import math
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +183,76 @@ def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
 
 
+@dataclass
+class RunState:
+    """What a run carries from epoch to epoch (and what ``last.pt`` keeps): the history, the best epoch so far and
+    its weights, and the first epoch still to train."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": -1, "score": -math.inf})
+    best_model: dict[str, torch.Tensor] = field(default_factory=dict)
+    start: int = 0
+
+
+def _resume(cfg: TrainConfig, ckpt_dir: Path, model: AVLocaliser, optimizer, *, resume: bool, main: bool) -> RunState:
+    """The state to continue from: ``last.pt``'s (rank 0 reads it and sends it to the others, whose nodes need not
+    share its file system), or a fresh one. A checkpoint of another configuration is refused."""
+    state = load_training_state(ckpt_dir) if resume and main else None
+    state = distributed.broadcast_object(state)
+    if state is None:
+        return RunState()
+    saved = {**TrainConfig().to_dict(), **state["config"]}  # a setting added since then has its default
+    changed = {k for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS and saved[k] != v}
+    if changed:
+        raise FnacError(f"{ckpt_dir / 'last.pt'}: written with a different configuration "
+                        f"({', '.join(sorted(changed))}); use another --out, or --no-resume to start afresh")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return RunState(history=state["history"], best=state["best"], best_model=state["best_model"],
+                    start=state["epoch"] + 1)
+
+
+def _train_epoch(cfg: TrainConfig, forward_model, optimizer, batches, device: torch.device, epoch: int,
+                 bar) -> tuple[dict[str, float], list[float]]:
+    """One pass over ``batches``: the epoch's mean loss terms and total (averaged over ranks) and each batch's
+    false-negative ratio. A non-finite mean stops the run."""
+    sums = torch.zeros(len(TERMS) + 1, device=device)  # accumulated on the device: no sync per step
+    fn_ratios, n_batches = [], 0
+    for batch in batches:
+        terms = compute_losses(forward_model, batch, cfg, device)
+        loss = total_loss(terms, cfg, epoch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sums += torch.stack([terms[k].detach() for k in TERMS] + [loss.detach()])
+        if "label" in batch:
+            fn_ratios.append(false_negative_ratio(batch["label"]))
+        n_batches += 1
+        bar.update()
+    sums = distributed.all_reduce_mean(sums)  # equal on every rank with global negatives
+    means = dict(zip((*TERMS, "loss"), (sums / max(n_batches, 1)).tolist()))
+    if not all(math.isfinite(v) for v in means.values()):
+        raise FnacError(f"non-finite loss in epoch {epoch + 1} ({means}); lower lr or the FNAC weights")
+    return means, fn_ratios
+
+
+def _validate_and_select(cfg: TrainConfig, model: AVLocaliser, val_set, device: torch.device, epoch: int,
+                         record: dict[str, Any], run: RunState) -> tuple[float, bool]:
+    """Score the validation split, add the epoch's record to the history and keep the best epoch's weights
+    (ties go to the later epoch, as published). Returns the score and whether it is the best so far."""
+    val = evaluate_model(model, val_set, batch_size=cfg.eval_batch_size, device=device, baselines=False,
+                         progress=False, embeddings=True, tne_threshold=cfg.tne_threshold)
+    run.history.append({"epoch": epoch + 1, "split": "val", **{k: val.scores[k] for k in ("ap50", "mean_ciou", "auc")},
+                        **record["means"], **val.fn_auroc(FN_AUROC_SAMPLES),
+                        "fnac_active": cfg.fnac_active and epoch >= cfg.warmup_epochs,
+                        "fn_ratio": record["fn_ratio"], "train_seconds": record["train_seconds"]})
+    score = val.scores[cfg.select_metric]
+    improved = score >= run.best["score"]
+    if improved:
+        run.best, run.best_model = {"epoch": epoch + 1, "score": score}, copy_weights(model)
+    return score, improved
+
+
 def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, progress: bool,
            datasets: dict[str, Any] | None, log_epochs: bool) -> TrainResult:
     rank, world_size = distributed.get_rank(), distributed.get_world_size()
@@ -201,28 +271,13 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, p
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"epoch": -1, "score": -math.inf}
-    best_model: dict[str, torch.Tensor] = {}
-    start = 0
-    # rank 0 reads the checkpoint and sends it to the others (their nodes need not share its file system)
-    state = load_training_state(ckpt_dir) if resume and main else None
-    state = distributed.broadcast_object(state)
-    if state is not None:
-        saved = {**TrainConfig().to_dict(), **state["config"]}  # a setting added since then has its default
-        changed = {k for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS and saved[k] != v}
-        if changed:
-            raise FnacError(f"{ckpt_dir / 'last.pt'}: written with a different configuration "
-                            f"({', '.join(sorted(changed))}); use another --out, or --no-resume to start afresh")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        history, best, best_model, start = state["history"], state["best"], state["best_model"], state["epoch"] + 1
+    run = _resume(cfg, ckpt_dir, model, optimizer, resume=resume, main=main)
     if main:
         write_json(out / "config.json", cfg.to_dict())
-        _write_history(out, history)
+        _write_history(out, run.history)
     train_set, val_set = datasets["train"], datasets["val"]
     labels = train_set.labels if hasattr(train_set, "labels") else None
-    sampler = batch_sampler(cfg, labels if labels is not None else torch.zeros(len(train_set)), start,
+    sampler = batch_sampler(cfg, labels if labels is not None else torch.zeros(len(train_set)), run.start,
                             rank=rank, world_size=world_size)
     loader = train_loader(train_set, sampler, cfg, device)
     forward_model = distributed.wrap_model(model, device, sync_batchnorm=cfg.sync_batchnorm)
@@ -230,57 +285,30 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, p
         forward_model = torch.compile(forward_model)
 
     label = run_label(cfg)
-    bar = tqdm(total=(cfg.epochs - start) * len(sampler), disable=not progress, desc=label, unit="batch",
+    bar = tqdm(total=(cfg.epochs - run.start) * len(sampler), disable=not progress, desc=label, unit="batch",
                leave=False)
     t_run = time.perf_counter()
-    for epoch in range(start, cfg.epochs):
+    for epoch in range(run.start, cfg.epochs):
         torch.manual_seed(epoch_seed(cfg.seed, epoch) + rank)  # rank 0 draws what a single process draws
         sampler.set_epoch(epoch)
         model.train()
-        sums = torch.zeros(len(TERMS) + 1, device=device)  # accumulated on the device: no sync per step
-        fn_ratios, n_batches, t0 = [], 0, time.perf_counter()
         bar.set_description(f"{label}, epoch {epoch + 1}/{cfg.epochs}")
-        for batch in (loader if loader is not None else map(train_set.batch, sampler)):
-            terms = compute_losses(forward_model, batch, cfg, device)
-            loss = total_loss(terms, cfg, epoch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            sums += torch.stack([terms[k].detach() for k in TERMS] + [loss.detach()])
-            if "label" in batch:
-                fn_ratios.append(false_negative_ratio(batch["label"]))
-            n_batches += 1
-            bar.update()
-        sums = distributed.all_reduce_mean(sums)  # equal on every rank with global negatives
+        t0 = time.perf_counter()
+        batches = loader if loader is not None else map(train_set.batch, sampler)
+        means, fn_ratios = _train_epoch(cfg, forward_model, optimizer, batches, device, epoch, bar)
         if world_size > 1 and cfg.global_negatives and labels is not None:
             fn_ratios = [_global_fn_ratio(sampler, labels)]
-        means = dict(zip((*TERMS, "loss"), (sums / max(n_batches, 1)).tolist()))
-        if not all(math.isfinite(v) for v in means.values()):
-            raise FnacError(f"non-finite loss in epoch {epoch + 1} ({means}); lower lr or the FNAC weights")
         if not main:
             continue  # rank 0 validates and writes; the others wait for it in the next collective
-        train_seconds = time.perf_counter() - t0
-        val = evaluate_model(model, val_set, batch_size=cfg.eval_batch_size, device=device, baselines=False,
-                             progress=False, embeddings=True, tne_threshold=cfg.tne_threshold)
-        record = {"epoch": epoch + 1, "split": "val",
-                  **{k: val.scores[k] for k in ("ap50", "mean_ciou", "auc")},
-                  **means,
-                  **val.fn_auroc(FN_AUROC_SAMPLES),
-                  "fnac_active": cfg.fnac_active and epoch >= cfg.warmup_epochs,
-                  "fn_ratio": float(np.mean(fn_ratios)) if fn_ratios else None,
-                  "train_seconds": round(train_seconds, 2)}
-        history.append(record)
-        score = val.scores[cfg.select_metric]
-        improved = score >= best["score"]  # ties go to the later epoch, as published
-        if improved:
-            best, best_model = {"epoch": epoch + 1, "score": score}, copy_weights(model)
-        save_training_state(training_state(model, optimizer, cfg, epoch, history, best, best_model), ckpt_dir,
-                            improved=improved)
-        _write_history(out, history)
+        record = {"means": means, "fn_ratio": float(np.mean(fn_ratios)) if fn_ratios else None,
+                  "train_seconds": round(time.perf_counter() - t0, 2)}
+        score, improved = _validate_and_select(cfg, model, val_set, device, epoch, record, run)
+        save_training_state(training_state(model, optimizer, cfg, epoch, run.history, run.best, run.best_model),
+                            ckpt_dir, improved=improved)
+        _write_history(out, run.history)
         bar.set_postfix_str(f"validation {cfg.select_metric} {score:.3f}")
         if log_epochs:
-            done = epoch + 1 - start
-            left = (time.perf_counter() - t_run) / done * (cfg.epochs - epoch - 1)
+            left = (time.perf_counter() - t_run) / (epoch + 1 - run.start) * (cfg.epochs - epoch - 1)
             print(f"{label}: epoch {epoch + 1}/{cfg.epochs}, validation {cfg.select_metric} {score:.3f}, "
                   f"about {left / 60:.1f} min left", flush=True)
     bar.close()
