@@ -186,7 +186,8 @@ def _cmd_effects(args: argparse.Namespace) -> None:
 
 def _cmd_diagnosis(args: argparse.Namespace) -> None:
     from .ablate.diagnosis import (NUMERIC_COLUMNS, compact_diagnosis, decomposition, diagnosis_markdown,
-                                   epoch_records, paired_gains, twin_mismatches)
+                                   epoch_records, extended_markdown, extended_records, paired_gains,
+                                   twin_mismatches)
     from .ablate.effects import read_results
     from .utils import atomic_write_text
 
@@ -194,6 +195,10 @@ def _cmd_diagnosis(args: argparse.Namespace) -> None:
     path = path / "results.csv" if (path / "results.csv").is_file() else path
     results = read_results(path, columns=NUMERIC_COLUMNS,
                            expected="the results of data/grids/fnac_diagnosis.yaml, or its committed csv")
+    if args.extended is not None:
+        if "folder" not in results:
+            raise FnacError(f"{path}: --extended needs a grid's results.csv (its runs' checkpoints)")
+        results = extended_records(results, test_negatives=args.extended)
     mismatches = twin_mismatches(results)
     if mismatches:
         raise FnacError(f"{path}: {len(mismatches)} runs are not twins of their NCE run; first: {mismatches[0]}")
@@ -205,6 +210,8 @@ def _cmd_diagnosis(args: argparse.Namespace) -> None:
         atomic_write_text(args.write_epochs, epoch_records(results).to_csv(index=False))
     gains = paired_gains(results)
     print(diagnosis_markdown(gains), end="")
+    if "extended_ap" in results and results["extended_ap"].notna().any():
+        print("\n" + extended_markdown(results), end="")
     for name, d in decomposition(gains).items():
         print(f"{name}: gain {d['gain']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] over {int(d['n'])} seeds")
 
@@ -303,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", help="output folder or results.csv of data/grids/fnac_diagnosis.yaml, or its committed csv")
     p.add_argument("--write", metavar="CSV", help="also write the compact results (one row per run) to this file")
     p.add_argument("--write-epochs", metavar="CSV", help="also write every run's epochs (scores, same-class AUROCs)")
+    p.add_argument("--extended", type=float, metavar="SHARE", default=None,
+                   help="also score every run's best checkpoint on the extended protocol, with SHARE silent and "
+                        "off-screen negatives per test clip (columns extended_ap, max_f1, precision)")
     p.set_defaults(func=_cmd_diagnosis)
 
     p = sub.add_parser("config", help="print the resolved configuration of a preset")

@@ -156,3 +156,34 @@ def test_command_line_refuses_bad_results_in_one_line(content, needle, tmp_path)
     proc = subprocess.run([sys.executable, "-m", "fnac_lab", "diagnosis", str(path)], capture_output=True, text=True)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert str(path) in proc.stderr and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_extended_scores_of_the_runs_match_the_evaluate_command(tmp_path):
+    """Each run's best checkpoint scored with negatives gives what ``fnac-lab evaluate --set test_negatives`` gives
+    for it, and a checkpoint whose test AP50 no longer matches its run is refused."""
+    from fnac_lab.ablate.diagnosis import extended_markdown, extended_records
+    from fnac_lab.config import preset
+    from fnac_lab.train import train
+
+    cfg = preset("smoke", n_train=64, n_val=32, n_test=32, batch_size=16, epochs=1, image_size=32, embed_dim=32,
+                 w_fns_audio=0, w_fns_visual=0, w_tne=0)
+    rows = []
+    for seed in (0, 1):
+        run = train(cfg.replace(seed=seed), tmp_path / f"p{seed}" / "fnac", progress=False)
+        rows.append(dict(class_bias_p=0.0, seed=seed, w_fns_audio=0.0, w_fns_visual=0.0, w_tne=0.0,
+                         ap50=run.summary["test"]["ap50"], warmup_nce=np.nan, status="finished",
+                         folder=str(tmp_path / f"p{seed}")))
+    scored = extended_records(pd.DataFrame(rows), test_negatives=0.5, progress=False)
+    for row in scored.to_dict("records"):
+        out = Path(row["folder"]) / "eval"
+        proc = subprocess.run([sys.executable, "-m", "fnac_lab", "evaluate", "--checkpoint",
+                               str(Path(row["folder"]) / "fnac" / "checkpoints" / "best.pt"), "--set",
+                               "test_negatives=0.5", "--out", str(out), "--quiet"], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        expected = json.loads((out / "scores.json").read_text())
+        for col in ("extended_ap", "max_f1", "precision"):
+            assert row[col] == pytest.approx(expected[col], abs=1e-12), col
+    assert "| 0 |" not in extended_markdown(scored)  # NCE twins only: nothing to pair, no rows
+    broken = pd.DataFrame(rows).assign(ap50=lambda t: t["ap50"] + 0.5)
+    with pytest.raises(Exception, match="not the run's"):
+        extended_records(broken, progress=False)

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from ..utils import FnacError
 from .effects import t_interval
 
 SEED = "seed"
@@ -35,8 +36,10 @@ VARIANT_DEFAULTS: dict[str, Any] = {"nce_fn_mask": "none", "fn_targets": "learne
                                     "target_tau": math.nan}
 FN_AUROC = ("fn_auroc_audio", "fn_auroc_visual", "fn_auroc_foreground", "fn_auroc_cross")
 #: The columns of ``data/results/fnac_diagnosis.csv``.
+#: The extended protocol's scores of a run's best checkpoint (:func:`extended_records`; empty where not scored).
+EXTENDED = ("extended_ap", "max_f1", "precision")
 RESULT_COLUMNS = ("variant", *SETTING, SEED, *VARIANT_DEFAULTS, *WEIGHTS, "ap50", "mean_ciou", "auc", "best_epoch",
-                  *FN_AUROC, "warmup_nce", "fn_ratio", "train_seconds", "status")
+                  *FN_AUROC, "warmup_nce", "fn_ratio", "train_seconds", "status", *EXTENDED, "test_negatives")
 #: Numeric columns every results table of the grid has (checked when one is read from a file).
 NUMERIC_COLUMNS = (*SETTING, SEED, *WEIGHTS, "ap50", "warmup_nce")
 #: The columns of ``data/results/fnac_diagnosis_epochs.csv`` (one row per run and epoch).
@@ -228,3 +231,54 @@ def diagnosis_statements(table: pd.DataFrame, *, class_bias_p: float = 0.5) -> l
         out.append(f"FNAC's loss form with perfect targets against false-negative elimination with the same "
                    f"knowledge (oracle targets minus oracle mask): {_figure(form)}.")
     return out
+
+
+def extended_records(results: pd.DataFrame, *, test_negatives: float = 0.5, progress: bool = True) -> pd.DataFrame:
+    """``results`` (an ``ablate`` results.csv) with each finished run's best checkpoint scored on the extended
+    protocol: its built-in test split plus ``test_negatives`` silent and off-screen clips per test clip
+    (:func:`fnac_lab.evaluate.evaluate_with_negatives`), in the :data:`EXTENDED` columns. The runs were trained
+    without negatives; their cIoU scores are untouched."""
+    from tqdm.auto import tqdm
+
+    from ..checkpoint import load_checkpoint
+    from ..datasets import NEGATIVES_SPLIT, build_datasets
+    from ..evaluate import evaluate_with_negatives
+
+    table = results.copy()
+    for col in (*EXTENDED, "test_negatives"):
+        table[col] = np.nan
+    splits: dict[str, dict[str, Any]] = {}
+    rows = table.index[table["status"] == "finished"]
+    for i in tqdm(rows, desc="extended protocol", disable=not progress):
+        model, cfg, _ = load_checkpoint(Path(table.at[i, "folder"]) / "fnac" / "checkpoints" / "best.pt")
+        data = cfg.replace(n_train=cfg.batch_size, n_val=1, test_negatives=test_negatives)  # only the test split
+        key = json.dumps({k: v for k, v in data.to_dict().items() if k in ("data_seed", "n_classes", "n_unheard",
+                          "n_scenes", "n_test", "image_size", "test_negatives")}, sort_keys=True)
+        if key not in splits:
+            splits[key] = build_datasets(data)
+        result = evaluate_with_negatives(model, splits[key]["test"], splits[key][NEGATIVES_SPLIT],
+                                         batch_size=cfg.eval_batch_size, progress=False)
+        if not math.isclose(result.scores["ap50"], table.at[i, "ap50"], abs_tol=1e-9):
+            raise FnacError(f"{table.at[i, 'folder']}: its best checkpoint scores test AP50 {result.scores['ap50']} "
+                            f"now, not the run's {table.at[i, 'ap50']}: the test split is not the one it was scored on")
+        for col in EXTENDED:
+            table.at[i, col] = result.scores[col]
+        table.at[i, "test_negatives"] = test_negatives
+    return table
+
+
+def extended_markdown(table: pd.DataFrame) -> str:
+    """The extended protocol's table: per class bias and variant, the paired gain over the NCE twin in extended AP,
+    max-F1 and precision at confidence 0.5 (runs scored by :func:`extended_records` only)."""
+    scored = table[table["extended_ap"].notna()] if "extended_ap" in table else table.iloc[:0]
+    lines = ["| `class_bias_p` | variant | seeds | NCE extended AP | variant extended AP | extended AP gain (95 % CI) "
+             "| max-F1 gain (95 % CI) | precision gain (95 % CI) |", "| --: | --- | --: | --: | --: | --- | --- | --- |"]
+    gains = {m: paired_gains(scored, metric=m) for m in EXTENDED}
+    if gains["extended_ap"].empty:
+        return "\n".join(lines) + "\n"
+    gains = {m: g.set_index(["class_bias_p", "variant"]) for m, g in gains.items()}
+    for (bias, variant), r in gains["extended_ap"].iterrows():
+        f1, prec = gains["max_f1"].loc[(bias, variant)], gains["precision"].loc[(bias, variant)]
+        lines.append(f"| {bias:g} | {variant} | {r['n']} | {r['NCE']:.3f} | {r['variant_score']:.3f} | {_interval(r)} "
+                     f"| {_interval(f1)} | {_interval(prec)} |")
+    return "\n".join(lines) + "\n"
