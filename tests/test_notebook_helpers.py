@@ -1,5 +1,5 @@
 """What the notebooks call instead of defining it themselves: the tutorial's toy embeddings and labelled tables,
-and the widget callbacks of the explorer, against values written out or computed independently here."""
+the widget callbacks of the explorer and of the map browser, against values written out or computed here."""
 
 from __future__ import annotations
 
@@ -124,3 +124,54 @@ def test_explorer_callback_works_as_an_interactive_widget():
     titles = [plt.figure(n)._suptitle.get_text() for n in plt.get_fignums()]
     assert titles[-1].startswith("FNAC, batch 0, tau 0.100, TNE mask soft, FN ratio 0.00")
     plt.close("all")
+
+
+def _localised(n=6, models=("FNAC", "NCE"), seed=0):
+    """Built-in samples and, per model, random maps and cIoUs in the shape :func:`analysis.localise` returns."""
+    from types import SimpleNamespace
+
+    from fnac_lab.data.builtin import BuiltinAVDataset, BuiltinSpec
+
+    data = BuiltinAVDataset("test", n, seed=seed, spec=BuiltinSpec())
+    gen = torch.Generator().manual_seed(seed)
+    results = {name: SimpleNamespace(maps=torch.rand(n, 224, 224, generator=gen).numpy(),
+                                     cious=torch.rand(n, generator=gen, dtype=torch.float64)) for name in models}
+    return data, results
+
+
+def _min_max(m):
+    return (m - m.min()) / (m.max() - m.min())
+
+
+def test_sample_grid_draws_each_chosen_sample_with_every_models_map():
+    data, results = _localised()
+    indices = np.array([4, 1, 3])  # as best_worst returns them
+    fig = viz.sample_grid(data, results, indices=indices, title="three samples")
+    axes = np.array(fig.axes[:9]).reshape(3, 3)  # rows: samples; columns: frame, FNAC, NCE (then the colour bar)
+    assert len(fig.axes) == 10 and fig._suptitle.get_text() == "three samples"
+    for row, i in zip(axes, indices):
+        assert row[0].get_title() == data.class_name(int(data.labels[i]))
+        assert np.array_equal(row[0].images[0].get_array(), data.images[i].permute(1, 2, 0).numpy())
+        for ax, (name, r) in zip(row[1:], results.items()):
+            assert ax.get_title() == f"{name} cIoU {float(r.cious[i]):.2f}"
+            np.testing.assert_allclose(ax.images[1].get_array(), _min_max(r.maps[i]), rtol=1e-6)
+    plt.close(fig)
+
+
+def test_map_browser_shows_the_sample_at_the_chosen_position():
+    import ipywidgets as widgets
+
+    data, results = _localised()
+    orders = {"split order": np.arange(6), "reversed": np.arange(6)[::-1]}
+    browser = viz.MapBrowser(data, results=results, orders=orders)
+    fig = browser.figure(order="reversed", position=2)  # position 1 is the first sample of the order
+    assert fig._suptitle.get_text() == f"sample 4 ({data.ids[4]}), position 2 of 6"
+    assert len(fig.axes) == 4  # frame, two maps, colour bar
+    np.testing.assert_allclose(fig.axes[1].images[1].get_array(), _min_max(results["FNAC"].maps[4]), rtol=1e-6)
+    plt.close(fig)
+    plt.close("all")
+    ui = widgets.interactive(browser.show, order=widgets.Dropdown(options=list(orders)),
+                             position=widgets.IntSlider(min=1, max=6, value=1))
+    assert [w._kwarg for w in ui.kwargs_widgets] == ["order", "position"] and ui.result is None
+    ui.kwargs_widgets[1].value = 6
+    assert plt.get_fignums() == []  # each figure went out as a JPEG and was closed

@@ -8,7 +8,7 @@ JupyterLab output area of about 950 px. Nothing here computes a result: the numb
 :mod:`fnac_lab.analysis` and the training outputs.
 """
 
-from .explorers import AdjacencyExplorer
+from .explorers import AdjacencyExplorer, MapBrowser, sample_grid
 from .interactive import (SET_COLOURS, ablation_figure, auroc_epoch_figure, class_scatter, confidence_histograms,
                           embedding_scatter, fn_auroc_curves, loss_curves, paired_gain_figure, plotly_adjacency,
                           pr_curves, scores_bars, validation_curves)
@@ -17,7 +17,7 @@ from .static import adjacency_heatmaps, fn_ratio_figure, localisation_grid, map_
 from .styles import (MAP_CMAP, MATRIX_TITLES, MAX_FIGURE_INCHES, MODEL_COLOURS, SHAPE_SYMBOLS, ClassStyle,
                      class_styles)
 
-__all__ = ["AdjacencyExplorer", "ablation_figure", "auroc_epoch_figure", "paired_gain_figure", "class_scatter", "embedding_scatter", "fn_auroc_curves", "loss_curves",
+__all__ = ["AdjacencyExplorer", "MapBrowser", "sample_grid", "ablation_figure", "auroc_epoch_figure", "paired_gain_figure", "class_scatter", "embedding_scatter", "fn_auroc_curves", "loss_curves",
            "plotly_adjacency", "pr_curves", "scores_bars", "validation_curves", "OncePlotlyRenderer",
            "setup_notebook", "show_photo", "adjacency_heatmaps", "fn_ratio_figure", "localisation_grid", "map_colorbar",
            "show_map", "MAP_CMAP", "MATRIX_TITLES", "MAX_FIGURE_INCHES", "MODEL_COLOURS", "SHAPE_SYMBOLS",
