@@ -218,3 +218,29 @@ def test_tutorial_matches_its_stored_outputs(tmp_path):
         cwd=tmp_path, capture_output=True, text=True, env={**os.environ, **KERNEL_ENV}, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert re.search(r"\d+ passed", proc.stdout)
+
+
+def definitions(source: str) -> list[str]:
+    """The functions and classes a code cell defines, and the lambdas it names (IPython syntax allowed)."""
+    import ast
+
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    found = []
+    for node in ast.walk(ast.parse(TransformerManager().transform_cell(source))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found.append(f"{type(node).__name__} {node.name}")
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.NamedExpr)) and isinstance(node.value, ast.Lambda):
+            found.append(f"a lambda named on line {node.lineno}")
+    return found
+
+
+def test_notebooks_define_no_functions():
+    """Notebooks stay thin: what they compute or draw lives in ``fnac_lab.analysis`` or ``fnac_lab.viz``, where unit
+    tests reach it. A lambda passed straight to a call is allowed."""
+    assert definitions("%matplotlib inline\ndef f(x):\n    return x\nclass C: ...\ng = lambda: 0\nh(lambda y: y)") == [
+        "FunctionDef f", "ClassDef C", "a lambda named on line 5"]
+    found = [f"{name}, cell {i}: {what}" for name in ALL
+             for i, cell in enumerate(nbformat.read(NOTEBOOKS / name, as_version=4).cells) if cell.cell_type == "code"
+             for what in definitions(cell.source)]
+    assert not found, "move these into fnac_lab, each with a unit test: " + "; ".join(found)
