@@ -105,6 +105,21 @@ def _summary(columns: dict[str, list[torch.Tensor]], suffix: str = "") -> dict[s
     return out
 
 
+def _score_trivial(gt: torch.Tensor, prior: torch.Tensor, gen: torch.Generator,
+                   base: dict[str, dict[str, list[torch.Tensor]]], *, segmentation: bool, confidences: bool) -> None:
+    """A batch's scores of the centre prior, a random map (drawn from ``gen``) and the oracle, appended to ``base``;
+    with ``confidences`` also the first two's confidences (the extended protocol)."""
+    b = gt.shape[0]
+    trivial = {"centre_prior": prior.expand(b, -1, -1),
+               "random": torch.rand(b, MAP_SIZE, MAP_SIZE, generator=gen).to(gt.device),
+               "oracle": oracle_maps(gt).to(gt.device)}
+    for name, m in trivial.items():
+        for k, v in _score_maps(m, gt, segmentation).items():
+            base[name].setdefault(k, []).append(v)
+        if confidences and name in EXTENDED_TRIVIAL:
+            base[name].setdefault("confidence", []).append(metrics.map_confidence(m).cpu())
+
+
 @torch.no_grad()
 def evaluate_testset(model: torch.nn.Module, dataset: RealAVDataset, *, batch_size: int = 64,
                      device: torch.device | str = "cpu", num_workers: int = 0, skip_bad: bool = False,
@@ -160,15 +175,7 @@ def evaluate_testset(model: torch.nn.Module, dataset: RealAVDataset, *, batch_si
                 columns.setdefault(k + suffix, []).append(v)
         if confidences:
             columns.setdefault("confidence", []).append(metrics.map_confidence(maps, tau=model.tau).cpu())
-        b = maps.shape[0]
-        trivial = {"centre_prior": prior.expand(b, -1, -1),
-                   "random": torch.rand(b, MAP_SIZE, MAP_SIZE, generator=gen).to(device),
-                   "oracle": oracle_maps(gt).to(device)}
-        for name, m in trivial.items():
-            for k, v in _score_maps(m, gt, segmentation).items():
-                base[name].setdefault(k, []).append(v)
-            if confidences and name in EXTENDED_TRIVIAL:
-                base[name].setdefault("confidence", []).append(metrics.map_confidence(m).cpu())
+        _score_trivial(gt, prior, gen, base, segmentation=segmentation, confidences=confidences)
         order.extend(batch["index"].tolist())
         if keep_maps:
             kept.append(maps.cpu().numpy())

@@ -235,16 +235,7 @@ def _add_run_command(sub, name: str, help: str, func, *, presets, settings: type
     p.set_defaults(func=func)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fnac-lab", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    _add_run_command(sub, "train", "train a configuration", _cmd_train, presets=PRESETS, settings=TrainConfig,
-                     out_help="output directory", last="OUT/checkpoints/last.pt")
-    _add_run_command(sub, "pretrain", "pretrain the visual stream on single built-in objects (ImageNet's stand-in)",
-                     _cmd_pretrain, presets=PRETRAIN_PRESETS, settings=PretrainConfig,
-                     out_help="output directory (visual_backbone.pt, metrics.jsonl, summary.json)", last="OUT/last.pt")
-
+def _add_evaluate_command(sub) -> None:
     p = sub.add_parser("evaluate", help="score a checkpoint")
     p.add_argument("--checkpoint", required=True, help="a last.pt or best.pt written by train")
     p.add_argument("--out", required=True, help="output directory")
@@ -274,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="resample audio to this rate (default: as the checkpoint was trained)")
     p.set_defaults(func=_cmd_evaluate)
 
+
+def _add_data_commands(sub) -> None:
     p = sub.add_parser("prepare", help="turn video clips into the frames/ + audio/ layout")
     p.add_argument("--videos", required=True, help="directory of clips (mp4, mkv, webm, avi, mov, ...)")
     p.add_argument("--out", required=True, help="data root to write frames/ID.jpg and audio/ID.wav into")
@@ -292,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_cache)
 
+
+def _add_study_commands(sub) -> None:
     p = sub.add_parser("ablate", help="run a notebook over a parameter grid (papermill) and collect results.csv")
     p.add_argument("grid", help="grid file (YAML: notebook, base, grid)")
     p.add_argument("--out", required=True, help="output directory (points already finished there are skipped)")
@@ -314,6 +309,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also score every run's best checkpoint on the extended protocol, with SHARE silent and "
                         "off-screen negatives per test clip (columns extended_ap, max_f1, precision)")
     p.set_defaults(func=_cmd_diagnosis)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fnac-lab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _add_run_command(sub, "train", "train a configuration", _cmd_train, presets=PRESETS, settings=TrainConfig,
+                     out_help="output directory", last="OUT/checkpoints/last.pt")
+    _add_run_command(sub, "pretrain", "pretrain the visual stream on single built-in objects (ImageNet's stand-in)",
+                     _cmd_pretrain, presets=PRETRAIN_PRESETS, settings=PretrainConfig,
+                     out_help="output directory (visual_backbone.pt, metrics.jsonl, summary.json)", last="OUT/last.pt")
+    _add_evaluate_command(sub)
+    _add_data_commands(sub)
+    _add_study_commands(sub)
 
     p = sub.add_parser("config", help="print the resolved configuration of a preset")
     p.add_argument("--preset", default="demo", choices=sorted(PRESETS))

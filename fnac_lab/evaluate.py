@@ -165,6 +165,34 @@ def _invalid_maps(maps: torch.Tensor) -> torch.Tensor:
     return ~torch.isfinite(maps).flatten(1).all(dim=1)
 
 
+def _keep_embeddings(img: torch.Tensor, aud: torch.Tensor, tau: float, tne_threshold: float | None,
+                     embedded: dict[str, list[torch.Tensor]], visual_maps: list[torch.Tensor], n_maps: int) -> int:
+    """Append a batch's intra-modal embeddings (and its visual maps, up to :data:`CROSS_SAMPLES` in all) to the
+    lists; returns how many visual maps are kept now."""
+    own = own_maps(similarity_maps(img.float(), aud.float(), tau))
+    for name, x in (("audio", aud), ("visual", img.mean(dim=(2, 3))),
+                    ("foreground", foreground_features(img, own, tne_threshold))):
+        embedded[name].append(x.float().cpu())
+    if n_maps < CROSS_SAMPLES:
+        visual_maps.append(img[: CROSS_SAMPLES - n_maps].float().cpu())
+        n_maps += len(visual_maps[-1])
+    return n_maps
+
+
+def _score_trivial_maps(gt: torch.Tensor, prior: torch.Tensor, gen: torch.Generator,
+                        base_cious: dict[str, list[torch.Tensor]], conf: dict[str, list[torch.Tensor]] | None) -> None:
+    """cIoU of the centre prior, a random map (drawn from ``gen``) and the oracle on a batch's ground truth, and with
+    ``conf`` the first two's confidences, appended to the lists."""
+    b = gt.shape[0]
+    base_cious["centre_prior"].append(metrics.ciou(prior.expand(b, -1, -1), gt).cpu())
+    noise = torch.rand(b, MAP_SIZE, MAP_SIZE, generator=gen).to(gt.device)
+    base_cious["random"].append(metrics.ciou(noise, gt).cpu())
+    base_cious["oracle"].append(metrics.ciou(oracle_maps(gt).to(gt.device), gt).cpu())
+    if conf is not None:
+        conf["centre_prior"].append(metrics.map_confidence(prior[None]).expand(b).cpu())
+        conf["random"].append(metrics.map_confidence(noise).cpu())
+
+
 @torch.no_grad()
 def evaluate_model(
     model: AVLocaliser,
@@ -212,25 +240,12 @@ def evaluate_model(
         img, aud = model(image, spec)
         maps = model.maps_from_embeddings(img, aud)
         if embeddings:
-            own = own_maps(similarity_maps(img.float(), aud.float(), model.tau))
-            for name, x in (("audio", aud), ("visual", img.mean(dim=(2, 3))),
-                            ("foreground", foreground_features(img, own, tne_threshold))):
-                embedded[name].append(x.float().cpu())
-            if n_maps < CROSS_SAMPLES:
-                visual_maps.append(img[: CROSS_SAMPLES - n_maps].float().cpu())
-                n_maps += len(visual_maps[-1])
+            n_maps = _keep_embeddings(img, aud, model.tau, tne_threshold, embedded, visual_maps, n_maps)
         gt = ground_truth(dataset, idx, batch, device)
         invalid.append(_invalid_maps(maps))
         cious.append(metrics.ciou(maps, gt, check_finite=False))
         if baselines:
-            b = maps.shape[0]
-            base_cious["centre_prior"].append(metrics.ciou(prior.expand(b, -1, -1), gt).cpu())
-            noise = torch.rand(b, MAP_SIZE, MAP_SIZE, generator=gen).to(device)
-            base_cious["random"].append(metrics.ciou(noise, gt).cpu())
-            base_cious["oracle"].append(metrics.ciou(oracle_maps(gt).to(device), gt).cpu())
-            if confidences:
-                conf["centre_prior"].append(metrics.map_confidence(prior[None]).expand(b).cpu())
-                conf["random"].append(metrics.map_confidence(noise).cpu())
+            _score_trivial_maps(gt, prior, gen, base_cious, conf if confidences else None)
         if confidences:
             conf["model"].append(metrics.map_confidence(maps, tau=model.tau).cpu())
         if keep_maps:
