@@ -159,7 +159,7 @@ MAX_FUNCTION_LINES = 80
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_functions_stay_short(path):
-    """No function of ``fnac_lab`` reaches 80 lines: a longer one is several named steps."""
+    """No function of ``fnac_lab`` is over 80 lines: a longer one is several named steps."""
     long = [f"{n.name} ({n.end_lineno - n.lineno + 1} lines)" for n in ast.walk(ast.parse(path.read_text()))
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 >= MAX_FUNCTION_LINES]
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES]
     assert not long, f"{path.name}: {', '.join(long)}"
