@@ -64,14 +64,43 @@ def test_presets_resolve_and_differ_from_the_defaults_only_where_they_say():
     assert math.isclose(preset("demo").lr, 3e-3)
 
 
-def test_paper_presets_name_the_published_settings():
-    args, scripts = preset("paper"), preset("paper_scripts")
-    assert (args.epochs, args.warmup_epochs, args.batch_size) == (20, 3, 128)
-    assert (scripts.epochs, scripts.warmup_epochs, scripts.batch_size) == (30, 5, 256)
+def _trains(cfg, n_train: int = 1024) -> dict:
+    """What a configuration trains, read from the training loop's own parts rather than from its fields: the
+    epochs whose loss is NCE alone, the weight of every FNAC term after them, and the size of every batch."""
+    import torch
+
+    from fnac_lab.train import batch_sampler, fnac_loss, total_loss
+
+    terms = {"nce": torch.tensor(1.0), "fns_audio": torch.tensor(2.0), "fns_visual": torch.tensor(3.0),
+             "tne": torch.tensor(5.0)}
+    nce_only = [e for e in range(cfg.epochs) if float(total_loss(terms, cfg, e)) == 1.0]
+    after = float(total_loss(terms, cfg, cfg.warmup_epochs)) - 1.0
+    sizes = {len(b) for b in batch_sampler(cfg, torch.zeros(n_train, dtype=torch.long), 0)}
+    return {"nce_only_epochs": nce_only, "fnac_weights": fnac_loss(cfg).weights, "after_warmup": after,
+            "batch_sizes": sizes}
+
+
+def test_paper_presets_train_the_published_schedule():
+    """The paper presets train what the published scripts do: NCE alone for the warm-up, then each FNAC term at
+    weight 100, in batches of the published size; paper_builtin keeps the published w / B."""
+    for name, (epochs, warmup, batch) in {"paper": (20, 3, 128), "paper_scripts": (30, 5, 256)}.items():
+        cfg = preset(name)
+        got = _trains(cfg)
+        assert cfg.epochs == epochs and got["nce_only_epochs"] == list(range(warmup)), name
+        assert got["fnac_weights"] == {"fns_audio": 100.0, "fns_visual": 100.0, "tne": 100.0}, name
+        assert got["after_warmup"] == pytest.approx(100 * (2 + 3 + 5)) and got["batch_sizes"] == {batch}, name
     builtin = preset("paper_builtin")
+    got = _trains(builtin)
+    assert got["nce_only_epochs"] == [0, 1, 2] and got["batch_sizes"] == {128}
+    assert math.isclose(got["fnac_weights"]["tne"] / 128, 100 / 128)
     assert builtin.dataset == "builtin" and builtin.visual_pretrain == "demo" and not builtin.detach_targets
-    assert builtin.tau == 0.03 and builtin.visual_dropout == 0.9 and builtin.warmup_epochs == 3
-    assert math.isclose(builtin.w_tne / builtin.batch_size, 100 / 128)
+    assert builtin.tau == 0.03 and builtin.visual_dropout == 0.9
+
+
+def test_demo_and_smoke_train_what_the_readme_says():
+    demo, smoke = _trains(preset("demo"), n_train=3000), _trains(preset("smoke"), n_train=192)
+    assert demo["nce_only_epochs"] == [0, 1] and demo["fnac_weights"]["tne"] == 10.0 and demo["batch_sizes"] == {64}
+    assert smoke["nce_only_epochs"] == [0] and smoke["batch_sizes"] == {32}
 
 
 def test_oracle_diagnostics_are_built_in_only_and_study_knobs_are_checked():
