@@ -94,6 +94,16 @@ def reference_losses(img, aud, tau, threshold, kind, detach_targets=False, *, no
     }
 
 
+def assert_same_gradients(loss, ref, inputs, ref_inputs, name):
+    """Gradients of ``loss`` and ``ref`` with respect to their inputs agree (an unused input counts as zero)."""
+    got = torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True)
+    expected = torch.autograd.grad(ref, ref_inputs, retain_graph=True, allow_unused=True)
+    for a, b, x in zip(got, expected, inputs):
+        a = torch.zeros_like(x) if a is None else a
+        b = torch.zeros_like(x) if b is None else b
+        assert torch.allclose(a, b, rtol=1e-8, atol=1e-10), name
+
+
 def _inputs(seed, B=5, C=4, H=3, W=3, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     img = F.normalize(torch.randn(B, C, H, W, generator=g, dtype=dtype), dim=1)
@@ -153,12 +163,7 @@ def test_detached_targets_match_reference():
     for name in ("fns_audio", "fns_visual", "tne"):
         assert torch.allclose(got[name], ref[name], rtol=1e-10)
         # With the targets detached and a hard mask, TNE no longer depends on the audio at all.
-        ga = torch.autograd.grad(got[name], (img, aud), retain_graph=True, allow_unused=True)
-        gr = torch.autograd.grad(ref[name], (img_r, aud_r), retain_graph=True, allow_unused=True)
-        for a, b, x in zip(ga, gr, (img, aud)):
-            a = torch.zeros_like(x) if a is None else a
-            b = torch.zeros_like(x) if b is None else b
-            assert torch.allclose(a, b, rtol=1e-8, atol=1e-10), name
+        assert_same_gradients(got[name], ref[name], (img, aud), (img_r, aud_r), name)
 
 
 def test_nce_is_chance_for_identical_embeddings():
@@ -197,12 +202,7 @@ def test_study_options_and_oracles_match_reference(option):
     ref = reference_losses(img_r, aud_r, 0.1, threshold, kind, labels=labels.tolist(), **kwargs)
     for name in ("nce", "fns_audio", "fns_visual", "tne"):
         assert torch.allclose(got[name], ref[name], rtol=1e-10, atol=1e-12), name
-        ga = torch.autograd.grad(got[name], (img, aud), retain_graph=True, allow_unused=True)
-        gr = torch.autograd.grad(ref[name], (img_r, aud_r), retain_graph=True, allow_unused=True)
-        for a, b, x in zip(ga, gr, (img, aud)):
-            a = torch.zeros_like(x) if a is None else a
-            b = torch.zeros_like(x) if b is None else b
-            assert torch.allclose(a, b, rtol=1e-8, atol=1e-10), name
+        assert_same_gradients(got[name], ref[name], (img, aud), (img_r, aud_r), name)
 
 
 def test_oracle_mask_with_one_class_per_sample_is_plain_nce():
