@@ -132,6 +132,10 @@ def test_readme_holds_the_table_of_the_committed_results():
     assert twin_mismatches(committed) == []
     readme = (REPO / "README.md").read_text()
     assert diagnosis_markdown(paired_gains(committed)) in readme
+    from fnac_lab.ablate.diagnosis import diagnosis_statements, extended_markdown
+
+    assert extended_markdown(committed) in readme
+    assert all(f"- {line}" in readme for line in diagnosis_statements(committed))
 
 
 def test_statements_pair_the_main_contrasts_with_each_other():

@@ -81,7 +81,8 @@ def train_run(workdir) -> tuple[Path, nbformat.NotebookNode]:
 
 def test_notebooks_are_parameterised_and_stripped():
     assert ALL == ["00_false_negatives_tutorial.ipynb", "01_train.ipynb", "02_ablations.ipynb",
-                   "03_false_negative_explorer.ipynb", "04_embeddings.ipynb", "05_localisation_maps.ipynb"]
+                   "03_false_negative_explorer.ipynb", "04_embeddings.ipynb", "05_localisation_maps.ipynb",
+                   "06_why_fnac_fails.ipynb"]
     for name in ALL:
         nb = nbformat.read(NOTEBOOKS / name, as_version=4)
         assert nb.metadata.kernelspec.name == "python3", name
@@ -202,6 +203,21 @@ def test_ablation_notebook_smoke(workdir):
         metrics = json.loads((Path(row.folder) / "metrics.json").read_text())
         assert row.ap50 == pytest.approx(metrics["ap50"]) and metrics["config"]["distance"] == row.distance
     assert any("Distance D of the FNAC terms" in m for m in outputs(nb, "text/markdown"))
+
+
+def test_diagnosis_notebook_reads_the_committed_results(workdir):
+    """06 shows the table that the committed diagnosis results make, and the gap in sentences computed from it."""
+    import pandas as pd
+
+    from fnac_lab.ablate.diagnosis import diagnosis_markdown, diagnosis_statements, paired_gains
+
+    results = REPO / "data" / "results" / "fnac_diagnosis.csv"
+    nb = execute("06_why_fnac_fails.ipynb", workdir)
+    table = pd.read_csv(results)
+    shown = "\n".join(outputs(nb, "text/markdown"))
+    assert diagnosis_markdown(paired_gains(table)).strip() in shown
+    assert all(line in shown for line in diagnosis_statements(table))
+    assert sum("Plotly.newPlot" in h for h in outputs(nb, "text/html")) == 2
 
 
 def test_tutorial_smoke(workdir):
