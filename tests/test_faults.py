@@ -193,8 +193,13 @@ def test_ctrl_c_during_a_grid_keeps_the_finished_points_in_results(tmp_path, mon
         return fnac_lab.ablate.runner.PointOutcome(point=point, status="finished", folder=folder)
 
     monkeypatch.setattr(fnac_lab.ablate.runner, "_run_point", second_interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        fnac_lab.ablate.runner.run_grid(grid, tmp_path / "out", jobs=1, progress=False)
+    # Ctrl-C as a terminal delivers it: a process started in the background of a script inherits SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fnac_lab.ablate.runner.run_grid(grid, tmp_path / "out", jobs=1, progress=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     monkeypatch.setattr(fnac_lab.ablate.runner, "_run_point", original)
     results = pd.read_csv(tmp_path / "out" / "results.csv")
     assert list(results["status"]) == ["finished", "not run", "not run"]
