@@ -15,16 +15,15 @@ import scipy.stats
 
 from fnac_lab.ablate.diagnosis import (compact_diagnosis, decomposition, diagnosis_markdown, diagnosis_statements,
                                        paired_gains, twin_mismatches, variant_name)
-from fnac_lab.ablate.grid import load_grid
+from fnac_lab.ablate.grid import bundled_grid
 
 REPO = Path(__file__).resolve().parents[1]
-GRID = REPO / "data" / "grids" / "fnac_diagnosis.yaml"
 RESULTS = REPO / "data" / "results" / "fnac_diagnosis.csv"
 W = 25.6
 
 
 def test_the_bundled_grid_names_every_variant_once_per_setting_and_seed():
-    points = load_grid(GRID).points()
+    points = bundled_grid("fnac_diagnosis").points()  # the notebook resolved from the checkout, whatever the cwd
     names = {}
     for p in points:
         key = (p.parameters["class_bias_p"], p.parameters["seed"], variant_name(p.parameters))
