@@ -57,8 +57,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     import numpy as np
 
     from .checkpoint import load_checkpoint
-    from .datasets import build_datasets, negatives_of
-    from .evaluate import evaluate_model, evaluate_with_negatives
+    from .splits import build_datasets, negatives_of
+    from .scoring import evaluate_model, evaluate_with_negatives
     from .utils import folder_lock, resolve_device
 
     model, cfg, _ = load_checkpoint(args.checkpoint)
@@ -111,7 +111,7 @@ def extended_line(s: dict) -> str:
 
 
 def _cmd_evaluate_benchmark(args: argparse.Namespace) -> None:
-    from .benchmark import evaluate_checkpoint
+    from .real_scoring import evaluate_checkpoint
 
     for flag in ("data_root", "annotations"):
         if getattr(args, flag) is None:

@@ -32,8 +32,8 @@ from .checkpoint import (BEST, build_model, copy_weights, load_checkpoint, load_
                          training_state)
 from .config import ConfigError, TrainConfig
 from .data.sampling import epoch_batch_sampler, false_negative_ratio
-from .datasets import NEGATIVES_SPLIT, build_datasets, negatives_of, write_dataset_reports
-from .evaluate import EvalResult, evaluate_model, evaluate_with_negatives
+from .splits import NEGATIVES_SPLIT, build_datasets, negatives_of, write_dataset_reports
+from .scoring import EvalResult, evaluate_model, evaluate_with_negatives
 from .losses import TERMS, FnacLoss
 from .models import AVLocaliser
 from .utils import (FnacError, atomic_write_text, epoch_seed, folder_lock, normalise_images, output_folder,

@@ -113,6 +113,9 @@ def test_a_crashing_point_is_reported_and_the_others_kept(toy_notebook, tmp_path
     rerun = ablate.run_grid(grid, tmp_path / "sweep", timeout=300, progress=False)
     assert sorted(o.status for o in rerun.outcomes) == ["finished", "finished", "skipped", "skipped"]
     assert rerun.results["ap50"].tolist() == pytest.approx([0.1, 0.1, 0.3, 0.3])
+    # results.csv gives each point's state, whether it finished in this run or an earlier one
+    assert rerun.results["status"].tolist() == ["finished"] * 4
+    assert pd.read_csv(tmp_path / "sweep" / "results.csv")["status"].tolist() == ["finished"] * 4
     assert not (failed_folder / ablate.ERROR).exists()
 
 

@@ -307,7 +307,7 @@ def test_idealised_embeddings_follow_the_annotations():
 
 def test_evaluation_split_equals_the_full_build():
     from fnac_lab.config import preset
-    from fnac_lab.datasets import build_datasets
+    from fnac_lab.splits import build_datasets
 
     cfg = preset("smoke", n_train=40, n_val=8, n_test=12, batch_size=8, image_size=16)
     full = build_datasets(cfg)["test"]

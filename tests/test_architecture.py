@@ -17,7 +17,7 @@ ROOT = "fnac_lab"
 LAYERS = [
     {"utils", "paper", "losses", "metrics", "audio", "distributed"},
     {"data", "models", "ogl"},
-    {"config", "pretrain", "checkpoint", "datasets", "evaluate", "benchmark", "train"},
+    {"config", "pretrain", "checkpoint", "splits", "scoring", "real_scoring", "train"},
     {"analysis", "viz", "ablate"},
     {"cli", "__main__"},
     {ROOT},
@@ -138,7 +138,7 @@ def test_pure_modules_configuration_and_models():
         assert GRAPH[module] <= {"utils"}, f"{module} imports {sorted(GRAPH[module])}"
     assert GRAPH["config"] <= {"utils", "losses", "metrics", "audio", "data.catalogue"}, sorted(GRAPH["config"])
     assert GRAPH["data.catalogue"] == set()
-    assert not {t for t in GRAPH["models"] if t.split(".")[0] in {"data", "config", "train", "evaluate"}}
+    assert not {t for t in GRAPH["models"] if t.split(".")[0] in {"data", "config", "train", "scoring"}}
 
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
@@ -149,8 +149,8 @@ def test_modules_stay_small(path):
 
 def test_the_checker_sees_imports():
     """The checker itself: relative, nested and function-level imports all count."""
-    assert {"checkpoint", "datasets", "evaluate", "data.sampling"} <= GRAPH["train"]
-    assert "train" in GRAPH["analysis.runs"] and "benchmark" in GRAPH["cli"]  # cli imports inside functions
+    assert {"checkpoint", "splits", "scoring", "data.sampling"} <= GRAPH["train"]
+    assert "train" in GRAPH["analysis.runs"] and "real_scoring" in GRAPH["cli"]  # cli imports inside functions
     assert "data.catalogue" in GRAPH["config"]
 
 
@@ -163,3 +163,20 @@ def test_functions_stay_short(path):
     long = [f"{n.name} ({n.end_lineno - n.lineno + 1} lines)" for n in ast.walk(ast.parse(path.read_text()))
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES]
     assert not long, f"{path.name}: {', '.join(long)}"
+
+
+def test_no_module_is_named_like_a_top_level_folder_or_a_benchmark_script():
+    """A name says one thing: ``benchmark.py`` beside ``benchmarks/``, ``datasets.py`` beside ``data/`` or
+    ``evaluate.py`` beside ``benchmarks/evaluate.py`` send a reader to the wrong file. The ``data`` package is the
+    one exception: it reads the data the ``data/`` folder holds."""
+    repo = PACKAGE.parent
+
+    def stem(name: str) -> str:  # "datasets" and "data", "benchmark" and "benchmarks" name the same thing
+        return name.removesuffix("s").removesuffix("set")
+
+    taken = {p.name for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")} - {"fnac_lab"}
+    taken |= {p.stem for p in (repo / "benchmarks").glob("*.py")}
+    modules = {p.stem for p in PACKAGE.glob("*.py")} | {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    clashes = sorted((m, t) for m in modules - {"__init__", "__main__", "data"} for t in taken if stem(m) == stem(t))
+    assert not clashes, f"modules named like a folder or benchmark script: {clashes}"
+    assert {stem(m) for m in ("datasets", "benchmark", "evaluate", "testsets")} <= {stem(t) for t in taken}

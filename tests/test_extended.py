@@ -19,8 +19,8 @@ from fnac_lab.checkpoint import build_model
 from fnac_lab.cli import main
 from fnac_lab.config import ConfigError, TrainConfig, preset
 from fnac_lab.data import annotations as annotation_files, builtin, negatives as negatives_module, real
-from fnac_lab.datasets import NEGATIVES_SPLIT, build_datasets
-from fnac_lab.evaluate import evaluate_model, evaluate_with_negatives
+from fnac_lab.splits import NEGATIVES_SPLIT, build_datasets
+from fnac_lab.scoring import evaluate_model, evaluate_with_negatives
 from fnac_lab.train import train
 from fnac_lab.utils import FnacError
 

@@ -13,7 +13,7 @@ import torchvision.transforms.v2 as v2
 
 from fnac_lab import metrics
 from fnac_lab.config import preset
-from fnac_lab.evaluate import evaluate_model
+from fnac_lab.scoring import evaluate_model
 from fnac_lab.losses import FnacLoss
 from fnac_lab.checkpoint import build_model
 from fnac_lab.train import batch_sampler, compute_losses, total_loss, train_loader

@@ -18,7 +18,7 @@ import fnac_lab.ablate.runner
 import fnac_lab.checkpoint
 from fnac_lab.cli import main
 from fnac_lab.config import preset
-from fnac_lab.datasets import build_datasets
+from fnac_lab.splits import build_datasets
 from fnac_lab.train import train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ import pytest
 
 from fnac_lab import analysis
 from fnac_lab.config import TrainConfig
-from fnac_lab.evaluate import evaluate_model
+from fnac_lab.scoring import evaluate_model
 from fnac_lab.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

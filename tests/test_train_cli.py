@@ -13,7 +13,7 @@ import torch
 
 from fnac_lab.config import preset
 from fnac_lab.metrics import gt_map, vggss_box_to_pixels
-from fnac_lab.datasets import build_datasets
+from fnac_lab.splits import build_datasets
 from fnac_lab.train import train
 from fnac_lab.utils import FnacError
 

@@ -236,13 +236,13 @@ def diagnosis_statements(table: pd.DataFrame, *, class_bias_p: float = 0.5) -> l
 def extended_records(results: pd.DataFrame, *, test_negatives: float = 0.5, progress: bool = True) -> pd.DataFrame:
     """``results`` (an ``ablate`` results.csv) with each finished run's best checkpoint scored on the extended
     protocol: its built-in test split plus ``test_negatives`` silent and off-screen clips per test clip
-    (:func:`fnac_lab.evaluate.evaluate_with_negatives`), in the :data:`EXTENDED` columns. The runs were trained
+    (:func:`fnac_lab.scoring.evaluate_with_negatives`), in the :data:`EXTENDED` columns. The runs were trained
     without negatives; their cIoU scores are untouched."""
     from tqdm.auto import tqdm
 
     from ..checkpoint import load_checkpoint
-    from ..datasets import NEGATIVES_SPLIT, build_datasets
-    from ..evaluate import evaluate_with_negatives
+    from ..splits import NEGATIVES_SPLIT, build_datasets
+    from ..scoring import evaluate_with_negatives
 
     table = results.copy()
     for col in (*EXTENDED, "test_negatives"):

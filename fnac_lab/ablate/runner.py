@@ -7,7 +7,8 @@ Output layout::
     OUT/points/NAME/metrics.json      written by the notebook (its ``out_dir`` parameter is the point's folder)
     OUT/points/NAME/done.json         finished marker, written atomically after a successful run
     OUT/points/NAME/error.txt         why the point failed (removed when it later succeeds)
-    OUT/results.csv                   one row per point: parameter columns, final metrics, status
+    OUT/results.csv                   one row per point: parameter columns, final metrics, status (finished,
+                                      failed or not run: the point's state, whether it ran now or earlier)
     OUT/.fnac-lab.lock                held while the grid runs: a second run into OUT is refused (removed at the end)
 
 A point whose ``done.json`` exists is skipped when the grid is run again; a failed point does not stop the
@@ -185,8 +186,10 @@ def collect_results(grid: Grid, out_dir: str | Path, outcomes: Sequence[PointOut
                 row.update(value)
         outcome = by_name.get(point.name)
         finished = (folder / DONE).is_file()
-        row["status"] = outcome.status if outcome else ("finished" if finished else "not run")
-        row["error"] = outcome.error if outcome and outcome.status == "failed" else ""
+        failed = outcome is not None and outcome.status == "failed"
+        # the point's state, whether it ran now or earlier ("skipped" is what this invocation did, not a state)
+        row["status"] = "failed" if failed else ("finished" if finished else "not run")
+        row["error"] = outcome.error if failed else ""
         if finished and (folder / METRICS).is_file():
             row.update(flatten_metrics(json.loads((folder / METRICS).read_text())))
         row["folder"] = str(folder)

@@ -11,8 +11,8 @@ import pandas as pd
 import torch
 
 from ..config import BUILTIN, TrainConfig
-from ..datasets import NEGATIVES_SPLIT
-from ..evaluate import EXTENDED_TRIVIAL, EvalResult, evaluate_with_negatives
+from ..splits import NEGATIVES_SPLIT
+from ..scoring import EXTENDED_TRIVIAL, EvalResult, evaluate_with_negatives
 from ..metrics import EXTENDED_CONFIDENCE_THRESHOLD, EXTENDED_SCORES
 from .runs import evaluation_split
 
@@ -35,7 +35,7 @@ def negatives_split(cfg: TrainConfig, share: float | None = None, *, split: str 
 def localise_with_negatives(model, positives, negatives, *, batch_size: int = 64, device: torch.device | str = "cpu",
                             progress: bool = False) -> EvalResult:
     """Maps, cIoU and confidence of every positive, maps and confidence of every negative, and the extended scores
-    (:func:`fnac_lab.evaluate.evaluate_with_negatives`, maps kept)."""
+    (:func:`fnac_lab.scoring.evaluate_with_negatives`, maps kept)."""
     return evaluate_with_negatives(model, positives, negatives, batch_size=batch_size, device=device, keep_maps=True,
                                    progress=progress)
 

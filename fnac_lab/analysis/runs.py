@@ -12,8 +12,8 @@ import torch
 
 from ..checkpoint import build_model, load_checkpoint
 from ..config import BUILTIN, TrainConfig, preset
-from ..datasets import build_datasets
-from ..evaluate import EvalResult, evaluate_model
+from ..splits import build_datasets
+from ..scoring import EvalResult, evaluate_model
 from ..metrics import vggss_box_to_pixels
 from ..models import AVLocaliser
 from ..train import train

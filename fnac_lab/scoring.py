@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import scipy.ndimage
@@ -33,6 +33,7 @@ from . import metrics
 from .losses import foreground_features, own_maps, similarity_maps
 from .metrics import MAP_SIZE
 from .models import AVLocaliser
+from .ogl import fuse_maps
 from .utils import normalise_images
 
 
@@ -128,20 +129,20 @@ def oracle_maps(gt: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def _batches(dataset, batch_size: int, num_workers: int = 0,
-             pin_memory: bool = False) -> Iterator[tuple[list[int], dict]]:
+def _batches(dataset, batch_size: int, num_workers: int = 0, pin_memory: bool = False) -> Iterator[dict]:
+    """The batches of a built-in split in order, each with its samples' positions as ``index``."""
     n = len(dataset)
     if hasattr(dataset, "batch"):
         for start in range(0, n, batch_size):
             idx = list(range(start, min(start + batch_size, n)))
-            yield idx, dataset.batch(idx)
+            yield {**dataset.batch(idx), "index": idx}
         return
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                                          pin_memory=pin_memory, collate_fn=getattr(dataset, "collate", None))
     start = 0
     for batch in loader:
         size = len(batch["id"])
-        yield list(range(start, start + size)), batch
+        yield {**batch, "index": list(range(start, start + size))}
         start += size
 
 
@@ -179,21 +180,124 @@ def _keep_embeddings(img: torch.Tensor, aud: torch.Tensor, tau: float, tne_thres
     return n_maps
 
 
-def _score_trivial_maps(gt: torch.Tensor, prior: torch.Tensor, gen: torch.Generator,
-                        base_cious: dict[str, list[torch.Tensor]], conf: dict[str, list[torch.Tensor]] | None) -> None:
-    """cIoU of the centre prior, a random map (drawn from ``gen``) and the oracle on a batch's ground truth, and with
-    ``conf`` the first two's confidences, appended to the lists."""
-    b = gt.shape[0]
-    base_cious["centre_prior"].append(metrics.ciou(prior.expand(b, -1, -1), gt).cpu())
-    noise = torch.rand(b, MAP_SIZE, MAP_SIZE, generator=gen).to(gt.device)
-    base_cious["random"].append(metrics.ciou(noise, gt).cpu())
-    base_cious["oracle"].append(metrics.ciou(oracle_maps(gt).to(gt.device), gt).cpu())
-    if conf is not None:
-        conf["centre_prior"].append(metrics.map_confidence(prior[None]).expand(b).cpu())
-        conf["random"].append(metrics.map_confidence(noise).cpu())
+#: The trivial maps scored beside the model's (module docstring), and those scored on the extended protocol (the
+#: oracle has no map on a negative).
+TRIVIAL = ("centre_prior", "random", "oracle")
+EXTENDED_TRIVIAL = ("centre_prior", "random")
+
+
+def _score_maps(maps: torch.Tensor, gt: torch.Tensor, segmentation: bool) -> dict[str, torch.Tensor]:
+    """Per-sample cIoU (``maps`` checked for finite values by the caller) and, for masks, IoU and F-score."""
+    out = {"ciou": metrics.ciou(maps, gt, check_finite=False)}
+    if segmentation:
+        out["iou"] = metrics.mask_iou(maps, gt)
+        out["f_score"] = metrics.f_score(maps, gt)
+    return out
+
+
+def _score_trivial(gt: torch.Tensor | None, prior: torch.Tensor, noise: torch.Tensor, segmentation: bool,
+                   confidences: bool, out: dict[str, dict[str, list[torch.Tensor]]]) -> None:
+    """A batch's scores of the centre prior, the random map ``noise`` and (with ground truth) the oracle, and with
+    ``confidences`` the first two's confidences, appended to ``out``."""
+    trivial = {"centre_prior": prior.expand(noise.shape[0], -1, -1), "random": noise}
+    if gt is not None:
+        trivial["oracle"] = oracle_maps(gt).to(gt.device)
+    for name, m in trivial.items():
+        if gt is not None:
+            for k, v in _score_maps(m, gt, segmentation).items():
+                out[name].setdefault(k, []).append(v.cpu())
+        if confidences and name in EXTENDED_TRIVIAL:
+            out[name].setdefault("confidence", []).append(metrics.map_confidence(m).cpu())
+
+
+@dataclass
+class ScoredSamples:
+    """What :func:`score_batches` gathers, per sample in the order the batches came."""
+
+    order: list[int]  # each sample's position in its set (the batches' ``index``)
+    ids: list[str]
+    labels: list[Any]
+    kinds: list[str]
+    #: of the model's maps: ``ciou`` [+ ``iou``, ``f_score``] (with ground truth), the same with ``_ogl`` (with an
+    #: object network), ``confidence`` (with ``confidences``); CPU tensors ``[N]``
+    columns: dict[str, torch.Tensor]
+    #: the same columns of each trivial map (no ``_ogl``; ``confidence`` only of :data:`EXTENDED_TRIVIAL`)
+    trivial: dict[str, dict[str, torch.Tensor]]
+    maps: np.ndarray | None = None
+    ogl_maps: np.ndarray | None = None
+    embeddings: dict[str, np.ndarray] | None = None
+    visual_maps: np.ndarray | None = None
 
 
 @torch.no_grad()
+def score_batches(model: AVLocaliser, batches: Iterable[dict], *, total: int, device: torch.device,
+                  generator: torch.Generator, ground_truth: Callable[[dict], torch.Tensor] | None = None,
+                  segmentation: bool = False, trivial: bool = True, confidences: bool = False,
+                  keep_maps: bool = False, object_network: torch.nn.Module | None = None, embeddings: bool = False,
+                  tne_threshold: float | None = 0.6, desc: str = "evaluate", progress: bool = True) -> ScoredSamples:
+    """The scoring loop of every evaluation: localise each batch (``image``, ``spec``, ``id``, ``index``, optionally
+    ``label`` and ``kind``) and score its maps on the device.
+
+    ``ground_truth(batch)`` gives the batch's ground-truth maps on ``device``; without it (negatives) only
+    confidences are kept. Beside the model's maps: the trivial maps (``trivial``; the random map drawn from
+    ``generator``, one ``[B, 224, 224]`` draw per batch), the OGL fused maps (``object_network``), each map's
+    confidence (``confidences``: :func:`fnac_lab.metrics.map_confidence`), the maps themselves (``keep_maps``) and
+    the intra-modal embeddings (``embeddings``, the foreground ones pooled with ``tne_threshold``). The model's
+    columns stay on the device until the end, where the host waits once (the oracle's distance transform runs in
+    scipy); non-finite maps raise a :class:`ValueError` naming their samples. No score depends on what else is kept.
+    """
+    was_training = model.training
+    model.eval()
+    prior = centre_prior().to(device)
+    confidences = confidences or ground_truth is None
+    columns: dict[str, list[torch.Tensor]] = {}
+    base: dict[str, dict[str, list[torch.Tensor]]] = {name: {} for name in TRIVIAL}
+    order, ids, labels, kinds, invalid, kept, kept_ogl, visual_maps = [], [], [], [], [], [], [], []
+    embedded: dict[str, list[torch.Tensor]] = {"audio": [], "visual": [], "foreground": []}
+    n_maps = 0
+    for batch in tqdm(batches, total=total, desc=desc, disable=not progress, leave=False):
+        image = normalise_images(batch["image"].to(device, non_blocking=True))
+        img, aud = model(image, batch["spec"].to(device, non_blocking=True).float())
+        maps = model.maps_from_embeddings(img, aud)
+        invalid.append(_invalid_maps(maps))
+        b = maps.shape[0]
+        if embeddings:
+            n_maps = _keep_embeddings(img, aud, model.tau, tne_threshold, embedded, visual_maps, n_maps)
+        scored = {"": maps}
+        if object_network is not None:
+            scored["_ogl"] = fuse_maps(maps, object_network(image))
+        gt = ground_truth(batch) if ground_truth is not None else None
+        for suffix, m in scored.items():
+            for k, v in (_score_maps(m, gt, segmentation) if gt is not None else {}).items():
+                columns.setdefault(k + suffix, []).append(v)
+        if confidences:
+            columns.setdefault("confidence", []).append(metrics.map_confidence(maps, tau=model.tau))
+        if trivial:
+            noise = torch.rand(b, MAP_SIZE, MAP_SIZE, generator=generator).to(device)
+            _score_trivial(gt, prior, noise, segmentation, confidences, base)
+        if keep_maps:
+            kept.append(maps.float().cpu().numpy())
+            if object_network is not None:
+                kept_ogl.append(scored["_ogl"].cpu().numpy())
+        order.extend(int(i) for i in batch["index"])
+        ids.extend(batch["id"])
+        lab = batch.get("label")
+        labels.extend(lab.tolist() if isinstance(lab, torch.Tensor) else (lab or [""] * b))
+        kinds.extend(batch.get("kind") or [""] * b)
+    model.train(was_training)
+    bad = torch.cat(invalid).nonzero().flatten().tolist() if invalid else []  # the one wait for the device
+    if bad:
+        raise ValueError(f"non-finite localisation maps for {len(bad)} samples "
+                         f"(first ids: {', '.join(ids[i] for i in bad[:5])})")
+    return ScoredSamples(
+        order=order, ids=ids, labels=labels, kinds=kinds,
+        columns={k: torch.cat(v).cpu() for k, v in columns.items()},
+        trivial={name: {k: torch.cat(v) for k, v in cols.items()} for name, cols in base.items() if cols},
+        maps=np.concatenate(kept) if kept else None, ogl_maps=np.concatenate(kept_ogl) if kept_ogl else None,
+        embeddings={k: torch.cat(v).numpy() for k, v in embedded.items()} if embeddings and ids else None,
+        visual_maps=torch.cat(visual_maps).numpy() if embeddings and ids else None)
+
+
 def evaluate_model(
     model: AVLocaliser,
     dataset,
@@ -210,74 +314,35 @@ def evaluate_model(
     tne_threshold: float | None = 0.6,
     confidences: bool = False,
 ) -> EvalResult:
-    """Localise every sample of ``dataset`` and score it.
+    """Localise every sample of ``dataset`` and score it (:func:`score_batches`).
 
     ``dataset`` yields batches with ``image`` (uint8 or float in [0, 1]), ``spec`` and ``id``; the
-    ground-truth maps ``[B, 224, 224]`` come from :func:`ground_truth`. Maps, ground truth and scores stay
-    on ``device`` batch after batch (upsampling, normalisation, threshold and cIoU included); the host
-    waits once, at the end, except for the baselines (the oracle's distance transform runs in scipy) and
-    ``keep_maps``. ``embeddings`` keeps each sample's intra-modal embeddings (the foreground ones pooled with
-    ``tne_threshold``) from the same forward pass. ``confidences`` keeps each sample's confidence
-    (:func:`fnac_lab.metrics.map_confidence`) and the trivial maps' confidences and cIoUs, for the extended
-    protocol (:func:`with_negatives`); no score changes with it.
+    ground-truth maps ``[B, 224, 224]`` come from :func:`ground_truth`. ``baselines`` scores the trivial maps
+    beside (the random map seeded by ``seed``). ``embeddings`` keeps each sample's intra-modal embeddings (the
+    foreground ones pooled with ``tne_threshold``) from the same forward pass. ``confidences`` keeps each sample's
+    confidence (:func:`fnac_lab.metrics.map_confidence`) and the trivial maps' confidences and cIoUs, for the
+    extended protocol (:func:`with_negatives`); no score changes with it.
     """
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    ids, labels, cious, invalid, kept = [], [], [], [], []
-    embedded: dict[str, list[torch.Tensor]] = {"audio": [], "visual": [], "foreground": []}
-    visual_maps: list[torch.Tensor] = []
-    n_maps = 0
-    base_cious: dict[str, list[torch.Tensor]] = {"centre_prior": [], "random": [], "oracle": []}
-    conf: dict[str, list[torch.Tensor]] = {"model": [], "centre_prior": [], "random": []}
-    prior = centre_prior().to(device)
-    batches = _batches(dataset, batch_size, num_workers, pin_memory=device.type == "cuda")
-    for idx, batch in tqdm(batches, total=-(-len(dataset) // batch_size), desc=desc, disable=not progress,
-                           leave=False):
-        image = normalise_images(batch["image"].to(device, non_blocking=True))
-        spec = batch["spec"].to(device, non_blocking=True).float()
-        img, aud = model(image, spec)
-        maps = model.maps_from_embeddings(img, aud)
-        if embeddings:
-            n_maps = _keep_embeddings(img, aud, model.tau, tne_threshold, embedded, visual_maps, n_maps)
-        gt = ground_truth(dataset, idx, batch, device)
-        invalid.append(_invalid_maps(maps))
-        cious.append(metrics.ciou(maps, gt, check_finite=False))
-        if baselines:
-            _score_trivial_maps(gt, prior, gen, base_cious, conf if confidences else None)
-        if confidences:
-            conf["model"].append(metrics.map_confidence(maps, tau=model.tau).cpu())
-        if keep_maps:
-            kept.append(maps.float().cpu().numpy())
-        ids.extend(batch["id"])
-        lab = batch.get("label")
-        labels.extend(lab.tolist() if isinstance(lab, torch.Tensor) else (lab or [""] * len(idx)))
-    model.train(was_training)
-    if not ids:
+    scored = score_batches(
+        model, _batches(dataset, batch_size, num_workers, pin_memory=device.type == "cuda"),
+        total=-(-len(dataset) // batch_size), device=device, generator=torch.Generator().manual_seed(seed),
+        ground_truth=lambda batch: ground_truth(dataset, batch["index"], batch, device), trivial=baselines,
+        confidences=confidences, keep_maps=keep_maps, embeddings=embeddings, tne_threshold=tne_threshold, desc=desc,
+        progress=progress)
+    if not scored.ids:
         raise ValueError("the evaluation set is empty")
-    bad = torch.cat(invalid).nonzero().flatten().tolist()  # the one wait for the device
-    if bad:
-        raise ValueError(f"non-finite localisation maps for {len(bad)} samples "
-                         f"(first ids: {', '.join(ids[i] for i in bad[:5])})")
-    all_cious = torch.cat(cious).cpu()
-    result = EvalResult(ids=ids, cious=all_cious, labels=labels,
-                        scores={**metrics.summarise(all_cious), "n_samples": len(ids)})
+    cious = scored.columns["ciou"]
+    result = EvalResult(ids=scored.ids, cious=cious, labels=scored.labels,
+                        scores={**metrics.summarise(cious), "n_samples": len(scored.ids)},
+                        maps=scored.maps, embeddings=scored.embeddings, visual_maps=scored.visual_maps)
     if baselines:
-        result.baselines = {k: metrics.summarise(torch.cat(v)) for k, v in base_cious.items()}
-    if keep_maps:
-        result.maps = np.concatenate(kept)
-    if embeddings:
-        result.embeddings = {k: torch.cat(v).numpy() for k, v in embedded.items()}
-        result.visual_maps = torch.cat(visual_maps).numpy()
+        result.baselines = {name: metrics.summarise(cols["ciou"]) for name, cols in scored.trivial.items()}
     if confidences:
-        result.confidences = {k: torch.cat(v).numpy() for k, v in conf.items() if v}
-        result.baseline_cious = {k: torch.cat(base_cious[k]).numpy() for k in EXTENDED_TRIVIAL if base_cious[k]}
+        result.confidences = {"model": scored.columns["confidence"].numpy(),
+                              **{k: v["confidence"].numpy() for k, v in scored.trivial.items() if "confidence" in v}}
+        result.baseline_cious = {k: scored.trivial[k]["ciou"].numpy() for k in EXTENDED_TRIVIAL if k in scored.trivial}
     return result
-
-
-#: The trivial maps scored on the extended protocol (the oracle has no map on a negative).
-EXTENDED_TRIVIAL = ("centre_prior", "random")
 
 
 def negatives_generator(seed: int) -> torch.Generator:
@@ -285,7 +350,13 @@ def negatives_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 5]).generate_state(1)[0]))
 
 
-@torch.no_grad()
+def negatives_confidences(scored: ScoredSamples) -> dict[str, np.ndarray]:
+    """Per clip of :func:`score_batches` without ground truth: the confidence of the model's map, of the centre prior
+    (one value for all) and of the random map."""
+    return {"model": scored.columns["confidence"].numpy(),
+            **{k: scored.trivial[k]["confidence"].numpy() for k in EXTENDED_TRIVIAL}}
+
+
 def score_negatives(model: AVLocaliser, dataset, *, batch_size: int = 64, device: torch.device | str = "cpu",
                     seed: int = 0, keep_maps: bool = False, progress: bool = True, num_workers: int = 0,
                     desc: str = "negatives") -> dict[str, Any]:
@@ -296,35 +367,13 @@ def score_negatives(model: AVLocaliser, dataset, *, batch_size: int = 64, device
     :func:`negatives_generator`); ``maps`` the model's maps ``[N, 224, 224]`` with ``keep_maps``, else None.
     """
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    gen = negatives_generator(seed)
-    prior_conf = metrics.map_confidence(centre_prior()[None])
-    ids, kinds, labels, kept = [], [], [], []
-    conf: dict[str, list[torch.Tensor]] = {"model": [], "centre_prior": [], "random": []}
-    batches = _batches(dataset, batch_size, num_workers, pin_memory=device.type == "cuda")
-    for idx, batch in tqdm(batches, total=-(-len(dataset) // batch_size), desc=desc, disable=not progress,
-                           leave=False):
-        image = normalise_images(batch["image"].to(device, non_blocking=True))
-        maps = model.localise(image, batch["spec"].to(device, non_blocking=True).float())
-        if not torch.isfinite(maps).all():
-            raise ValueError(f"non-finite localisation maps among the negatives {', '.join(batch['id'][:5])}")
-        b = maps.shape[0]
-        conf["model"].append(metrics.map_confidence(maps, tau=model.tau).cpu())
-        conf["centre_prior"].append(prior_conf.expand(b))
-        conf["random"].append(metrics.map_confidence(torch.rand(b, MAP_SIZE, MAP_SIZE, generator=gen)))
-        if keep_maps:
-            kept.append(maps.float().cpu().numpy())
-        ids.extend(batch["id"])
-        kinds.extend(batch.get("kind", ["negative"] * b))
-        lab = batch.get("label")
-        labels.extend(lab.tolist() if isinstance(lab, torch.Tensor) else (lab or [""] * b))
-    model.train(was_training)
-    if not ids:
+    scored = score_batches(model, _batches(dataset, batch_size, num_workers, pin_memory=device.type == "cuda"),
+                           total=-(-len(dataset) // batch_size), device=device, generator=negatives_generator(seed),
+                           keep_maps=keep_maps, desc=desc, progress=progress)
+    if not scored.ids:
         raise ValueError("the set of negatives is empty")
-    return {"ids": ids, "kinds": kinds, "labels": labels,
-            "confidence": {k: torch.cat(v).numpy() for k, v in conf.items()},
-            "maps": np.concatenate(kept) if keep_maps else None}
+    return {"ids": scored.ids, "kinds": [k or "negative" for k in scored.kinds], "labels": scored.labels,
+            "confidence": negatives_confidences(scored), "maps": scored.maps}
 
 
 def extended_scores(confidence: np.ndarray, cious: np.ndarray, negative_confidence: np.ndarray) -> dict[str, Any]:

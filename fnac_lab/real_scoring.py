@@ -1,8 +1,8 @@
 """Scoring a checkpoint on a real benchmark's test set (Flickr-SoundNet, VGG-SS, AVSBench-S4), batched on the device,
-with the published conventions of :mod:`fnac_lab.metrics`, beside the trivial maps of :mod:`fnac_lab.evaluate`
+with the published conventions of :mod:`fnac_lab.metrics`, beside the trivial maps of :mod:`fnac_lab.scoring`
 and, optionally, object-guided localisation (:mod:`fnac_lab.ogl`). The extended sets (``flickr_extended``,
 ``vggss_extended``; SLAVC, Mo and Morgado, NeurIPS 2022) add their negatives and the extended protocol's scores of
-the audio-visual map (:func:`fnac_lab.evaluate.extended_scores`). Writes the result files of
+the audio-visual map (:func:`fnac_lab.scoring.extended_scores`). Writes the result files of
 ``fnac-lab evaluate --testset``."""
 
 from __future__ import annotations
@@ -10,20 +10,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import metrics
 from .checkpoint import load_checkpoint
 from .data.catalogue import EXTENDED_TESTSETS
 from .data.real import RealAVDataset, open_negatives, open_testset
-from .evaluate import EXTENDED_TRIVIAL, centre_prior, extended_scores, negatives_generator, oracle_maps
-from .metrics import MAP_SIZE
-from .ogl import fuse_maps, load_object_network
-from .utils import FnacError, folder_lock, normalise_images, output_folder, resolve_device, write_json, write_rows
+from .scoring import EXTENDED_TRIVIAL, extended_scores, negatives_confidences, negatives_generator, score_batches
+from .ogl import load_object_network
+from .utils import FnacError, folder_lock, output_folder, resolve_device, write_json, write_rows
 
 
 def width_batches(widths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -90,54 +88,17 @@ def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
             tmp.unlink()
 
 
-def _score_maps(maps: torch.Tensor, gt: torch.Tensor, segmentation: bool) -> dict[str, torch.Tensor]:
-    out = {"ciou": metrics.ciou(maps, gt)}
-    if segmentation:
-        out["iou"] = metrics.mask_iou(maps, gt)
-        out["f_score"] = metrics.f_score(maps, gt)
-    return {k: v.cpu() for k, v in out.items()}
-
-
-def _summary(columns: dict[str, list[torch.Tensor]], suffix: str = "") -> dict[str, float]:
-    out = metrics.summarise(torch.cat(columns["ciou" + suffix]))
+def _summary(columns: dict[str, torch.Tensor], suffix: str = "") -> dict[str, float]:
+    out = metrics.summarise(columns["ciou" + suffix])
     if "iou" + suffix in columns:
-        out.update(metrics.summarise_segmentation(torch.cat(columns["iou" + suffix]), torch.cat(columns["f_score" + suffix])))
+        out.update(metrics.summarise_segmentation(columns["iou" + suffix], columns["f_score" + suffix]))
     return out
 
 
-def _score_trivial(gt: torch.Tensor, prior: torch.Tensor, gen: torch.Generator,
-                   base: dict[str, dict[str, list[torch.Tensor]]], *, segmentation: bool, confidences: bool) -> None:
-    """A batch's scores of the centre prior, a random map (drawn from ``gen``) and the oracle, appended to ``base``;
-    with ``confidences`` also the first two's confidences (the extended protocol)."""
-    b = gt.shape[0]
-    trivial = {"centre_prior": prior.expand(b, -1, -1),
-               "random": torch.rand(b, MAP_SIZE, MAP_SIZE, generator=gen).to(gt.device),
-               "oracle": oracle_maps(gt).to(gt.device)}
-    for name, m in trivial.items():
-        for k, v in _score_maps(m, gt, segmentation).items():
-            base[name].setdefault(k, []).append(v)
-        if confidences and name in EXTENDED_TRIVIAL:
-            base[name].setdefault("confidence", []).append(metrics.map_confidence(m).cpu())
-
-
-@torch.no_grad()
-def evaluate_testset(model: torch.nn.Module, dataset: RealAVDataset, *, batch_size: int = 64,
-                     device: torch.device | str = "cpu", num_workers: int = 0, skip_bad: bool = False,
-                     keep_maps: bool = False, object_network: torch.nn.Module | None = None, seed: int = 0,
-                     progress: bool = True, confidences: bool = False) -> BenchmarkResult:
-    """Localise and score every sample of a real test set, batched on ``device``.
-
-    Batches group clips whose spectrograms share a width, so that native sample rates may differ. Scores: cIoU
-    (AP50, mean, AUC) and, for masks, mIoU and F-score; beside them the centred Gaussian, random and oracle maps
-    (``baselines``), and with ``object_network`` the OGL fused maps (``ogl``). An undecodable file raises
-    :class:`FnacError` naming it, or with ``skip_bad`` is listed in ``result.skipped``. ``confidences`` adds each
-    sample's confidence (:func:`fnac_lab.metrics.map_confidence`) as a column and keeps the centre prior's and random
-    map's per-sample cIoU and confidence (``result.trivial``), for the extended protocol; no score changes with it.
-    """
-    device = torch.device(device)
-    model.eval()
-    segmentation = dataset.gt == "mask"
-    skipped = list(dataset.skipped)
+def _width_batches(dataset: RealAVDataset, batch_size: int, *, num_workers: int, device: torch.device,
+                   skip_bad: bool, skipped: list[tuple[str, str]]) -> tuple[Iterator[dict], int]:
+    """The set's batches (clips grouped by spectrogram width) and how many there are. An undecodable file raises
+    :class:`FnacError` naming it, or with ``skip_bad`` is appended to ``skipped``."""
     widths = dataset.spectrogram_widths()
     good = []
     for i, w in enumerate(widths):
@@ -150,101 +111,82 @@ def evaluate_testset(model: torch.nn.Module, dataset: RealAVDataset, *, batch_si
     batches = [[good[k] for k in b] for b in width_batches([widths[i] for i in good], batch_size)]
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
                                          collate_fn=dataset.collate_lenient, pin_memory=device.type == "cuda")
-    gen = torch.Generator().manual_seed(seed)
-    prior = centre_prior().to(device)
-    columns: dict[str, list[torch.Tensor]] = {}
-    base: dict[str, dict[str, list[torch.Tensor]]] = {"centre_prior": {}, "random": {}, "oracle": {}}
-    order, kept, kept_ogl = [], [], []
-    for batch, errors in tqdm(loader, total=len(batches), desc=dataset.name or "evaluate", disable=not progress,
-                              leave=False):
-        for ident, reason in errors:
-            if not skip_bad:
-                raise FnacError(reason)
-            skipped.append((ident, reason))
-        if batch is None:
-            continue
-        image = normalise_images(batch["image"].to(device, non_blocking=True))
-        spec = batch["spec"].to(device, non_blocking=True).float()
-        gt = batch["gt"].to(device)
-        maps = model.localise(image, spec).float()
-        scored = {"": maps}
-        if object_network is not None:
-            scored["_ogl"] = fuse_maps(maps, object_network(image))
-        for suffix, m in scored.items():
-            for k, v in _score_maps(m, gt, segmentation).items():
-                columns.setdefault(k + suffix, []).append(v)
-        if confidences:
-            columns.setdefault("confidence", []).append(metrics.map_confidence(maps, tau=model.tau).cpu())
-        _score_trivial(gt, prior, gen, base, segmentation=segmentation, confidences=confidences)
-        order.extend(batch["index"].tolist())
-        if keep_maps:
-            kept.append(maps.cpu().numpy())
-            if object_network is not None:
-                kept_ogl.append(scored["_ogl"].cpu().numpy())
-    if not order:
+
+    def decoded() -> Iterator[dict]:
+        for batch, errors in loader:
+            for ident, reason in errors:
+                if not skip_bad:
+                    raise FnacError(reason)
+                skipped.append((ident, reason))
+            if batch is not None:
+                yield batch
+
+    return decoded(), len(batches)
+
+
+def evaluate_testset(model: torch.nn.Module, dataset: RealAVDataset, *, batch_size: int = 64,
+                     device: torch.device | str = "cpu", num_workers: int = 0, skip_bad: bool = False,
+                     keep_maps: bool = False, object_network: torch.nn.Module | None = None, seed: int = 0,
+                     progress: bool = True, confidences: bool = False) -> BenchmarkResult:
+    """Localise and score every sample of a real test set, batched on ``device`` (:func:`fnac_lab.scoring.score_batches`).
+
+    Batches group clips whose spectrograms share a width, so that native sample rates may differ. Scores: cIoU
+    (AP50, mean, AUC) and, for masks, mIoU and F-score; beside them the centred Gaussian, random and oracle maps
+    (``baselines``), and with ``object_network`` the OGL fused maps (``ogl``). An undecodable file raises
+    :class:`FnacError` naming it, or with ``skip_bad`` is listed in ``result.skipped``. ``confidences`` adds each
+    sample's confidence (:func:`fnac_lab.metrics.map_confidence`) as a column and keeps the centre prior's and random
+    map's per-sample cIoU and confidence (``result.trivial``), for the extended protocol; no score changes with it.
+    """
+    device = torch.device(device)
+    skipped = list(dataset.skipped)
+    batches, total = _width_batches(dataset, batch_size, num_workers=num_workers, device=device, skip_bad=skip_bad,
+                                    skipped=skipped)
+    scored = score_batches(model, batches, total=total, device=device, generator=torch.Generator().manual_seed(seed),
+                           ground_truth=lambda batch: batch["gt"].to(device), segmentation=dataset.gt == "mask",
+                           confidences=confidences, keep_maps=keep_maps, object_network=object_network,
+                           desc=dataset.name or "evaluate", progress=progress)
+    if not scored.ids:
         raise FnacError(f"no sample of {dataset.name} could be evaluated ({len(dataset.missing)} missing, "
                         f"{len(skipped)} skipped)")
-    restore = np.argsort(np.array(order), kind="stable")
-    per_sample = {k: torch.cat(v).numpy()[restore] for k, v in columns.items()}
-    scores: dict[str, Any] = {**_summary(columns), "n_samples": len(order), "n_missing": len(dataset.missing),
+    order = np.array(scored.order)
+    restore = np.argsort(order, kind="stable")
+    scores: dict[str, Any] = {**_summary(scored.columns), "n_samples": len(order), "n_missing": len(dataset.missing),
                               "n_skipped": len(skipped)}
     if object_network is not None:
-        scores["ogl"] = _summary(columns, "_ogl")
-    scores["baselines"] = {name: _summary(cols) for name, cols in base.items()}
-    labels = [dataset.samples[i].label for i in np.array(order)[restore]]
+        scores["ogl"] = _summary(scored.columns, "_ogl")
+    scores["baselines"] = {name: _summary(cols) for name, cols in scored.trivial.items()}
     return BenchmarkResult(
-        testset=dataset.name, ids=[dataset.ids[i] for i in np.array(order)[restore]], labels=labels,
-        per_sample=per_sample, scores=scores, missing=list(dataset.missing), skipped=skipped,
-        maps=np.concatenate(kept)[restore] if keep_maps else None,
-        ogl_maps=np.concatenate(kept_ogl)[restore] if keep_maps and object_network is not None else None,
-        trivial={name: {k: torch.cat(base[name][k]).numpy()[restore] for k in ("ciou", "confidence")}
+        testset=dataset.name, ids=[dataset.ids[i] for i in order[restore]],
+        labels=[dataset.samples[i].label for i in order[restore]],
+        per_sample={k: v.numpy()[restore] for k, v in scored.columns.items()}, scores=scores,
+        missing=list(dataset.missing), skipped=skipped,
+        maps=scored.maps[restore] if keep_maps else None,
+        ogl_maps=scored.ogl_maps[restore] if keep_maps and object_network is not None else None,
+        trivial={name: {k: scored.trivial[name][k].numpy()[restore] for k in ("ciou", "confidence")}
                  for name in EXTENDED_TRIVIAL} if confidences else None)
 
 
-@torch.no_grad()
 def score_real_negatives(model: torch.nn.Module, dataset: RealAVDataset, *, batch_size: int = 64,
                          device: torch.device | str = "cpu", num_workers: int = 0, skip_bad: bool = False,
                          keep_maps: bool = False, seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Confidences of an extended set's negatives, batched by spectrogram width as :func:`evaluate_testset` batches:
     ``{"ids", "confidence": {"model", "centre_prior", "random"}, "maps", "skipped"}`` in the order of the list (the
-    random map from :func:`fnac_lab.evaluate.negatives_generator`). Undecodable files as in
+    random map from :func:`fnac_lab.scoring.negatives_generator`). Undecodable files as in
     :func:`evaluate_testset`."""
     device = torch.device(device)
-    model.eval()
-    widths = dataset.spectrogram_widths()
-    skipped = [(dataset.ids[i], w) for i, w in enumerate(widths) if isinstance(w, str)]
-    if skipped and not skip_bad:
-        raise FnacError(skipped[0][1])
-    good = [i for i, w in enumerate(widths) if not isinstance(w, str)]
-    batches = [[good[k] for k in b] for b in width_batches([widths[i] for i in good], batch_size)]
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
-                                         collate_fn=dataset.collate_lenient, pin_memory=device.type == "cuda")
-    gen, prior = negatives_generator(seed), metrics.map_confidence(centre_prior()[None])
-    conf: dict[str, list[torch.Tensor]] = {"model": [], "centre_prior": [], "random": []}
-    order, kept = [], []
-    for batch, errors in tqdm(loader, total=len(batches), desc=dataset.name or "negatives", disable=not progress,
-                              leave=False):
-        if errors and not skip_bad:
-            raise FnacError(errors[0][1])
-        skipped.extend(errors)
-        if batch is None:
-            continue
-        maps = model.localise(normalise_images(batch["image"].to(device, non_blocking=True)),
-                              batch["spec"].to(device, non_blocking=True).float()).float()
-        b = maps.shape[0]
-        conf["model"].append(metrics.map_confidence(maps, tau=model.tau).cpu())
-        conf["centre_prior"].append(prior.expand(b))
-        conf["random"].append(metrics.map_confidence(torch.rand(b, MAP_SIZE, MAP_SIZE, generator=gen)))
-        order.extend(batch["index"].tolist())
-        if keep_maps:
-            kept.append(maps.cpu().numpy())
-    if not order:
+    skipped: list[tuple[str, str]] = []
+    batches, total = _width_batches(dataset, batch_size, num_workers=num_workers, device=device, skip_bad=skip_bad,
+                                    skipped=skipped)
+    scored = score_batches(model, batches, total=total, device=device, generator=negatives_generator(seed),
+                           keep_maps=keep_maps, desc=dataset.name or "negatives", progress=progress)
+    if not scored.ids:
         raise FnacError(f"no negative of {dataset.name} could be evaluated ({len(dataset.missing)} missing, "
                         f"{len(skipped)} skipped)")
-    restore = np.argsort(np.array(order), kind="stable")
-    return {"ids": [dataset.ids[i] for i in np.array(order)[restore]],
-            "confidence": {k: torch.cat(v).numpy()[restore] for k, v in conf.items()},
-            "maps": np.concatenate(kept)[restore] if keep_maps else None, "skipped": skipped}
+    order = np.array(scored.order)
+    restore = np.argsort(order, kind="stable")
+    return {"ids": [dataset.ids[i] for i in order[restore]],
+            "confidence": {k: v[restore] for k, v in negatives_confidences(scored).items()},
+            "maps": scored.maps[restore] if keep_maps else None, "skipped": skipped}
 
 
 def add_negatives(result: BenchmarkResult, negatives: dict[str, Any], missing: list[tuple[str, str]]

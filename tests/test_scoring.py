@@ -3,6 +3,8 @@ against an independent computation (plain loops, numpy, scipy, scikit-learn)."""
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -11,8 +13,9 @@ from sklearn.metrics import roc_auc_score
 
 from fnac_lab.checkpoint import build_model
 from fnac_lab.config import preset
-from fnac_lab.evaluate import centre_prior, evaluate_model, oracle_maps
+from fnac_lab.scoring import centre_prior, evaluate_model, oracle_maps
 from fnac_lab.metrics import gt_map, vggss_box_to_pixels
+from fnac_lab.utils import normalise_images
 from references import naive_ciou, naive_summary
 
 CFG = dict(visual_stage=2, audio_stage=2, embed_dim=16, image_size=32, n_train=32, n_val=16, n_test=24)
@@ -21,7 +24,7 @@ CFG = dict(visual_stage=2, audio_stage=2, embed_dim=16, image_size=32, n_train=3
 @pytest.fixture(scope="module")
 def setting():
     cfg = preset("smoke", **CFG)
-    from fnac_lab.datasets import build_datasets
+    from fnac_lab.splits import build_datasets
 
     torch.manual_seed(0)
     return cfg, build_model(cfg).eval(), build_datasets(cfg)["test"]
@@ -108,3 +111,83 @@ def test_embeddings_and_false_negative_detection(setting):
     assert found["fn_auroc_cross"] == pytest.approx(roc_auc_score(same, scores), abs=1e-4)
     result.labels = [""] * len(result.labels)  # real data without classes: no detection figures, not zeros
     assert result.fn_auroc() == {}
+
+
+class _FixedObjects(torch.nn.Module):
+    """An object network whose map is a horizontal ramp, whatever the image."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        ramp = torch.linspace(0, 1, 224)
+        return ramp.expand(image.shape[0], 224, 224).clone()
+
+
+def _naive_minmax(x: np.ndarray) -> np.ndarray:
+    return (x - x.min()) / (x.max() - x.min()) if x.max() > x.min() else np.zeros_like(x)
+
+
+def test_the_shared_scoring_loop_against_per_sample_numpy(setting):
+    """``score_batches``, which both evaluation paths run: the model's cIoU, the OGL fused map's, each map's
+    confidence and the random map's cIoU, per sample and in the batches' order, against numpy loops."""
+    from fnac_lab.scoring import ground_truth, score_batches
+
+    cfg, model, ds = setting
+    order = [[5, 2, 9], [0, 7], [11, 3, 1]]  # out of order: the loop keeps the batches' order and their positions
+    batches = [{**ds.batch(idx), "index": idx} for idx in order]
+    scored = score_batches(model, iter(batches), total=3, device=torch.device("cpu"),
+                           generator=torch.Generator().manual_seed(4), confidences=True, keep_maps=True,
+                           ground_truth=lambda b: ground_truth(ds, b["index"], b, torch.device("cpu")),
+                           object_network=_FixedObjects(), progress=False)
+    flat = [i for idx in order for i in idx]
+    assert scored.order == flat and scored.ids == [ds.batch([i])["id"][0] for i in flat]
+    noise = torch.Generator().manual_seed(4)
+    draws = np.concatenate([torch.rand(len(idx), 224, 224, generator=noise).numpy() for idx in order])
+    ramp = np.linspace(0, 1, 224, dtype=np.float32)[None, :].repeat(224, 0)
+    with torch.no_grad():
+        av_maps = np.concatenate([model.localise(normalise_images(b["image"]), b["spec"].float()).numpy()
+                                  for b in batches])
+    gts = np.concatenate([ground_truth(ds, b["index"], b, torch.device("cpu")).numpy() for b in batches])
+    for k, (av, gt) in enumerate(zip(av_maps, gts)):
+        np.testing.assert_array_equal(scored.maps[k], av)
+        assert scored.columns["ciou"][k].item() == pytest.approx(naive_ciou(av, gt), abs=1e-12)
+        fused = _naive_minmax(0.4 * _naive_minmax(av) + 0.6 * ramp)
+        assert scored.columns["ciou_ogl"][k].item() == pytest.approx(naive_ciou(fused, gt), abs=1e-12)
+        s = np.sort(((av.astype(np.float64) * model.tau + 1) / 2).ravel())[::-1]
+        assert scored.columns["confidence"][k].item() == pytest.approx(s[: -(-s.size // 4)].mean(), rel=1e-9)
+        assert scored.trivial["random"]["ciou"][k].item() == pytest.approx(naive_ciou(draws[k], gt), abs=1e-12)
+        r = np.sort(draws[k].astype(np.float64).ravel())[::-1]
+        assert scored.trivial["random"]["confidence"][k].item() == pytest.approx(r[: -(-r.size // 4)].mean(),
+                                                                                 rel=1e-9)
+    assert set(scored.trivial) == {"centre_prior", "random", "oracle"}
+    assert "confidence" not in scored.trivial["oracle"]
+
+    # Without ground truth (negatives) only the confidences are kept, and the same draws give the same values.
+    plain = score_batches(model, iter(batches), total=3, device=torch.device("cpu"),
+                          generator=torch.Generator().manual_seed(4), progress=False)
+    assert set(plain.columns) == {"confidence"} and set(plain.trivial) == {"centre_prior", "random"}
+    np.testing.assert_array_equal(plain.columns["confidence"].numpy(), scored.columns["confidence"].numpy())
+    np.testing.assert_array_equal(plain.trivial["random"]["confidence"].numpy(),
+                                  scored.trivial["random"]["confidence"].numpy())
+
+
+def test_both_evaluation_paths_run_the_shared_loop(setting, monkeypatch):
+    """``evaluate_model`` (built-in splits), ``score_negatives`` and the real test sets' ``evaluate_testset`` and
+    ``score_real_negatives`` all score through ``score_batches``: replacing it reaches every one."""
+    import fnac_lab.real_scoring as real_scoring
+    import fnac_lab.scoring as scoring
+
+    calls = []
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs["desc"])
+        raise RuntimeError("reached")
+
+    monkeypatch.setattr(scoring, "score_batches", recording)
+    monkeypatch.setattr(real_scoring, "score_batches", recording)
+    _, model, ds = setting
+    for run in (lambda: scoring.evaluate_model(model, ds, progress=False, desc="model"),
+                lambda: scoring.score_negatives(model, ds, progress=False, desc="negatives")):
+        with pytest.raises(RuntimeError, match="reached"):
+            run()
+    assert calls == ["model", "negatives"]
+    for name in ("evaluate_testset", "score_real_negatives"):  # a real set needs files; the source says it
+        assert "score_batches(" in inspect.getsource(getattr(real_scoring, name))
