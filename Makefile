@@ -17,11 +17,15 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The browser tests (pytest -m browser) drive JupyterLab in Debian's chromium; without it they are left out.
+# Two pytest-xdist workers of one torch thread each, a test file per worker at a time (its fixtures built once):
+# most tests wait on subprocesses, kernels and the browser, so two cores finish the suite in about half the time.
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 test: $(STAMP)
 	@if [ -x $(CHROMIUM) ]; then \
-		$(PY) -m pytest; \
+		$(PYTEST); \
 	else \
-		$(PY) -m pytest -m "not browser" && \
+		$(PYTEST) -m "not browser" && \
 		echo "browser tests skipped: $(CHROMIUM) is missing (apt-get install chromium)"; \
 	fi
 

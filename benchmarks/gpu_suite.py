@@ -55,7 +55,7 @@ PUBLISHED = dict(batch=128, image_size=224, spec=[257, 200], model={}, warmup=3,
 #: compiled variant captures graphs (forward and backward) without generating code.
 DRY_RUN = dict(batch=4, image_size=32, spec=[32, 24], model=dict(visual_stage=2, audio_stage=2, embed_dim=32),
                warmup=1, steps=2, repeats=3, compile_backend="aot_eager", terms_repeats=3, eval_n=64, eval_batch=32,
-               eval_repeats=3, loader_workers=[0, 4, 8], loader_clips=16, loader_batches=8, loader_rounds=2,
+               eval_repeats=3, loader_workers=[0, 2], loader_clips=16, loader_batches=8, loader_rounds=2,
                total_budget_s=150)
 #: Time limit of each step in seconds (a GPU run; a dry run gives each step DRY_RUN_BUDGET_S).
 BUDGETS = {"environment": 60, "train_published_fp32": 90, "train_project_fp32": 90, "train_project_bf16": 90,

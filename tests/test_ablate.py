@@ -29,6 +29,7 @@ if fail_flag and pathlib.Path(fail_flag).exists():
 metrics = {"ap50": x / 10, "mean_ciou": x / 20, "auc": x / 30, "n_samples": 10, "baseline": {"ap50": 0.05},
            "val_ap50_by_epoch": [0.1, 0.2], "config": {"seed": 0}}
 pathlib.Path(out_dir, "metrics.json").write_text(json.dumps(metrics))
+pathlib.Path(out_dir, "cwd.txt").write_text(str(pathlib.Path.cwd()))
 """
 
 
@@ -88,7 +89,12 @@ def test_a_crashing_point_is_reported_and_the_others_kept(toy_notebook, tmp_path
     flag = tmp_path / "fail-now"
     flag.write_text("")
     grid = ablate.make_grid(toy_notebook, grid={"x": [1, 3], "fail_flag": [None, str(flag)]})
+    cwd = os.getcwd()
     run = ablate.run_grid(grid, tmp_path / "sweep", jobs=2, timeout=300, progress=False)
+    assert os.getcwd() == cwd  # points side by side in threads leave this process's working directory alone
+    for o in run.outcomes:  # and each kernel ran in its own point's folder
+        if o.status == "finished":
+            assert Path((o.folder / "cwd.txt").read_text()).resolve() == o.folder.resolve()
     rows = {(r.x, not pd.isna(r.fail_flag)): r for r in run.results.itertuples()}
     assert len(run.outcomes) == 4 and len(run.failed) == 2
     for x in (1, 3):

@@ -70,9 +70,11 @@ def _run_point(grid: Grid, point: GridPoint, folder: Path, *, kernel_name: str, 
     write_json(folder / "params.json", params)
     t0 = time.perf_counter()
     try:
+        # The kernel starts in the point's folder (nbclient's resources path). Not papermill's cwd: that changes
+        # the working directory of this whole process, which points running side by side in threads would race for.
         papermill.execute_notebook(str(grid.notebook), str(folder / "notebook.ipynb"), parameters=params,
-                                   kernel_name=kernel_name, progress_bar=False, cwd=str(folder),
-                                   execution_timeout=timeout)
+                                   kernel_name=kernel_name, progress_bar=False,
+                                   resources={"metadata": {"path": str(folder)}}, execution_timeout=timeout)
         if not (folder / METRICS).is_file():
             raise FnacError(f"the notebook finished without writing {METRICS} into its {grid.out_param}")
     except Exception as exc:  # any failure of one point is recorded and the sweep goes on
