@@ -148,16 +148,16 @@ def evaluate_testset(model: torch.nn.Module, dataset: RealAVDataset, *, batch_si
     if not scored.ids:
         raise FnacError(f"no sample of {dataset.name} could be evaluated ({len(dataset.missing)} missing, "
                         f"{len(skipped)} skipped)")
-    order = np.array(scored.order)
-    restore = np.argsort(order, kind="stable")
-    scores: dict[str, Any] = {**_summary(scored.columns), "n_samples": len(order), "n_missing": len(dataset.missing),
+    restore = scored.set_order()
+    positions = np.array(scored.order)[restore]
+    scores: dict[str, Any] = {**_summary(scored.columns), "n_samples": len(restore), "n_missing": len(dataset.missing),
                               "n_skipped": len(skipped)}
     if object_network is not None:
         scores["ogl"] = _summary(scored.columns, "_ogl")
     scores["baselines"] = {name: _summary(cols) for name, cols in scored.trivial.items()}
     return BenchmarkResult(
-        testset=dataset.name, ids=[dataset.ids[i] for i in order[restore]],
-        labels=[dataset.samples[i].label for i in order[restore]],
+        testset=dataset.name, ids=[dataset.ids[i] for i in positions],
+        labels=[dataset.samples[i].label for i in positions],
         per_sample={k: v.numpy()[restore] for k, v in scored.columns.items()}, scores=scores,
         missing=list(dataset.missing), skipped=skipped,
         maps=scored.maps[restore] if keep_maps else None,
@@ -182,9 +182,8 @@ def score_real_negatives(model: torch.nn.Module, dataset: RealAVDataset, *, batc
     if not scored.ids:
         raise FnacError(f"no negative of {dataset.name} could be evaluated ({len(dataset.missing)} missing, "
                         f"{len(skipped)} skipped)")
-    order = np.array(scored.order)
-    restore = np.argsort(order, kind="stable")
-    return {"ids": [dataset.ids[i] for i in order[restore]],
+    restore = scored.set_order()
+    return {"ids": [dataset.ids[i] for i in np.array(scored.order)[restore]],
             "confidence": {k: v[restore] for k, v in negatives_confidences(scored).items()},
             "maps": scored.maps[restore] if keep_maps else None, "skipped": skipped}
 

@@ -228,6 +228,10 @@ class ScoredSamples:
     embeddings: dict[str, np.ndarray] | None = None
     visual_maps: np.ndarray | None = None
 
+    def set_order(self) -> np.ndarray:
+        """The permutation that puts the samples back in their set's order (a stable argsort of ``order``)."""
+        return np.argsort(np.array(self.order), kind="stable")
+
 
 @torch.no_grad()
 def score_batches(model: AVLocaliser, batches: Iterable[dict], *, total: int, device: torch.device,
