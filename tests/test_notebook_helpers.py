@@ -175,3 +175,73 @@ def test_map_browser_shows_the_sample_at_the_chosen_position():
     assert [w._kwarg for w in ui.kwargs_widgets] == ["order", "position"] and ui.result is None
     ui.kwargs_widgets[1].value = 6
     assert plt.get_fignums() == []  # each figure went out as a JPEG and was closed
+
+
+def _naive_objective(x: torch.Tensor, target: torch.Tensor | None, weight: float) -> torch.Tensor:
+    """NCE over rows and columns plus ``weight`` times the mean absolute softmax-row difference, entry by entry."""
+    n = x.shape[0]
+    loss = 0.0
+    for b in range(n):
+        loss = loss - (x[b, b] - torch.log(sum(torch.exp(x[b, k]) for k in range(n)))) / n
+        loss = loss - (x[b, b] - torch.log(sum(torch.exp(x[k, b]) for k in range(n)))) / n
+    if weight:
+        gap = 0.0
+        for b in range(n):
+            t_row = torch.exp(target[b]) / torch.exp(target[b]).sum()
+            x_row = torch.exp(x[b]) / torch.exp(x[b]).sum()
+            gap = gap + sum(abs(t_row[k] - x_row[k]) for k in range(n))
+        loss = loss + weight * gap / n ** 2
+    return loss
+
+
+def _naive_adam(start: torch.Tensor, target, weight: float, *, steps: int, lr: float) -> torch.Tensor:
+    """Adam (Kingma and Ba, 2015; beta 0.9, 0.999, eps 1e-8) written out, on the naive objective in float64."""
+    x = start.clone()
+    m = torch.zeros_like(x)
+    v = torch.zeros_like(x)
+    for t in range(1, steps + 1):
+        x.requires_grad_(True)
+        (grad,) = torch.autograd.grad(_naive_objective(x, target, weight), x)
+        x = x.detach()
+        m = 0.9 * m + 0.1 * grad
+        v = 0.999 * v + 0.001 * grad ** 2
+        x = x - lr * (m / (1 - 0.9 ** t)) / ((v / (1 - 0.999 ** t)).sqrt() + 1e-8)
+    return x
+
+
+@pytest.mark.parametrize("weight", [0.0, 100.0])
+def test_descend_logits_is_adam_on_nce_plus_weighted_fns(weight):
+    gen = torch.Generator().manual_seed(3)
+    start = torch.randn(5, 5, generator=gen, dtype=torch.float64)
+    target = 3 * torch.randn(5, 5, generator=gen, dtype=torch.float64)
+    got = analysis.descend_logits(start, fns_target=target if weight else None, fns_weight=weight, steps=12, lr=0.1)
+    want = _naive_adam(start, target, weight, steps=12, lr=0.1)
+    assert torch.allclose(got, want, atol=1e-9), (got - want).abs().max()
+    assert _naive_objective(got, target, weight) < _naive_objective(start, target, weight)
+
+
+def test_descend_logits_refuses_a_weight_without_a_target():
+    with pytest.raises(ValueError, match="fns_target"):
+        analysis.descend_logits(torch.zeros(3, 3), fns_weight=1.0)
+
+
+def test_same_class_retrieval_figure_draws_the_curves_and_masses_given():
+    rng = np.random.default_rng(0)
+    retrieval, mass = {}, {}
+    for i, name in enumerate(analysis.INTRA_MODAL):
+        is_same = rng.random(60) < 0.3
+        scores = rng.normal(size=60) + i * is_same
+        retrieval[name] = analysis.pair_precision_recall(scores, is_same)
+        mass[name] = {0.03: 0.1 * (i + 1), 0.3: 0.05 * (i + 2)}
+    fig = viz.same_class_retrieval_figure(retrieval, mass)
+    curves, bars = fig.axes
+    lines = curves.get_lines()
+    for line, (name, pr) in zip(lines, retrieval.items()):
+        assert np.array_equal(line.get_xdata(), pr.recall) and np.array_equal(line.get_ydata(), pr.precision)
+        assert line.get_label() == f"{name}: AP {pr.average_precision:.2f}"
+    assert lines[-1].get_ydata()[0] == retrieval["audio"].base_rate == pytest.approx(retrieval["audio"].n_same / 60)
+    heights = [patch.get_height() for patch in bars.patches]
+    assert heights == [mass[name][0.03] for name in mass] + [mass[name][0.3] for name in mass]
+    assert [t.get_text() for t in bars.get_xticklabels()] == list(analysis.INTRA_MODAL)
+    assert fig.get_size_inches()[0] * fig.dpi <= 950
+    plt.close(fig)

@@ -20,7 +20,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..losses import foreground_features, max_pooled_logits, own_maps, similarity_maps, tne_mask
+from ..losses import (distribution_distance, foreground_features, max_pooled_logits, nce_loss, own_maps,
+                      similarity_maps, tne_mask)
 from ..models import AVLocaliser
 from ..utils import normalise_images
 
@@ -66,14 +67,21 @@ def embedded_adjacency(embedded: Mapping[str, Sequence[tuple[torch.Tensor, torch
     return batch_adjacency(img, aud, tau=tau, tne_threshold=tne_threshold)
 
 
-def descend_logits(start: torch.Tensor, objective, *, steps: int = 300, lr: float = 0.1) -> torch.Tensor:
-    """Minimise ``objective(logits)`` over free logits with Adam from ``start``: what an objective does to the
-    cross-modal matrix when every entry may move independently (a network cannot, but it shows the target)."""
+def descend_logits(start: torch.Tensor, *, fns_target: torch.Tensor | None = None, fns_weight: float = 0.0,
+                   distance: str = "l1", steps: int = 300, lr: float = 0.1) -> torch.Tensor:
+    """Minimise ``nce_loss(logits) + fns_weight * D(softmax(fns_target), softmax(logits))`` over free logits with
+    Adam from ``start``: what NCE, alone or with an FNS term, does to the cross-modal matrix when every entry may
+    move independently (a network cannot, but it shows where the objective pulls)."""
+    if fns_weight and fns_target is None:
+        raise ValueError("descend_logits: fns_weight is set but fns_target is None")
     logits = start.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([logits], lr=lr)
     for _ in range(steps):
         optimizer.zero_grad()
-        objective(logits).backward()
+        objective = nce_loss(logits)
+        if fns_weight:
+            objective = objective + fns_weight * distribution_distance(fns_target, logits, distance)
+        objective.backward()
         optimizer.step()
     return logits.detach()
 

@@ -162,3 +162,27 @@ def fn_ratio_figure(table: pd.DataFrame, *, paper: Mapping[int, float], other_mi
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def same_class_retrieval_figure(retrieval: Mapping[str, Any], mass: Mapping[str, Mapping[float, float]]) -> plt.Figure:
+    """Two panels on finding a batch's false negatives: the precision-recall curve of each similarity's pair scores
+    (``retrieval``: name to :class:`~fnac_lab.analysis.retrieval.PairRetrieval`) against the random score, and the
+    row-softmax mass on same-class partners per similarity and temperature (``mass``: name to ``{tau: mass}``)."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9.5, 4))
+    for name, pr in retrieval.items():
+        ax1.plot(pr.recall, pr.precision, label=f"{name}: AP {pr.average_precision:.2f}")
+    ax1.axhline(next(iter(retrieval.values())).base_rate, ls=":", c="grey", label="random score")
+    ax1.set(xlabel="recall", ylabel="precision", title="finding same-class pairs", ylim=(0, 1.05))
+    ax1.legend()
+    names = list(mass)
+    taus = list(next(iter(mass.values())))
+    width = 0.7 / len(taus)
+    for j, tau in enumerate(taus):
+        offsets = np.arange(len(names)) + (j - (len(taus) - 1) / 2) * width
+        bars = ax2.bar(offsets, [mass[name][tau] for name in names], width, label=f"tau = {tau}")
+        ax2.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax2.set_xticks(range(len(names)), names)
+    ax2.set(ylabel="mean softmax mass per row", title="row-softmax mass on same-class partners")
+    ax2.legend()
+    fig.tight_layout()
+    return fig
