@@ -148,8 +148,7 @@ def evaluate_testset(model: torch.nn.Module, dataset: RealAVDataset, *, batch_si
     if not scored.ids:
         raise FnacError(f"no sample of {dataset.name} could be evaluated ({len(dataset.missing)} missing, "
                         f"{len(skipped)} skipped)")
-    restore = scored.set_order()
-    positions = np.array(scored.order)[restore]
+    restore, positions = scored.set_order(), scored.set_positions()
     scores: dict[str, Any] = {**_summary(scored.columns), "n_samples": len(restore), "n_missing": len(dataset.missing),
                               "n_skipped": len(skipped)}
     if object_network is not None:
@@ -183,7 +182,7 @@ def score_real_negatives(model: torch.nn.Module, dataset: RealAVDataset, *, batc
         raise FnacError(f"no negative of {dataset.name} could be evaluated ({len(dataset.missing)} missing, "
                         f"{len(skipped)} skipped)")
     restore = scored.set_order()
-    return {"ids": [dataset.ids[i] for i in np.array(scored.order)[restore]],
+    return {"ids": [dataset.ids[i] for i in scored.set_positions()],
             "confidence": {k: v[restore] for k, v in negatives_confidences(scored).items()},
             "maps": scored.maps[restore] if keep_maps else None, "skipped": skipped}
 

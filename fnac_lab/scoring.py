@@ -232,6 +232,10 @@ class ScoredSamples:
         """The permutation that puts the samples back in their set's order (a stable argsort of ``order``)."""
         return np.argsort(np.array(self.order), kind="stable")
 
+    def set_positions(self) -> np.ndarray:
+        """The samples' positions in their set, in the set's order: ``order`` permuted by :meth:`set_order`."""
+        return np.array(self.order)[self.set_order()]
+
 
 @torch.no_grad()
 def score_batches(model: AVLocaliser, batches: Iterable[dict], *, total: int, device: torch.device,

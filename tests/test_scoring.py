@@ -140,6 +140,7 @@ def test_the_shared_scoring_loop_against_per_sample_numpy(setting):
     flat = [i for idx in order for i in idx]
     assert scored.order == flat and scored.ids == [ds.batch([i])["id"][0] for i in flat]
     assert [flat[k] for k in scored.set_order()] == sorted(flat)  # back in the set's order
+    assert scored.set_positions().tolist() == sorted(flat)
     noise = torch.Generator().manual_seed(4)
     draws = np.concatenate([torch.rand(len(idx), 224, 224, generator=noise).numpy() for idx in order])
     ramp = np.linspace(0, 1, 224, dtype=np.float32)[None, :].repeat(224, 0)
