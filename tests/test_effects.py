@@ -91,3 +91,39 @@ def test_readme_table_is_made_from_the_committed_results():
     assert len(finished) >= 30 and finished["seed"].nunique() >= 3
     table = effects_markdown(paired_effects(results))
     assert table in (REPO / "README.md").read_text()
+
+
+def _effect_summary(notebook: str) -> str:
+    """The bullet list under the notebook's summary of the effect study (the cell that starts with 'No setting')."""
+    import nbformat
+
+    cells = nbformat.read(REPO / "notebooks" / notebook, as_version=4).cells
+    text = next(c.source for c in cells if c.cell_type == "markdown" and "- No setting helped" in c.source)
+    return text[text.index("- No setting helped"):text.index("\n\n", text.index("- No setting helped"))]
+
+
+def test_notebook_summaries_quote_the_committed_results():
+    """The figures 00 and 01 quote of the effect study, recomputed with pandas from the results file: mean paired
+    gains per strength, NCE levels and the AUROC ranges; both notebooks say the same."""
+    table = pd.read_csv(RESULTS).fillna({"visual_pretrain": "scratch"})
+    keys = ["visual_pretrain", "class_bias_p", "batch_size", "seed"]
+    nce = table[table.fnac_strength == 0].set_index(keys)
+    fnac = table[table.fnac_strength > 0].merge(nce[["ap50"]], on=keys, suffixes=("", "_nce"))
+    pre64 = fnac[(fnac.visual_pretrain == "demo") & (fnac.batch_size == 64)]
+    gains = (pre64.ap50 - pre64.ap50_nce).groupby([pre64.class_bias_p, pre64.fnac_strength]).mean()
+    nce_level = nce.ap50.groupby(level=["visual_pretrain", "class_bias_p", "batch_size"]).mean()
+    summary = _effect_summary("01_train.ipynb")
+    assert summary == _effect_summary("00_false_negatives_tutorial.ipynb")
+    flat = " ".join(summary.split())
+    assert f"(gains {gains[0.0, 0.1]:+.2f} and {gains[0.0, 0.4]:+.2f} at 0.1 and 0.4)" in flat
+    assert f"costs {-gains[0.0, 1.6]:.2f} at 1.6" in flat
+    assert f"{gains[0.5, 0.1]:.2f}, {gains[0.5, 0.4]:.2f} and {gains[0.5, 1.6]:.2f} at w / B 0.1, 0.4 and 1.6" in flat
+    assert f"(NCE: {nce_level['demo', 0.5, 64]:.2f})" in flat
+    assert f"from {nce_level['scratch', 0.5, 64]:.2f} to {nce_level['demo', 0.5, 64]:.2f}" in flat
+    visual = table.groupby(["visual_pretrain", "class_bias_p", "batch_size", "fnac_strength"]).fn_auroc_visual.mean()
+    assert f"({visual.min():.2f}-{visual.max():.2f})" in flat
+    audio_nce = nce[nce.index.get_level_values("visual_pretrain") == "demo"].fn_auroc_audio
+    audio_nce = audio_nce.groupby(level=["class_bias_p", "batch_size"]).mean()
+    assert f"AUROC {audio_nce[0.0, 64]:.2f} with ordinary batches, {audio_nce[0.5, 64]:.2f} with" in flat
+    strongest = pre64[(pre64.class_bias_p == 0.5) & (pre64.fnac_strength == 1.6)].fn_auroc_audio.mean()
+    assert f"(audio {strongest:.2f} at w / B 1.6)" in flat
