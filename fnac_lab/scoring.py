@@ -233,8 +233,8 @@ class ScoredSamples:
         return np.argsort(np.array(self.order), kind="stable")
 
     def set_positions(self) -> np.ndarray:
-        """The samples' positions in their set, in the set's order: ``order`` permuted by :meth:`set_order`."""
-        return np.array(self.order)[self.set_order()]
+        """The samples' positions in their set, in the set's order (``order`` sorted, as :meth:`set_order` puts it)."""
+        return np.sort(np.array(self.order))
 
 
 @torch.no_grad()
