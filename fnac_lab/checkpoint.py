@@ -17,14 +17,14 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from .config import TrainConfig, pretrain_config_for
 from .models import AVLocaliser, create_model
 from .pretrain import builtin_visual_weights
-from .utils import FnacError, atomic_torch_save, describe
+from .utils import FnacError, UnsafeFileError, atomic_torch_save, describe, load_torch_file
 
 LAST, BEST = "last.pt", "best.pt"
 
@@ -47,12 +47,15 @@ def build_model(cfg: TrainConfig, *, progress: bool = True) -> AVLocaliser:
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The raw dict of a checkpoint file; a missing, truncated or foreign file raises :class:`FnacError` naming it."""
+    """The raw dict of a checkpoint file, read as data only (:func:`fnac_lab.utils.load_torch_file`: nothing in the
+    file can run code); a missing, truncated, foreign or unsafe file raises :class:`FnacError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise FnacError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = load_torch_file(path, map_location)
+    except UnsafeFileError:
+        raise
     except Exception as exc:  # torch raises many types for a truncated or foreign file
         raise FnacError(f"{path}: not a readable checkpoint ({describe(exc)})") from None
     if not isinstance(state, dict) or not {"config", "model"} <= set(state):
@@ -105,14 +108,18 @@ def save_training_state(state: dict[str, Any], folder: Path, *, improved: bool) 
         atomic_torch_save(best_checkpoint(state), folder / BEST)
 
 
-def load_training_state(folder: Path) -> dict[str, Any] | None:
-    """The ``last.pt`` state of ``folder`` (None when there is none), after making ``best.pt`` agree with it."""
+def load_training_state(folder: Path, check: Callable[[dict[str, Any]], None] | None = None
+                        ) -> dict[str, Any] | None:
+    """The ``last.pt`` state of ``folder`` (None when there is none), after making ``best.pt`` agree with it.
+    ``check`` sees the state first and may refuse it: a refused state leaves every file as it was."""
     last = folder / LAST
     if not last.exists():
         return None
     state = read_checkpoint(last)
     if not {"epoch", "optimizer", "history", "best", "best_model"} <= set(state):
         raise FnacError(f"{last}: written by an older version that cannot resume safely; rerun with --no-resume")
+    if check is not None:
+        check(state)
     best = folder / BEST
     try:
         ok = read_checkpoint(best).get("epoch") == state["best"]["epoch"] - 1

@@ -17,7 +17,7 @@ from .config import (PRESETS, PRETRAIN_PRESETS, ConfigError, PretrainConfig, Tra
 from .data.catalogue import TESTSETS
 from .models import PretrainedWeightsError
 from .ogl import OBJECT_REDUCTIONS
-from .utils import FnacError, Terminated, output_folder
+from .utils import FnacError, Terminated, out_of_memory_as_error, output_folder
 
 #: Errors reported as one line instead of a traceback.
 USER_ERRORS = (FnacError, ConfigError, PretrainedWeightsError, AudioDecodeError)
@@ -28,7 +28,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from .train import train
 
     cfg = preset(args.preset, **parse_overrides(args.set))
-    result = train(cfg, args.out, resume=not args.no_resume, progress=not args.quiet)
+    with out_of_memory_as_error(f"batch_size={cfg.batch_size} and image_size={cfg.image_size}",
+                                "--set batch_size=N or --set image_size=N"):
+        result = train(cfg, args.out, resume=not args.no_resume, progress=not args.quiet)
     if not is_main_process():  # under torchrun rank 0 reports
         return
     best = result.summary["best_epoch"]
@@ -42,7 +44,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
     from .pretrain import pretrain
 
     cfg = pretrain_preset(args.preset, **parse_overrides(args.set, PretrainConfig))
-    result = pretrain(cfg, args.out, resume=not args.no_resume, progress=not args.quiet)
+    with out_of_memory_as_error(f"batch_size={cfg.batch_size} and image_size={cfg.image_size}",
+                                "--set batch_size=N or --set image_size=N"):
+        result = pretrain(cfg, args.out, resume=not args.no_resume, progress=not args.quiet)
     s = result.summary
     print(f"validation accuracy {s['val_accuracy']:.4f} over {cfg.n_classes} object kinds (chance {s['chance']:.4f}) "
           f"after {s['epochs']} epochs; weights in {result.weights} (use --set visual_weights={result.weights})")
@@ -54,12 +58,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
                         f"eval_batch_size)")
     if args.testset is not None:
         return _cmd_evaluate_benchmark(args)
-    import numpy as np
-
     from .checkpoint import load_checkpoint
     from .splits import build_datasets, negatives_of
-    from .scoring import evaluate_model, evaluate_with_negatives
-    from .utils import folder_lock, resolve_device
+    from .scoring import evaluate_model, evaluate_with_negatives, remove_results
+    from .utils import atomic_savez, folder_lock, resolve_device
 
     model, cfg, _ = load_checkpoint(args.checkpoint)
     cfg = evaluation_config(cfg, args.set)
@@ -73,16 +75,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
                         f"they are scored with --split test")
     out = output_folder(args.out)
     with folder_lock(out):  # another evaluation writing into out is refused before anything is computed
+        remove_results(out)
         settings = dict(batch_size=args.batch_size or cfg.eval_batch_size, device=device, keep_maps=args.save_maps,
                         progress=not args.quiet, desc=args.split)
-        result = (evaluate_model(model.to(device), datasets[args.split], **settings) if negatives is None else
-                  evaluate_with_negatives(model.to(device), datasets[args.split], negatives, **settings))
-        result.write(out, extra_scores={"split": args.split, "checkpoint": str(args.checkpoint)})
+        with out_of_memory_as_error(f"batches of {settings['batch_size']} at image_size={cfg.image_size}",
+                                    "--batch-size N"):
+            result = (evaluate_model(model.to(device), datasets[args.split], **settings) if negatives is None else
+                      evaluate_with_negatives(model.to(device), datasets[args.split], negatives, **settings))
         if args.save_maps:
-            np.savez_compressed(out / "maps.npz", **{i: m for i, m in zip(result.ids, result.maps)})
+            atomic_savez(out / "maps.npz", dict(zip(result.ids, result.maps)))
             if negatives is not None:
-                np.savez_compressed(out / "maps_negatives.npz", **dict(zip(result.negatives["ids"],
-                                                                           result.negatives["maps"])))
+                atomic_savez(out / "maps_negatives.npz", dict(zip(result.negatives["ids"], result.negatives["maps"])))
+        result.write(out, extra_scores={"split": args.split, "checkpoint": str(args.checkpoint)})  # scores.json last
     s = result.scores
     print(f"{args.split}: AP50 {s['ap50']:.4f}, mean cIoU {s['mean_ciou']:.4f}, AUC {s['auc']:.4f} "
           f"over {s['n_samples']} samples{extended_line(s)}; written to {out}")
@@ -119,12 +123,14 @@ def _cmd_evaluate_benchmark(args: argparse.Namespace) -> None:
     if args.set:
         raise FnacError(f"--set applies to the built-in splits; a real set's negatives come with --testset "
                         f"flickr_extended or vggss_extended")
-    result = evaluate_checkpoint(
-        args.checkpoint, testset=args.testset, data_root=args.data_root, annotations=args.annotations,
-        split_csv=args.split_csv, out=args.out, batch_size=args.batch_size, device=args.device,
-        num_workers=args.workers, skip_bad=args.skip_bad, save_maps=args.save_maps, ogl=args.ogl,
-        ogl_weights=args.ogl_weights, ogl_object=args.ogl_object, audio_rate=args.audio_rate, progress=not args.quiet,
-        negatives=args.negatives)
+    batches = f"batches of {args.batch_size}" if args.batch_size else "batches of the checkpoint's eval_batch_size"
+    with out_of_memory_as_error(batches, "--batch-size N"):
+        result = evaluate_checkpoint(
+            args.checkpoint, testset=args.testset, data_root=args.data_root, annotations=args.annotations,
+            split_csv=args.split_csv, out=args.out, batch_size=args.batch_size, device=args.device,
+            num_workers=args.workers, skip_bad=args.skip_bad, save_maps=args.save_maps, ogl=args.ogl,
+            ogl_weights=args.ogl_weights, ogl_object=args.ogl_object, audio_rate=args.audio_rate,
+            progress=not args.quiet, negatives=args.negatives)
     out = Path(args.out)
     if result.missing:
         print(f"{len(result.missing)} listed ids are missing on disk (see {out / 'missing.csv'})")
@@ -161,6 +167,8 @@ def _cmd_cache(args: argparse.Namespace) -> None:
 def _cmd_ablate(args: argparse.Namespace) -> None:
     from .ablate import run_grid
 
+    if args.jobs < 1:
+        raise FnacError(f"--jobs {args.jobs}: the number of points run at once must be 1 or more")
     devices = [d for d in args.devices.split(",") if d] if args.devices else None
     run = run_grid(args.grid, args.out, jobs=args.jobs, devices=devices, timeout=args.timeout, progress=not args.quiet)
     for o in run.outcomes:
@@ -198,7 +206,7 @@ def _cmd_diagnosis(args: argparse.Namespace) -> None:
     if args.extended is not None:
         if "folder" not in results:
             raise FnacError(f"{path}: --extended needs a grid's results.csv (its runs' checkpoints)")
-        results = extended_records(results, test_negatives=args.extended)
+        results = extended_records(results, test_negatives=args.extended, progress=not args.quiet)
     mismatches = twin_mismatches(results)
     if mismatches:
         raise FnacError(f"{path}: {len(mismatches)} runs are not twins of their NCE run; first: {mismatches[0]}")
@@ -308,11 +316,13 @@ def _add_study_commands(sub) -> None:
     p.add_argument("--extended", type=float, metavar="SHARE", default=None,
                    help="also score every run's best checkpoint on the extended protocol, with SHARE silent and "
                         "off-screen negatives per test clip (columns extended_ap, max_f1, precision)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_diagnosis)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fnac-lab", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     _add_run_command(sub, "train", "train a configuration", _cmd_train, presets=PRESETS, settings=TrainConfig,
@@ -329,6 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=_cmd_config)
     return parser
+
+
+def package_version() -> str:
+    """The installed version of fnac-lab (``pyproject.toml``), or ``unknown`` when run from a tree never installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fnac-lab")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -179,6 +179,13 @@ def coerce_setting(name: str, value: Any, cls: type = None) -> Any:
     return _coerce(name, value, Optional[tp] if optional else tp)
 
 
+def coerce_value(name: str, value: Any, tp: type, *, optional: bool = False) -> Any:
+    """``value`` converted to ``tp`` (int, float, bool or str; None allowed when ``optional``) by the rules a
+    configuration's fields follow: ``"true"``, ``"0"``, ``"none"``, ``"3"``, ``"1e-3"`` as their values; refused with
+    :class:`ConfigError` naming ``name`` when it is none of them."""
+    return _coerce(name, value, Optional[tp] if optional else tp)
+
+
 def _base_type(tp: Any) -> tuple[type, bool]:
     args = typing.get_args(tp)
     if typing.get_origin(tp) is typing.Union and type(None) in args:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .losses import own_maps, similarity_maps
 from .metrics import MAP_SIZE
-from .utils import describe
+from .utils import UnsafeFileError, describe, load_torch_file
 
 #: The published visual stream: ResNet-18 with torchvision's ImageNet weights (timm's ``tv_in1k`` tag; plain
 #: ``resnet18`` would give timm's own ``a1_in1k`` training recipe).
@@ -56,7 +56,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_torch_file(path)
+    except UnsafeFileError:
+        raise
     except Exception as exc:  # torch and safetensors raise many types for a damaged file
         raise PretrainedWeightsError(f"{path}: not a readable state dict ({describe(exc)})") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .metrics import MAP_SIZE
-from .utils import FnacError, normalise_maps
+from .utils import FnacError, describe, normalise_maps
 
 #: Weight of the audio-visual map in the fused map (the object map gets ``1 - AV_WEIGHT``).
 AV_WEIGHT = 0.4
@@ -75,7 +75,7 @@ def load_object_network(weights: str | os.PathLike | None = None, *, model_name:
         try:
             backbone = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
         except Exception as exc:
-            raise OGLWeightsError(f"{path}: cannot load as ResNet-18 weights for OGL ({exc})") from exc
+            raise OGLWeightsError(f"{path}: cannot load as ResNet-18 weights for OGL ({describe(exc)})") from None
     else:
         try:
             backbone = timm.create_model(model_name, pretrained=True, **kwargs)

@@ -13,6 +13,8 @@ from the audio-visual splits) through global average pooling and a linear classi
     OUT/last.pt               resumable state after the latest epoch
     OUT/.fnac-lab.lock        held while a pretraining writes there (removed at the end)
 
+A pretraining started with ``resume=False`` (``--no-resume``) first removes these files of an earlier one.
+
 An audio-visual run uses the file through ``visual_weights=OUT/visual_backbone.pt``, or names a pretraining
 preset with ``visual_pretrain=demo``: the backbone is then pretrained once into a cache directory
 (``$FNAC_LAB_CACHE``, default ``~/.cache/fnac-lab``) and reused by every later run.
@@ -38,10 +40,13 @@ from tqdm.auto import tqdm
 from .config import PretrainConfig
 from .data.builtin import BuiltinSpec, object_images
 from .models import feature_backbone, init_published
-from .utils import (FnacError, atomic_torch_save, describe, epoch_seed, folder_lock, normalise_images, output_folder,
-                    preserved_random_state, resolve_device, seed_everything, write_json)
+from .utils import (FnacError, UnsafeFileError, atomic_torch_save, atomic_write_text, describe, epoch_seed, folder_lock,
+                    load_torch_file, normalise_images, output_folder, preserved_random_state, resolve_device,
+                    seed_everything, write_json)
 
 WEIGHTS_FILE = "visual_backbone.pt"
+#: What a pretraining writes into its folder: removed first by one that does not resume.
+PRETRAIN_FILES = (WEIGHTS_FILE, "metrics.jsonl", "summary.json", "config.json", "last.pt")
 
 
 class ObjectClassifier(nn.Module):
@@ -87,6 +92,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, *, resume: bool = 
     Another run writing into ``out_dir`` is refused (:func:`fnac_lab.utils.folder_lock`)."""
     out = output_folder(out_dir)
     with folder_lock(out):
+        if not resume:
+            for name in PRETRAIN_FILES:
+                (out / name).unlink(missing_ok=True)
         return _pretrain(cfg, out, resume=resume, progress=progress)
 
 
@@ -104,11 +112,17 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool, progress: bool) -
     runtime = {"device"}
     if resume and last.exists():
         try:
-            state = torch.load(last, map_location="cpu", weights_only=False)
+            state = load_torch_file(last)
             saved = state["config"]
+        except UnsafeFileError:
+            raise
         except Exception as exc:
             raise FnacError(f"{last}: cannot be read to resume ({describe(exc)}); "
                             f"delete it or rerun with --no-resume") from None
+        unknown = sorted(set(saved) - set(cfg.to_dict()))
+        if unknown:
+            raise FnacError(f"{last}: its configuration has an unknown setting {unknown[0]!r}, written by another "
+                            f"version of fnac-lab; use another --out, or --no-resume to start afresh")
         changed = sorted(k for k, v in cfg.to_dict().items() if saved.get(k) != v and k not in runtime)
         if changed:
             raise FnacError(f"{last}: written with other settings ({', '.join(changed)}); use another --out "
@@ -147,7 +161,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool, progress: bool) -
         bar.set_postfix(val_accuracy=f"{record['val_accuracy']:.3f}")
         atomic_torch_save({"config": cfg.to_dict(), "epoch": epoch, "model": model.state_dict(),
                            "optimizer": optimizer.state_dict(), "history": history}, last)
-        (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+        atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
     bar.close()
     weights = out / WEIGHTS_FILE
     atomic_torch_save({k: v.cpu() for k, v in model.backbone.state_dict().items()}, weights)
@@ -180,7 +194,11 @@ def builtin_visual_weights(cfg: PretrainConfig, *, progress: bool = True) -> Pat
     weights = folder / WEIGHTS_FILE
     if weights.is_file():
         return weights
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FnacError(f"{folder}: cannot create the cache of pretrained backbones ({exc.strerror or exc}); set "
+                        f"FNAC_LAB_CACHE to a writable folder") from None
     with FileLock(str(folder) + ".lock"):
         if not weights.is_file():
             if progress:

@@ -19,9 +19,10 @@ from . import metrics
 from .checkpoint import load_checkpoint
 from .data.catalogue import EXTENDED_TESTSETS
 from .data.real import RealAVDataset, open_negatives, open_testset
-from .scoring import EXTENDED_TRIVIAL, extended_scores, negatives_confidences, negatives_generator, score_batches
+from .scoring import (EXTENDED_TRIVIAL, extended_scores, negatives_confidences, negatives_generator, remove_results,
+                      score_batches)
 from .ogl import load_object_network
-from .utils import FnacError, folder_lock, output_folder, resolve_device, write_json, write_rows
+from .utils import FnacError, atomic_savez, folder_lock, output_folder, resolve_device, write_json, write_rows
 
 
 def width_batches(widths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -63,29 +64,14 @@ class BenchmarkResult:
         write_rows(out / "skipped.csv", ["id", "reason"], self.skipped)
         for name, maps in (("maps.npz", self.maps), ("maps_ogl.npz", self.ogl_maps)):
             if maps is not None:
-                _atomic_savez(out / name, dict(zip(self.ids, maps)))
+                atomic_savez(out / name, dict(zip(self.ids, maps)))
         if self.negatives is not None:
             neg = self.negatives
             write_rows(out / "negatives.csv", ["id", "confidence"],
                        [(i, f"{c:.6f}") for i, c in zip(neg["ids"], neg["confidence"]["model"])])
             if neg["maps"] is not None:
-                _atomic_savez(out / "maps_negatives.npz", dict(zip(neg["ids"], neg["maps"])))
+                atomic_savez(out / "maps_negatives.npz", dict(zip(neg["ids"], neg["maps"])))
         write_json(out / "scores.json", {"testset": self.testset, **self.scores, **(extra_scores or {})})
-
-
-#: The files an evaluation writes into its ``--out`` folder.
-RESULT_FILES = ("scores.json", "per_sample.csv", "missing.csv", "skipped.csv", "maps.npz", "maps_ogl.npz",
-                "negatives.csv", "maps_negatives.npz")
-
-
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _summary(columns: dict[str, torch.Tensor], suffix: str = "") -> dict[str, float]:
@@ -241,8 +227,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, testset: str, data_roo
         object_network = load_object_network(ogl_weights, reduce=ogl_object).to(dev)
     out = output_folder(out)
     with folder_lock(out):  # another evaluation writing into out is refused before its files are touched
-        for name in RESULT_FILES:  # a stale set from an earlier run must never sit beside this run's files
-            (out / name).unlink(missing_ok=True)
+        remove_results(out)
         try:
             result = evaluate_testset(model.to(dev), dataset, batch_size=batch_size or cfg.eval_batch_size,
                                       device=dev, num_workers=num_workers, skip_bad=skip_bad, keep_maps=save_maps,

@@ -19,7 +19,6 @@ is not scored on the extended protocol.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -34,7 +33,7 @@ from .losses import foreground_features, own_maps, similarity_maps
 from .metrics import MAP_SIZE
 from .models import AVLocaliser
 from .ogl import fuse_maps
-from .utils import normalise_images
+from .utils import normalise_images, write_json, write_rows
 
 
 @dataclass
@@ -80,26 +79,33 @@ class EvalResult:
         return out
 
     def write(self, out_dir: str | Path, extra_scores: dict[str, Any] | None = None) -> None:
-        """``scores.json`` and ``per_sample.csv`` (id, ciou, label) into ``out_dir``; with negatives also a
-        ``confidence`` column and ``negatives.csv`` (id, kind, label, confidence)."""
-        from .utils import write_json
-
+        """``per_sample.csv`` (id, ciou, label), with negatives also a ``confidence`` column and ``negatives.csv``
+        (id, kind, label, confidence), and last ``scores.json`` into ``out_dir``, each atomically: a folder with
+        ``scores.json`` holds a complete set."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "scores.json", {**self.scores, **(extra_scores or {}), "baselines": self.baselines})
         conf = self.confidences["model"].tolist() if self.negatives is not None else None
-        with open(out / "per_sample.csv", "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["id", "ciou", "label"] + (["confidence"] if conf else []))
-            for k, (i, c, lab) in enumerate(zip(self.ids, self.cious.tolist(), self.labels)):
-                writer.writerow([i, f"{c:.6f}", lab] + ([f"{conf[k]:.6f}"] if conf else []))
+        write_rows(out / "per_sample.csv", ["id", "ciou", "label"] + (["confidence"] if conf else []),
+                   [[i, f"{c:.6f}", lab] + ([f"{conf[k]:.6f}"] if conf else [])
+                    for k, (i, c, lab) in enumerate(zip(self.ids, self.cious.tolist(), self.labels))])
         if self.negatives is not None:
             neg = self.negatives
-            with open(out / "negatives.csv", "w", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(["id", "kind", "label", "confidence"])
-                for row in zip(neg["ids"], neg["kinds"], neg["labels"], neg["confidence"]["model"].tolist()):
-                    writer.writerow([*row[:3], f"{row[3]:.6f}"])
+            write_rows(out / "negatives.csv", ["id", "kind", "label", "confidence"],
+                       [[*row[:3], f"{row[3]:.6f}"] for row in zip(neg["ids"], neg["kinds"], neg["labels"],
+                                                                    neg["confidence"]["model"].tolist())])
+        write_json(out / "scores.json", {**self.scores, **(extra_scores or {}), "baselines": self.baselines})
+
+
+#: Every file an evaluation (of a built-in split or a real test set) may write into its ``--out`` folder.
+RESULT_FILES = ("scores.json", "per_sample.csv", "missing.csv", "skipped.csv", "maps.npz", "maps_ogl.npz",
+                "negatives.csv", "maps_negatives.npz")
+
+
+def remove_results(out: Path) -> None:
+    """Remove an earlier evaluation's :data:`RESULT_FILES` from ``out``: a stale file of another checkpoint or set
+    must never sit beside the files of the evaluation that follows."""
+    for name in RESULT_FILES:
+        (out / name).unlink(missing_ok=True)
 
 
 #: Samples whose visual maps an evaluation with ``embeddings=True`` keeps (``fn_auroc_cross``).

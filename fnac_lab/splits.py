@@ -88,11 +88,18 @@ def negatives_of(datasets: dict[str, Any], split: str) -> Any | None:
     return datasets.get(NEGATIVES_SPLIT) if split == "test" else None
 
 
+#: The reports of :func:`write_dataset_reports` in a run's folder, as a glob pattern.
+MISSING_REPORTS = "missing_*.csv"
+
+
 def write_dataset_reports(datasets: dict[str, Any], out_dir: str | os.PathLike) -> None:
-    """``missing_<split>.csv`` for every split with listed ids absent on disk (count printed to stderr)."""
+    """``missing_<split>.csv`` for every split with listed ids absent on disk (count printed to stderr); a split
+    with none has no such file (an earlier one, from before its files were found, is removed)."""
     for name, ds in datasets.items():
         missing = getattr(ds, "missing", None)
+        path = Path(out_dir) / MISSING_REPORTS.replace("*", name)
         if missing:
-            path = Path(out_dir) / f"missing_{name}.csv"
             write_rows(path, ["id", "reason"], missing)
             print(f"{name}: {len(missing)} listed ids are missing on disk (see {path})", file=sys.stderr)
+        else:
+            path.unlink(missing_ok=True)

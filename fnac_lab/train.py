@@ -8,7 +8,11 @@ Output directory layout::
     OUT/config.json           the configuration of the run
     OUT/checkpoints/last.pt   state after the latest epoch (resumable; holds the best epoch's weights too)
     OUT/checkpoints/best.pt   the epoch with the best validation score
+    OUT/missing_SPLIT.csv     listed ids of a real split that are missing on disk (only when some are)
     OUT/.fnac-lab.lock        held while the run writes there: a second run into OUT is refused (removed at the end)
+
+A run started with ``resume=False`` (``--no-resume``) first removes every one of these files that an earlier run left
+there: a folder never shows one run's summary beside another run's configuration.
 """
 
 from __future__ import annotations
@@ -28,11 +32,11 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .audio import spec_augment
-from .checkpoint import (BEST, build_model, copy_weights, load_checkpoint, load_training_state, save_training_state,
-                         training_state)
-from .config import ConfigError, TrainConfig
+from .checkpoint import (BEST, LAST, build_model, copy_weights, load_checkpoint, load_training_state,
+                         save_training_state, training_state)
+from .config import ConfigError, TrainConfig, check_keys
 from .data.sampling import epoch_batch_sampler, false_negative_ratio
-from .splits import NEGATIVES_SPLIT, build_datasets, negatives_of, write_dataset_reports
+from .splits import MISSING_REPORTS, NEGATIVES_SPLIT, build_datasets, negatives_of, write_dataset_reports
 from .scoring import EvalResult, evaluate_model, evaluate_with_negatives
 from .losses import TERMS, FnacLoss
 from .models import AVLocaliser
@@ -44,6 +48,8 @@ FN_AUROC_SAMPLES = 1000
 #: Fields that may differ when a run is resumed (they do not change what is computed per epoch).
 RUNTIME_FIELDS = frozenset({"epochs", "device", "num_workers", "eval_batch_size", "channels_last", "compile",
                             "persistent_workers", "test_negatives"})
+#: What a run writes into its folder (besides ``missing_SPLIT.csv``): removed first by a run that does not resume.
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", f"checkpoints/{LAST}", f"checkpoints/{BEST}")
 #: Temperatures below this draw a warning when a run starts (published: 0.03; the logits scale as 1 / tau).
 LOW_TAU = 1e-3
 
@@ -150,6 +156,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True, progres
     with folder_lock(out) if main else nullcontext():
         if main:
             warn_low_temperature(cfg)
+            if not resume:
+                remove_run_files(out)
         with distributed.process_group(cfg.device) as device:
             return _train(cfg, out, device, resume=resume, progress=progress, datasets=datasets,
                           log_epochs=log_epochs)
@@ -162,6 +170,17 @@ def check_run(cfg: TrainConfig) -> None:
         raise ConfigError(f"warmup_epochs={cfg.warmup_epochs} with epochs={cfg.epochs}: the FNAC terms join after the "
                           f"warm-up and would never be used; raise epochs, lower warmup_epochs, or set w_fns_audio, "
                           f"w_fns_visual and w_tne to 0 for NCE alone")
+
+
+def remove_run_files(out: Path) -> None:
+    """Remove what an earlier run wrote into ``out`` (:data:`RUN_FILES`, ``missing_SPLIT.csv``), saying so in one line
+    on stderr when there was something: the run that follows owns every result file of the folder."""
+    earlier = [out / name for name in RUN_FILES if (out / name).is_file()] + sorted(out.glob(MISSING_REPORTS))
+    for path in earlier:
+        path.unlink()
+    if earlier:
+        print(f"fnac-lab: not resuming: removed the earlier run's {len(earlier)} files from {out} "
+              f"({', '.join(p.name for p in earlier)})", file=sys.stderr, flush=True)
 
 
 def warn_low_temperature(cfg: TrainConfig) -> None:
@@ -194,18 +213,47 @@ class RunState:
     start: int = 0
 
 
-def _resume(cfg: TrainConfig, ckpt_dir: Path, model: AVLocaliser, optimizer, *, resume: bool, main: bool) -> RunState:
-    """The state to continue from: ``last.pt``'s (rank 0 reads it and sends it to the others, whose nodes need not
-    share its file system), or a fresh one. A checkpoint of another configuration is refused."""
-    state = load_training_state(ckpt_dir) if resume and main else None
+def saved_state(cfg: TrainConfig, ckpt_dir: Path, *, resume: bool, main: bool) -> dict[str, Any] | None:
+    """The ``last.pt`` state to continue from, checked against ``cfg`` before any data or model is built (rank 0
+    reads it and sends it to the others, whose nodes need not share its file system); None to start afresh.
+
+    Refused in one line: a setting this version does not know, another configuration, and fewer ``epochs`` than
+    the folder already holds."""
+    last = ckpt_dir / LAST
+
+    def check(state: dict[str, Any]) -> None:
+        try:
+            check_keys(state["config"])
+        except ConfigError as exc:
+            raise FnacError(f"{last}: its configuration has an {exc}, written by another version of fnac-lab; "
+                            f"use another --out, or --no-resume to start afresh") from None
+        saved = {**TrainConfig().to_dict(), **state["config"]}  # a setting added since then has its default
+        changed = {k for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS and saved[k] != v}
+        if changed:
+            raise FnacError(f"{last}: written with a different configuration "
+                            f"({', '.join(sorted(changed))}); use another --out, or --no-resume to start afresh")
+        trained = state["epoch"] + 1
+        if cfg.epochs < trained:
+            raise FnacError(f"{last}: {trained} epochs are trained there already and epochs={cfg.epochs} asks for "
+                            f"fewer; set epochs to {trained} or more, use another --out, or --no-resume")
+
+    state: dict[str, Any] | FnacError | None = None
+    if resume and main:
+        try:
+            state = load_training_state(ckpt_dir, check)
+        except FnacError as exc:  # every rank stops with it, none waits for a state that will not come
+            state = exc
     state = distributed.broadcast_object(state)
+    if isinstance(state, FnacError):
+        raise state
+    return state
+
+
+def _resume(state: dict[str, Any] | None, model: AVLocaliser, optimizer) -> RunState:
+    """The run's state after :func:`saved_state`'s ``state`` is loaded into ``model`` and ``optimizer`` (a fresh
+    one without it)."""
     if state is None:
         return RunState()
-    saved = {**TrainConfig().to_dict(), **state["config"]}  # a setting added since then has its default
-    changed = {k for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS and saved[k] != v}
-    if changed:
-        raise FnacError(f"{ckpt_dir / 'last.pt'}: written with a different configuration "
-                        f"({', '.join(sorted(changed))}); use another --out, or --no-resume to start afresh")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     return RunState(history=state["history"], best=state["best"], best_model=state["best_model"],
@@ -263,6 +311,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, p
                           f"processes ({world_size})")
     ckpt_dir = out / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    state = saved_state(cfg, ckpt_dir, resume=resume, main=main)
     seed_everything(cfg.seed)
     datasets = datasets if datasets is not None else build_datasets(cfg)
     if main:
@@ -271,7 +320,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, p
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    run = _resume(cfg, ckpt_dir, model, optimizer, resume=resume, main=main)
+    run = _resume(state, model, optimizer)
     if main:
         write_json(out / "config.json", cfg.to_dict())
         _write_history(out, run.history)

@@ -1,21 +1,27 @@
-"""Small shared helpers: errors, devices, seeding, map normalisation, atomic file writes, output-folder locks."""
+"""Small shared helpers: errors, devices, seeding, map normalisation, atomic file writes, torch files loaded as data
+only, output-folder locks."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import multiprocessing
 import os
+import pickle
 import random
+import re
 import socket
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
+import yaml
 
 try:
     import fcntl
@@ -39,6 +45,30 @@ def describe(exc: BaseException, limit: int = 200) -> str:
     lines = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: What the CPU allocator's error says when memory runs out (torch raises a plain RuntimeError for it).
+CPU_OUT_OF_MEMORY = "DefaultCPUAllocator: can't allocate memory"
+
+
+@contextmanager
+def out_of_memory_as_error(settings: str, lower: str) -> Iterator[None]:
+    """Running out of memory inside the body, on the GPU (``torch.OutOfMemoryError``) or on the CPU (torch's
+    allocator, or Python's ``MemoryError``), becomes one :class:`FnacError` line naming the ``settings`` that took
+    the memory (``"batch_size=192 and image_size=224"``) and how to ``lower`` them (``"--set batch_size=N"``)."""
+    def error(where: str) -> FnacError:
+        return FnacError(f"out of memory on {where} with {settings}; lower {lower}")
+
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        raise error("the GPU" if "CUDA" in str(exc) else "the device") from None
+    except MemoryError:
+        raise error("the CPU") from None
+    except RuntimeError as exc:
+        if CPU_OUT_OF_MEMORY not in str(exc):
+            raise
+        raise error("the CPU") from None
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -69,6 +99,20 @@ def preserved_random_state() -> Iterator[None]:
         finally:
             random.setstate(python_state)
             np.random.set_state(numpy_state)
+
+
+def process_pool(workers: int, initializer=None):
+    """A ``multiprocessing`` pool of ``workers`` processes (None for one: the work then runs in this process).
+
+    Workers come from a fork server where the platform has one (Linux), not from a fork of this process: a fork
+    copies this process's threads' locks in whatever state they are (torch's, tqdm's, a test runner's) and every
+    open file descriptor, so a forked worker can hang on a lock no thread will release, or keep a parent's pipe
+    open after the parent has gone. The work function and ``initializer`` must be importable module functions."""
+    if workers <= 1:
+        return None
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else None)
+    return context.Pool(workers, initializer=initializer)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -140,8 +184,87 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     _atomic_write(Path(path), lambda fh: torch.save(obj, fh))
 
 
+class UnsafeFileError(FnacError):
+    """A torch file that asks, when unpickled, for a function or class to be called: the way a pickle runs code."""
+
+
+def load_torch_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """The contents of a file written by ``torch.save``, read as data only (``torch.load(weights_only=True)``).
+
+    Torch's restricted unpickler rebuilds tensors, the containers and scalars of plain Python (dict, list, tuple,
+    str, int, float, bool, None) and the few torch types a state dict holds; every file fnac-lab writes holds
+    nothing else. Any other object named in the file (``os.system``, a class with a ``__reduce__``) is never
+    imported or called: the file is refused with :class:`UnsafeFileError`, one line naming it and the object.
+    Other failures (a missing, truncated or foreign file) raise what ``torch.load`` raises, the restricted
+    unpickler's long advice cut to its reason."""
+    try:
+        with warnings.catch_warnings():  # a pickle protocol other than torch's own draws a warning before the refusal
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found:
+            raise UnsafeFileError(f"{path}: refused: it names {found.group(1)}, which loading would have to call and "
+                                  f"which could run any code; fnac-lab reads tensors and plain data only") from None
+        reason = re.search(r"(Unsupported operand \d+|WeightsUnpickler error: [^\n]+)", str(exc))
+        raise pickle.UnpicklingError(reason.group(1) if reason else str(exc).strip().split("\n")[-1]) from None
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     _atomic_write(Path(path), lambda fh: fh.write(text.encode()))
+
+
+#: Limits of a YAML file read by :func:`read_yaml`: its size, and the nodes it holds once its aliases are expanded.
+YAML_MAX_BYTES, YAML_MAX_NODES = 1 << 20, 100_000
+
+
+def _expanded_nodes(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int], limit: int) -> int:
+    """How many nodes ``node`` stands for with every alias expanded, counted without expanding any (an alias is the
+    node it names: its count is remembered). Refuses an alias inside the node it names, and counts past ``limit``."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise ValueError("an alias refers to a node that contains it")
+    open_nodes.add(key)
+    children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else (
+        node.value if isinstance(node, yaml.SequenceNode) else [])
+    total = 1
+    for child in children:
+        total += _expanded_nodes(child, sizes, open_nodes, limit)
+        if total > limit:
+            raise ValueError(f"more than {limit} values once its aliases are expanded")
+    open_nodes.discard(key)
+    sizes[key] = total
+    return total
+
+
+def read_yaml(path: str | os.PathLike, *, max_bytes: int = YAML_MAX_BYTES, max_nodes: int = YAML_MAX_NODES) -> Any:
+    """A YAML file read with ``yaml.safe_load`` (plain data, no Python objects), after its size and the size of what
+    its aliases expand to are checked: a file over ``max_bytes`` or standing for more than ``max_nodes`` values (an
+    alias bomb, a few lines that expand to billions) is refused with one line before anything is built from it."""
+    path = Path(path)
+    if path.stat().st_size > max_bytes:
+        raise FnacError(f"{path}: {path.stat().st_size} bytes, more than the {max_bytes} a settings file may have")
+    text = path.read_text()
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise FnacError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if root is None:
+        return None
+    try:
+        _expanded_nodes(root, {}, set(), max_nodes)
+    except ValueError as exc:
+        raise FnacError(f"{path}: refused: {exc}") from None
+    except RecursionError:
+        raise FnacError(f"{path}: refused: nested too deeply") from None
+    return yaml.safe_load(text)
+
+
+def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez_compressed`` of ``arrays`` written atomically to ``path`` (a ``.npz`` file)."""
+    _atomic_write(Path(path), lambda fh: np.savez_compressed(fh, **arrays))
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -14,6 +14,10 @@ A grid file (YAML)::
 ``grid`` may also be a list of such mappings (blocks): the points are then the union of the blocks' products,
 each point once, so that a factor can be crossed with only some of the others.
 
+The file is read with ``yaml.safe_load`` after its size and its expanded size are checked
+(:func:`fnac_lab.utils.read_yaml`). A point is what it runs: the notebook (its path and the hash of its code cells,
+:attr:`Grid.notebook_sha256`) and the parameters (the folder name's hash).
+
 Values of configuration settings are checked and, where spelled in another type, converted to the setting's type
 (:func:`canonical_value`: ``seed: ["1"]`` is ``seed: [1]``); points whose settings agree once converted (``1`` and
 ``"1"``, ``0`` and ``0.0`` of a float setting) are one point.
@@ -30,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
+import nbformat
 
 from ..config import ConfigError, TrainConfig, coerce_setting, setting_types
 from ..paper import PAPER_TABLES
-from ..utils import FnacError
+from ..utils import FnacError, describe, read_yaml
 
 GRID_KEYS = ("notebook", "base", "grid", "out_param", "paper")
 #: Repository folders (a source checkout); the bundled notebooks and grid files live there.
@@ -57,6 +61,8 @@ class Grid:
     blocks: tuple[dict[str, list[Any]], ...]  #: each block's axes; the points are the union of their products
     out_param: str = "out_dir"
     paper: str | None = None  #: key of :data:`PAPER_TABLES` this sweep compares with
+    #: sha256 of the notebook's code cells (:func:`notebook_sha256`): with ``notebook``, what every point runs
+    notebook_sha256: str = ""
 
     @property
     def axes(self) -> dict[str, list[Any]]:
@@ -86,10 +92,35 @@ class Grid:
                     out.append(GridPoint(name=point_name(values, params), values=values, parameters=params))
         return out
 
+    @property
+    def runs(self) -> dict[str, str]:
+        """What runs every point: the notebook's path and the hash of its code cells."""
+        return {"notebook": str(self.notebook), "notebook_sha256": self.notebook_sha256}
+
     def to_dict(self) -> dict[str, Any]:
+        """The grid as a grid file holds it (:func:`load_grid` reads it back)."""
         grid = self.blocks[0] if len(self.blocks) == 1 else list(self.blocks)
         return {"notebook": str(self.notebook), "base": self.base, "grid": grid, "out_param": self.out_param,
                 "paper": self.paper}
+
+    def record(self) -> dict[str, Any]:
+        """What a grid's output folder records of it (``grid.json``): the grid, the hash of the notebook's code cells
+        and the names of its points."""
+        return {**self.to_dict(), **self.runs, "points": [p.name for p in self.points()]}
+
+
+def notebook_sha256(path: Path, source: str = "grid") -> str:
+    """sha256 of a notebook's code cells, in order: what a run of it computes. Outputs, metadata and prose leave it
+    unchanged; a file that is not a Jupyter notebook is refused with one line."""
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as exc:  # nbformat raises NotJSONError, ValidationError, UnicodeDecodeError, ...
+        raise FnacError(f"{source}: notebook {path} is not a Jupyter notebook ({describe(exc)})") from None
+    digest = hashlib.sha256()
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            digest.update(cell.source.encode() + b"\0")
+    return digest.hexdigest()
 
 
 #: The Python types a grid value of a setting of each type may already have (YAML writes 0 for the float 0.0).
@@ -184,7 +215,8 @@ def make_grid(notebook: str | Path, *, base: Mapping[str, Any] | None = None,
         raise FnacError(f"{source}: base: {exc}") from None
     if paper is not None and paper not in PAPER_TABLES:
         raise FnacError(f"{source}: paper {paper!r} is not one of {', '.join(PAPER_TABLES)}")
-    return Grid(notebook=nb.resolve(), base=base, blocks=tuple(checked), out_param=out_param, paper=paper)
+    return Grid(notebook=nb.resolve(), base=base, blocks=tuple(checked), out_param=out_param, paper=paper,
+                notebook_sha256=notebook_sha256(nb, source))
 
 
 def load_grid(path: str | Path) -> Grid:
@@ -192,10 +224,7 @@ def load_grid(path: str | Path) -> Grid:
     path = Path(path)
     if not path.is_file():
         raise FnacError(f"{path}: grid file not found")
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise FnacError(f"{path}: not valid YAML ({exc})") from exc
+    spec = read_yaml(path)
     if not isinstance(spec, dict):
         raise FnacError(f"{path}: expected a mapping with keys notebook, base, grid")
     unknown = [k for k in spec if k not in GRID_KEYS]
@@ -241,7 +270,7 @@ def bundled_grid(name: str, *, notebook: str | Path | None = None, base: Mapping
     """The grid file ``data/grids/NAME.yaml`` with its notebook resolved from the checkout (or ``notebook``) and
     ``base`` parameters added on top of the file's."""
     path = bundled_path("data", "grids", f"{name}.yaml")
-    spec = yaml.safe_load(path.read_text())
+    spec = read_yaml(path)
     nb = Path(notebook) if notebook is not None else REPO_ROOT / spec["notebook"]
     return make_grid(nb, base={**(spec.get("base") or {}), **(base or {})}, grid=spec.get("grid"),
                      out_param=spec.get("out_param", "out_dir"), paper=spec.get("paper"), source=str(path))

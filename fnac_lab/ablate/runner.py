@@ -2,17 +2,23 @@
 
 Output layout::
 
-    OUT/grid.json                     the resolved grid
+    OUT/grid.json                     the resolved grid: its notebook (path and hash of its code cells), points
     OUT/points/NAME/notebook.ipynb    the executed notebook of a point (kept, also when it failed)
     OUT/points/NAME/metrics.json      written by the notebook (its ``out_dir`` parameter is the point's folder)
-    OUT/points/NAME/done.json         finished marker, written atomically after a successful run
+    OUT/points/NAME/done.json         finished marker, written atomically after a successful run: the notebook
+                                      (path and hash) and the parameters it ran
     OUT/points/NAME/error.txt         why the point failed (removed when it later succeeds)
     OUT/results.csv                   one row per point: parameter columns, final metrics, status (finished,
                                       failed or not run: the point's state, whether it ran now or earlier)
     OUT/.fnac-lab.lock                held while the grid runs: a second run into OUT is refused (removed at the end)
 
-A point whose ``done.json`` exists is skipped when the grid is run again; a failed point does not stop the
-others and is run again next time (a training notebook resumes from its last checkpoint).
+A point whose ``done.json`` names the same notebook and parameters is skipped when the grid is run again; a failed
+point does not stop the others and is run again next time (a training notebook resumes from its last checkpoint).
+
+One ``OUT`` holds one grid's results. Running the same grid again resumes it, and so does a grid that keeps every
+point of the recorded one and adds others (more seeds, another value): ``results.csv`` then grows, no row is
+dropped. Any other grid (another notebook, a changed notebook, a point left out) is refused with one line before
+anything is written: it would replace ``grid.json`` and ``results.csv`` and hide the first grid's rows.
 """
 
 from __future__ import annotations
@@ -61,9 +67,11 @@ def _run_point(grid: Grid, point: GridPoint, folder: Path, *, kernel_name: str, 
                timeout: float | None) -> PointOutcome:
     import papermill
 
-    if (folder / DONE).is_file():
+    if is_finished(grid, point, folder):
         return PointOutcome(point, folder, "skipped")
     folder.mkdir(parents=True, exist_ok=True)
+    for name in (DONE, METRICS):  # a finish of another notebook's (an earlier version's) run is not this point's
+        (folder / name).unlink(missing_ok=True)
     params = {**point.parameters, grid.out_param: str(folder)}
     if device is not None:
         params["device"] = device
@@ -86,8 +94,43 @@ def _run_point(grid: Grid, point: GridPoint, folder: Path, *, kernel_name: str, 
         return PointOutcome(point, folder, "failed", time.perf_counter() - t0, message)
     seconds = time.perf_counter() - t0
     (folder / ERROR).unlink(missing_ok=True)
-    write_json(folder / DONE, {"parameters": point.parameters, "seconds": round(seconds, 2)})
+    write_json(folder / DONE, {**grid.runs, "parameters": point.parameters, "seconds": round(seconds, 2)})
     return PointOutcome(point, folder, "finished", seconds)
+
+
+def is_finished(grid: Grid, point: GridPoint, folder: Path) -> bool:
+    """Whether ``folder`` holds a finished run of ``point``: a ``done.json`` naming the grid's notebook, the hash of
+    its code cells and the point's parameters."""
+    try:
+        done = json.loads((folder / DONE).read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(done, dict) and {k: done.get(k) for k in grid.runs} == grid.runs
+            and done.get("parameters") == json.loads(json.dumps(point.parameters)))
+
+
+def check_out_folder(grid: Grid, out: Path) -> None:
+    """Refuse a grid that is not the one ``out`` holds (``grid.json``), nor that one extended by more points."""
+    path = out / "grid.json"
+    if not path.is_file():
+        return
+    try:
+        recorded = json.loads(path.read_text())
+    except ValueError as exc:
+        raise FnacError(f"{path}: not readable ({exc}); use another --out") from None
+    if not isinstance(recorded, dict) or "notebook_sha256" not in recorded or "points" not in recorded:
+        raise FnacError(f"{path}: written by an earlier version of fnac-lab, without the notebook's hash and the "
+                        f"points; use another --out")
+    if {k: recorded.get(k) for k in grid.runs} != grid.runs:
+        raise FnacError(f"{out}: holds the results of a grid over notebook {recorded['notebook']} (code cells "
+                        f"{recorded['notebook_sha256'][:12]}), and this grid runs {grid.notebook} (code cells "
+                        f"{grid.notebook_sha256[:12]}); use another --out")
+    names = {p.name for p in grid.points()}
+    left_out = [name for name in recorded["points"] if name not in names]
+    if left_out:
+        raise FnacError(f"{out}: holds the results of another grid, {len(left_out)} of whose {len(recorded['points'])} "
+                        f"points this one leaves out (first: {left_out[0]}); use another --out, or a grid that keeps "
+                        f"every point")
 
 
 def run_grid(grid: Grid | str | Path, out_dir: str | Path, *, jobs: int = 1, devices: Sequence[str] | None = None,
@@ -98,10 +141,13 @@ def run_grid(grid: Grid | str | Path, out_dir: str | Path, *, jobs: int = 1, dev
     of them as its ``device`` parameter and ``jobs`` defaults to their number. Points finished earlier are
     skipped; failures are recorded in ``error.txt`` and in the results, never raised.
     """
+    if jobs < 1:
+        raise FnacError(f"jobs={jobs}: the number of points run at once must be 1 or more")
     grid = load_grid(grid) if isinstance(grid, (str, Path)) else grid
     check_parameters(grid)
     out = output_folder(os.path.expanduser(out_dir)).resolve()  # kernels run inside their point folders: absolute
     with folder_lock(out):  # another grid run into out is refused; the points' runs lock their own folders
+        check_out_folder(grid, out)
         return _run_points(grid, out, jobs=jobs, devices=devices, kernel_name=kernel_name, timeout=timeout,
                            progress=progress)
 
@@ -125,7 +171,7 @@ def _stop_kernels() -> None:
 def _run_points(grid: Grid, out: Path, *, jobs: int, devices: Sequence[str] | None, kernel_name: str,
                 timeout: float | None, progress: bool) -> GridRun:
     (out / "points").mkdir(parents=True, exist_ok=True)
-    write_json(out / "grid.json", grid.to_dict())
+    write_json(out / "grid.json", grid.record())
     points = grid.points()
     if devices:
         jobs = len(devices)
@@ -187,7 +233,7 @@ def collect_results(grid: Grid, out_dir: str | Path, outcomes: Sequence[PointOut
             if isinstance(value, Mapping):
                 row.update(value)
         outcome = by_name.get(point.name)
-        finished = (folder / DONE).is_file()
+        finished = is_finished(grid, point, folder)
         failed = outcome is not None and outcome.status == "failed"
         # the point's state, whether it ran now or earlier ("skipped" is what this invocation did, not a state)
         row["status"] = "failed" if failed else ("finished" if finished else "not run")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..audio import normalise_spectrogram
-from ..utils import FnacError, atomic_write_text, describe, write_json, write_rows
+from ..utils import FnacError, atomic_write_text, describe, process_pool, write_json, write_rows
 from .annotations import read_id_list
 from .decode import (CROP, DECODE_ERRORS, TRAIN_AUGMENT, clip_spectrogram, mask_bands, read_image, resize_for_testing,
                      resize_for_training)
@@ -89,14 +88,17 @@ def build_cache(data_root: str | os.PathLike, out: str | os.PathLike, *, ids: st
     samples, missing = resolve_samples(layout, rows)
     if not samples:
         raise FnacError(f"{data_root}: none of the {len(rows)} listed clips is on disk")
+    broken = next((s.id for s in samples if "\n" in s.id or "\r" in s.id), None)
+    if broken is not None:
+        raise FnacError(f"{data_root}: id {broken!r} holds a line break, which ids.txt (one id per line) cannot keep; "
+                        f"rename its files")
     jobs = [(s.id, str(s.frame), str(s.audio), audio_rate) for s in samples]
     audio_of = {s.id: s.audio for s in samples}
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        # The platform's default start method, as torch's DataLoader: a forked worker sets one thread first.
-        pool = multiprocessing.get_context().Pool(workers, initializer=_init_worker) if workers > 1 else None
+        pool = process_pool(workers, initializer=_init_worker)
         try:
             results = pool.imap(_decode, jobs, chunksize=4) if pool else map(_decode, jobs)
             cached, skipped, spec_shape, index = [], [], None, []
@@ -203,7 +205,8 @@ class CachedAVDataset(torch.utils.data.Dataset):
             version = self.meta.get("version") if isinstance(self.meta, dict) else None
             raise FnacError(f"{self.root}: cache format {version} is not {CACHE_VERSION}; rebuild it")
         check_cache(self.root, self.meta)
-        self.ids = (self.root / "ids.txt").read_text().splitlines()
+        # one id per "\n"-ended line; not splitlines(), which also splits at U+2028, U+0085 and others an id may hold
+        self.ids = (self.root / "ids.txt").read_text(encoding="utf-8").split("\n")[:-1]
         if len(self.ids) != self.meta["n"]:
             raise FnacError(f"{self.root}: ids.txt lists {len(self.ids)} ids, meta.json {self.meta['n']}")
         self.split = split

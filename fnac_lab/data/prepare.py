@@ -10,7 +10,6 @@ clip that fails is listed with its reason in ``ROOT/failed.csv`` (rewritten by e
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import numpy as np
 import soundfile
 from tqdm.auto import tqdm
 
-from ..utils import FnacError, default_file_mode, output_folder, write_rows
+from ..utils import FnacError, default_file_mode, output_folder, process_pool, write_rows
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".3gp")
 JPEG_QUALITY = 95
@@ -141,8 +140,7 @@ def prepare_videos(videos: str | os.PathLike, out: str | os.PathLike, *, workers
     todo = [(i, str(p), str(out), sample_rate) for i, p in clips.items()
             if not ((out / "frames" / f"{i}.jpg").is_file() and (out / "audio" / f"{i}.wav").is_file())]
     failed: list[tuple[str, str, str]] = []
-    # The platform's default start method (fork on Linux): workers use PyAV and soundfile only, no torch.
-    pool = multiprocessing.get_context().Pool(workers, initializer=_init_worker) if workers > 1 else None
+    pool = process_pool(workers, initializer=_init_worker)
     try:
         results = pool.imap_unordered(prepare_clip, todo) if pool else map(prepare_clip, todo)
         for ident, video, reason in tqdm(results, total=len(todo), desc="prepare", disable=not progress):
