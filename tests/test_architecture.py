@@ -17,7 +17,7 @@ ROOT = "fnac_lab"
 LAYERS = [
     {"utils", "paper", "losses", "metrics", "audio", "distributed"},
     {"data", "models", "ogl"},
-    {"config", "pretrain", "checkpoint", "splits", "scoring", "real_scoring", "train"},
+    {"config", "parameters", "pretrain", "checkpoint", "splits", "scoring", "real_scoring", "train"},
     {"analysis", "viz", "ablate"},
     {"cli", "__main__"},
     {ROOT},

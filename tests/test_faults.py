@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
-import signal
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +17,7 @@ from fnac_lab.cli import main
 from fnac_lab.config import preset
 from fnac_lab.splits import build_datasets
 from fnac_lab.train import train
+from isolated import run_isolated
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(n_train=32, n_val=16, n_test=16, batch_size=16, epochs=2, warmup_epochs=1, image_size=32, embed_dim=16,
@@ -62,7 +60,7 @@ def comparable(folder):
     lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     for line in lines:
         line.pop("train_seconds", None)
-    best = torch.load(folder / "checkpoints" / "best.pt", weights_only=False)
+    best = torch.load(folder / "checkpoints" / "best.pt", weights_only=True)
     return summary, lines, best
 
 
@@ -123,7 +121,7 @@ def test_damaged_checkpoints_are_one_line(uninterrupted, tmp_path, capsys):
         (run / "checkpoints" / "last.pt").write_bytes(content)
         one_line_error(capsys, ["train", "--preset", "smoke", "--out", run, "--quiet"],
                        f"{run / 'checkpoints' / 'last.pt'}: not a readable checkpoint")
-    state = torch.load(straight / "checkpoints" / "best.pt", weights_only=False)
+    state = torch.load(straight / "checkpoints" / "best.pt", weights_only=True)
     state["config"]["embed_dim"] = 24  # a configuration that does not fit the weights
     torch.save(state, tmp_path / "mismatch.pt")
     one_line_error(capsys, ["evaluate", "--checkpoint", tmp_path / "mismatch.pt", "--out", tmp_path / "e"],
@@ -175,32 +173,43 @@ def test_ctrl_c_in_every_command_is_one_line(command, target, argv, tmp_path, ca
                    "fnac-lab: interrupted; rerun the same command to resume", code=130)
 
 
-def test_ctrl_c_during_a_grid_keeps_the_finished_points_in_results(tmp_path, monkeypatch):
+#: A grid whose second point is stopped by Ctrl-C, as a terminal delivers it, run by itself (ARGS: grid file, --out).
+GRID_INTERRUPTED = """
+import json, os, signal, sys, time
+
+import fnac_lab.ablate.runner as runner
+
+calls = []
+
+
+def second_interrupted(grid, point, folder, **kwargs):
+    calls.append(point.name)
+    if len(calls) == 2:  # Ctrl-C while the second point runs: SIGINT reaches the main thread
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(2)
+        return runner.PointOutcome(point=point, status="failed", folder=folder, error="interrupted")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / runner.METRICS).write_text(json.dumps({"ap50": 0.5}))
+    (folder / runner.DONE).write_text(json.dumps({**grid.runs, "parameters": point.parameters}))
+    return runner.PointOutcome(point=point, status="finished", folder=folder)
+
+
+runner._run_point = second_interrupted
+# a process started in the background of a script inherits SIGINT ignored; a terminal's Ctrl-C raises
+signal.signal(signal.SIGINT, signal.default_int_handler)
+try:
+    runner.run_grid(sys.argv[1], sys.argv[2], jobs=1, progress=False)
+except KeyboardInterrupt:
+    sys.exit(0)
+sys.exit("the grid went on after Ctrl-C")
+"""
+
+
+def test_ctrl_c_during_a_grid_keeps_the_finished_points_in_results(tmp_path):
     grid = tmp_path / "grid.yaml"
     grid.write_text(f"notebook: {REPO / 'notebooks' / '01_train.ipynb'}\nbase: {{smoke: true}}\ngrid: {{seed: [0, 1, 2]}}\n")
-    original = fnac_lab.ablate.runner._run_point
-    calls = []
-
-    def second_interrupted(grid, point, folder, **kwargs):
-        calls.append(point.name)
-        if len(calls) == 2:  # Ctrl-C while the second point runs: SIGINT reaches the main thread
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(2)
-            return fnac_lab.ablate.runner.PointOutcome(point=point, status="failed", folder=folder, error="interrupted")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / fnac_lab.ablate.runner.METRICS).write_text(json.dumps({"ap50": 0.5}))
-        (folder / fnac_lab.ablate.runner.DONE).write_text("{}")
-        return fnac_lab.ablate.runner.PointOutcome(point=point, status="finished", folder=folder)
-
-    monkeypatch.setattr(fnac_lab.ablate.runner, "_run_point", second_interrupted)
-    # Ctrl-C as a terminal delivers it: a process started in the background of a script inherits SIGINT ignored
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            fnac_lab.ablate.runner.run_grid(grid, tmp_path / "out", jobs=1, progress=False)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    monkeypatch.setattr(fnac_lab.ablate.runner, "_run_point", original)
+    proc = run_isolated(GRID_INTERRUPTED, grid, tmp_path / "out")  # its own process: the signal reaches only it
+    assert proc.returncode == 0, proc.stderr
     results = pd.read_csv(tmp_path / "out" / "results.csv")
     assert list(results["status"]) == ["finished", "not run", "not run"]
     assert results["ap50"].iloc[0] == 0.5

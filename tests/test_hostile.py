@@ -21,6 +21,7 @@ import yaml
 import fnac_lab.ablate
 import fnac_lab.ablate.grid as grid_module
 import fnac_lab.checkpoint
+import fnac_lab.config
 import fnac_lab.data.cache
 import fnac_lab.data.prepare
 import fnac_lab.pretrain
@@ -28,6 +29,7 @@ import fnac_lab.train
 from fnac_lab.ablate import bundled_grid, point_name
 from fnac_lab.cli import main
 from fnac_lab.utils import LOCK_FILE, folder_lock
+from isolated import run_isolated
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -278,28 +280,43 @@ def test_settings_agree_across_spellings():
 
 # -- SIGTERM -------------------------------------------------------------------------------------------------------
 
+#: A command whose work (``module.name``) is replaced by sending SIGTERM to its own process, run by itself.
+SIGTERM_INSIDE = """
+import importlib, os, signal, sys, time
+
+module, name, argv = importlib.import_module(sys.argv[1]), sys.argv[2], sys.argv[3:]
+
+
+def terminated(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)  # the handler raises before this ends
+    raise AssertionError("SIGTERM did not stop the command")
+
+
+setattr(module, name, terminated)
+from fnac_lab.cli import main
+
+before = signal.getsignal(signal.SIGTERM)
+code = main(argv)
+assert signal.getsignal(signal.SIGTERM) is before, "the command's handler is still installed"
+sys.exit(code)
+"""
+
+
 @pytest.mark.parametrize("module,name,argv", [
-    (fnac_lab.train, "train", ["train", "--preset", "smoke", "--out", "{tmp}/r"]),
-    (fnac_lab.pretrain, "pretrain", ["pretrain", "--preset", "smoke", "--out", "{tmp}/p"]),
-    (fnac_lab.checkpoint, "load_checkpoint", ["evaluate", "--checkpoint", "{tmp}/c.pt", "--out", "{tmp}/e"]),
-    (fnac_lab.data.prepare, "prepare_videos", ["prepare", "--videos", "{tmp}", "--out", "{tmp}/d"]),
-    (fnac_lab.data.cache, "build_cache", ["cache", "--data-root", "{tmp}", "--out", "{tmp}/c"]),
-    (fnac_lab.ablate, "run_grid", ["ablate", str(REPO / "data/grids/fn_ratio.yaml"), "--out", "{tmp}/a"]),
+    ("fnac_lab.train", "train", ["train", "--preset", "smoke", "--out", "{tmp}/r"]),
+    ("fnac_lab.pretrain", "pretrain", ["pretrain", "--preset", "smoke", "--out", "{tmp}/p"]),
+    ("fnac_lab.checkpoint", "load_checkpoint", ["evaluate", "--checkpoint", "{tmp}/c.pt", "--out", "{tmp}/e"]),
+    ("fnac_lab.data.prepare", "prepare_videos", ["prepare", "--videos", "{tmp}", "--out", "{tmp}/d"]),
+    ("fnac_lab.data.cache", "build_cache", ["cache", "--data-root", "{tmp}", "--out", "{tmp}/c"]),
+    ("fnac_lab.ablate", "run_grid", ["ablate", str(REPO / "data/grids/fn_ratio.yaml"), "--out", "{tmp}/a"]),
 ], ids=["train", "pretrain", "evaluate", "prepare", "cache", "ablate"])
-def test_sigterm_in_every_command_is_one_line(module, name, argv, tmp_path, capsys, monkeypatch):
-    """The signal itself, sent to this process while the command works: the same line as Ctrl-C, exit 143."""
-
-    def terminated(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(30)  # the handler raises before this ends
-        raise AssertionError("SIGTERM did not stop the command")
-
-    monkeypatch.setattr(module, name, terminated)
-    before = signal.getsignal(signal.SIGTERM)
-    assert main([a.format(tmp=tmp_path) for a in argv]) == 143
-    err = capsys.readouterr().err
-    assert err.strip() == INTERRUPTED
-    assert signal.getsignal(signal.SIGTERM) is before  # the command's handler is gone again
+def test_sigterm_in_every_command_is_one_line(module, name, argv, tmp_path):
+    """The signal itself, sent to the command's process while the command works: the same line as Ctrl-C, exit 143.
+    The command runs in a process (and session) of its own, so that the signal reaches nothing else."""
+    proc = run_isolated(SIGTERM_INSIDE, module, name, *[a.format(tmp=tmp_path) for a in argv])
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip() == INTERRUPTED
 
 
 def test_sigterm_stops_a_grid_and_its_running_kernel(sleeper, tmp_path):
@@ -319,3 +336,388 @@ def test_sigterm_stops_a_grid_and_its_running_kernel(sleeper, tmp_path):
     results = pd.read_csv(out / "results.csv")  # written on the way out; neither point finished
     assert results["status"].tolist() == ["not run", "not run"] and not (out / LOCK_FILE).exists()
     assert len(list(out.glob("points/*/error.txt"))) == 1  # the stopped point says why
+
+
+# -- files that would run code when loaded -------------------------------------------------------------------------
+
+class RunsACommand:
+    """Pickled as a call of ``os.system``: what a malicious checkpoint holds. Loading it unsafely runs the command."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def malicious_file(path: Path, marker: Path, *, raw: bool = False) -> Path:
+    """A checkpoint-shaped file whose weights are the command above; ``raw``: a plain pickle, not torch's zip."""
+    import pickle
+
+    import torch
+
+    state = {"config": {}, "epoch": 0, "model": RunsACommand(marker), "history": [], "best": {}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if raw:
+        path.write_bytes(pickle.dumps(state, protocol=2))
+    else:
+        torch.save(state, path)
+    return path
+
+
+def test_the_malicious_file_runs_its_command_when_loaded_unsafely(tmp_path):
+    """The payload the load-path tests below use is live: the unsafe loader these paths used to call runs it."""
+    marker = tmp_path / "ran"
+    evil = malicious_file(tmp_path / "evil.pt", marker)
+    code = f"import torch; torch.load({str(evil)!r}, weights_only=False)"  # deliberately unsafe: the attack
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    assert marker.is_file()
+
+
+def results_for_extended(folder: Path, csv: Path) -> Path:
+    """A diagnosis results.csv whose one finished run lives in ``folder`` (its ``fnac/checkpoints/best.pt``)."""
+    pd.DataFrame([dict(class_bias_p=0.0, seed=0, w_fns_audio=0.0, w_fns_visual=0.0, w_tne=0.0, ap50=0.5,
+                       warmup_nce=0.0, status="finished", folder=str(folder))]).to_csv(csv, index=False)
+    return csv
+
+
+#: Every command that loads a torch file, with the file it loads (``{evil}``) and where that file lies.
+LOAD_PATHS = {
+    "evaluate": ("{tmp}/evil.pt", ["evaluate", "--checkpoint", "{tmp}/evil.pt", "--out", "{tmp}/e"]),
+    "evaluate_raw_pickle": ("{tmp}/evil.pkl", ["evaluate", "--checkpoint", "{tmp}/evil.pkl", "--out", "{tmp}/e"]),
+    "evaluate_real_set": ("{tmp}/evil.pt", ["evaluate", "--checkpoint", "{tmp}/evil.pt", "--testset", "flickr",
+                                            "--data-root", "{tmp}", "--annotations", "{tmp}", "--out", "{tmp}/e"]),
+    "train_resume": ("{tmp}/run/checkpoints/last.pt", ["train", *TINY, "--out", "{tmp}/run"]),
+    "train_visual_weights": ("{tmp}/evil.pt", ["train", *TINY, "--set", "visual_weights={tmp}/evil.pt",
+                                               "--out", "{tmp}/run"]),
+    "pretrain_resume": ("{tmp}/p/last.pt", ["pretrain", "--preset", "smoke", "--out", "{tmp}/p", "--quiet"]),
+    "diagnosis_extended": ("{tmp}/point/fnac/checkpoints/best.pt",
+                           ["diagnosis", "{tmp}/results.csv", "--extended", "0.5", "--quiet"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LOAD_PATHS))
+def test_no_load_path_runs_code_from_a_file(case, tmp_path):
+    where, argv = LOAD_PATHS[case]
+    marker = tmp_path / "ran"
+    evil = Path(where.format(tmp=tmp_path))
+    malicious_file(evil, marker, raw=evil.suffix == ".pkl")
+    results_for_extended(tmp_path / "point", tmp_path / "results.csv")
+    before = evil.read_bytes()
+    proc = fnac(*[a.format(tmp=tmp_path) for a in argv])
+    assert not marker.exists(), "the file's command ran"
+    one_line(proc, str(evil), "refused: it names posix.system")
+    assert evil.read_bytes() == before  # refused, not repaired over
+
+
+def test_the_notebooks_loaders_run_no_code_from_a_file(tmp_path):
+    """Notebook 05 with ``-p checkpoint`` (papermill, as a user runs it) and the loader behind 03-05."""
+    from fnac_lab.analysis import load_model_pair
+    from fnac_lab.utils import UnsafeFileError
+
+    marker = tmp_path / "ran"
+    evil = malicious_file(tmp_path / "evil.pt", marker)
+    with pytest.raises(UnsafeFileError, match="refused: it names posix.system"):
+        load_model_pair(checkpoint=evil, smoke=True)
+    proc = papermill_cli("05_localisation_maps.ipynb", tmp_path, "-p", "smoke", "true", "-p", "checkpoint", str(evil))
+    assert proc.returncode != 0 and "UnsafeFileError" in proc.stderr and "refused: it names posix.system" in proc.stderr
+    assert not marker.exists()
+
+
+def test_ogl_weights_run_no_code_from_a_file(tmp_path):
+    """``evaluate --ogl-weights``: timm loads the object network's file, also as data only."""
+    from fnac_lab.ogl import OGLWeightsError, load_object_network
+
+    marker = tmp_path / "ran"
+    evil = malicious_file(tmp_path / "evil.pt", marker)
+    with pytest.raises(OGLWeightsError) as refused:
+        load_object_network(evil)
+    assert str(evil) in str(refused.value) and "posix.system" in str(refused.value)
+    assert "\n" not in str(refused.value) and not marker.exists()
+
+
+def test_written_files_hold_only_what_the_safe_loader_reads(killed_and_rerun, tmp_path):
+    """Every torch file a run or a pretraining writes names no Python object to call."""
+    import torch
+
+    run, _, _ = killed_and_rerun
+    assert fnac("pretrain", "--preset", "smoke", "--set", "n_train=128", "--set", "epochs=1", "--out",
+                tmp_path / "p", "--quiet").returncode == 0
+    files = [*sorted((run / "checkpoints").glob("*.pt")), tmp_path / "p" / "last.pt", tmp_path / "p" / "visual_backbone.pt"]
+    assert len(files) == 4
+    for path in files:
+        assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == [], path
+
+
+# -- result sets that cannot go stale ------------------------------------------------------------------------------
+
+def test_a_built_in_evaluate_after_another_leaves_none_of_the_first_ones_files(killed_and_rerun, tmp_path):
+    run, _, _ = killed_and_rerun
+    out = tmp_path / "e"
+    first = fnac("evaluate", "--checkpoint", run / "checkpoints" / "last.pt", "--set", "test_negatives=0.5",
+                 "--save-maps", "--out", out, "--quiet")
+    assert first.returncode == 0, first.stderr
+    assert {"maps.npz", "negatives.csv", "maps_negatives.npz"} <= {p.name for p in out.iterdir()}
+    second = fnac("evaluate", "--checkpoint", run / "checkpoints" / "best.pt", "--out", out, "--quiet")
+    assert second.returncode == 0, second.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["per_sample.csv", "scores.json"]
+    assert json.loads((out / "scores.json").read_text())["checkpoint"].endswith("best.pt")
+
+
+def test_no_resume_removes_the_earlier_runs_files_before_it_starts(killed_and_rerun, tmp_path, capsys, monkeypatch):
+    """``--no-resume`` owns the folder from its start: stopped at once, it leaves none of the earlier run's files."""
+    run, _, _ = killed_and_rerun
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    for name in ("config.json", "metrics.jsonl", "summary.json", "checkpoints/last.pt", "checkpoints/best.pt"):
+        (out / name).write_bytes((run / name).read_bytes())
+    (out / "missing_train.csv").write_text("id,reason\nx,missing\n")
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # a kill just after the start
+
+    monkeypatch.setattr(fnac_lab.train, "_train", stopped)
+    assert main(["train", *TINY, "--out", str(out), "--no-resume"]) == 130
+    err = capsys.readouterr().err
+    assert "removed the earlier run's 6 files" in err and INTERRUPTED in err
+    assert [p.name for p in out.rglob("*") if p.is_file()] == []
+
+
+def test_pretrain_no_resume_removes_the_earlier_files(tmp_path, monkeypatch):
+    out = tmp_path / "p"
+    out.mkdir()
+    for name in fnac_lab.pretrain.PRETRAIN_FILES:
+        (out / name).write_text("earlier")
+    monkeypatch.setattr(fnac_lab.pretrain, "_pretrain",
+                        lambda *a, **k: sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE))
+    assert fnac_lab.pretrain.pretrain(fnac_lab.config.pretrain_preset("smoke"), out, resume=False) == []
+
+
+# -- grids: one notebook, one grid per folder, files checked before they are expanded -----------------------------
+
+def test_a_points_identity_covers_its_notebook(sleeper, tmp_path):
+    """The same parameters with another notebook, or with the notebook's code changed, into the same --out are
+    refused; the finished point keeps the first notebook's result and names that notebook."""
+    other = tmp_path / "other.ipynb"
+    nb = nbformat.read(sleeper, as_version=4)
+    nb.cells[1].source += "\nprint('another notebook')"
+    nbformat.write(nb, other)
+    out = tmp_path / "out"
+    assert fnac("ablate", write_grid(tmp_path / "a.yaml", sleeper, {"seed": [0]}), "--out", out, "--quiet").returncode == 0
+    done = json.loads(next(out.glob("points/*/done.json")).read_text())
+    assert done["notebook"] == str(sleeper) and len(done["notebook_sha256"]) == 64
+    before = snapshot(out)
+    proc = fnac("ablate", write_grid(tmp_path / "b.yaml", other, {"seed": [0]}), "--out", out)
+    one_line(proc, str(out), "holds the results of a grid over notebook", "use another --out")
+    assert snapshot(out) == before
+    from fnac_lab.ablate.grid import notebook_sha256
+    assert notebook_sha256(other) != notebook_sha256(sleeper)
+    nb.metadata["edited"] = True  # outputs, metadata and prose are not what a point runs
+    nbformat.write(nb, tmp_path / "same_code.ipynb")
+    assert notebook_sha256(tmp_path / "same_code.ipynb") == notebook_sha256(other)
+
+
+def test_a_second_grid_into_one_out_is_refused_unless_it_keeps_every_point(sleeper, tmp_path):
+    out = tmp_path / "out"
+    assert fnac("ablate", write_grid(tmp_path / "a.yaml", sleeper, {"seed": [0, 1]}), "--out", out, "--quiet").returncode == 0
+    before = snapshot(out)
+    proc = fnac("ablate", write_grid(tmp_path / "b.yaml", sleeper, {"seed": [5]}), "--out", out)
+    one_line(proc, str(out), "holds the results of another grid, 2 of whose 2 points this one leaves out")
+    assert snapshot(out) == before
+    more = fnac("ablate", write_grid(tmp_path / "c.yaml", sleeper, {"seed": [0, 1, 2]}), "--out", out, "--quiet")
+    assert more.returncode == 0, more.stderr
+    results = pd.read_csv(out / "results.csv")
+    assert results["seed"].tolist() == [0, 1, 2] and set(results["status"]) == {"finished"}
+    assert "2 already finished" in more.stdout
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_is_expanded(sleeper, tmp_path):
+    lines = ["notebook: " + str(sleeper), "base:", '  a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"  a{k}: &a{k} [{', '.join([f'*a{k - 1}'] * 10)}]" for k in range(1, 10)]
+    lines += ["grid: {seed: [0]}"]
+    grid = tmp_path / "bomb.yaml"
+    grid.write_text("\n".join(lines) + "\n")  # 10**10 strings once expanded, in 600 bytes
+    proc = subprocess.run([sys.executable, "-c", "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, "
+                           "(4 << 30, 4 << 30)); from fnac_lab.cli import main; sys.exit(main(sys.argv[1:]))",
+                           "ablate", str(grid), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=ENV, timeout=120)
+    one_line(proc, str(grid), "more than 100000 values once its aliases are expanded")
+    big = tmp_path / "big.yaml"
+    big.write_text("notebook: x\nbase: {pad: '" + "x" * (2 << 20) + "'}\n")
+    one_line(fnac("ablate", big, "--out", tmp_path / "out"), str(big), "more than the 1048576 a settings file may have")
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"notebook: {sleeper}\nbase: &b {{inner: *b}}\ngrid: {{seed: [0]}}\n")
+    one_line(fnac("ablate", loop, "--out", tmp_path / "out"), str(loop), "an alias refers to a node that contains it")
+
+
+def test_a_grid_whose_notebook_is_not_json_is_one_line(tmp_path):
+    notebook = tmp_path / "broken.ipynb"
+    notebook.write_text("{ this is not json")
+    grid = write_grid(tmp_path / "grid.yaml", notebook, {"seed": [0]})
+    one_line(fnac("ablate", grid, "--out", tmp_path / "out"), str(notebook), "is not a Jupyter notebook")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("jobs", ["0", "-1"])
+def test_jobs_below_one_are_refused(sleeper, tmp_path, jobs):
+    grid = write_grid(tmp_path / "grid.yaml", sleeper, {"seed": [0]})
+    one_line(fnac("ablate", grid, "--out", tmp_path / "out", "--jobs", jobs), f"--jobs {jobs}", "must be 1 or more")
+    assert not (tmp_path / "out").exists()
+
+
+# -- notebook parameters as papermill users write them -------------------------------------------------------------
+
+def papermill_cli(name: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """``papermill NOTEBOOK OUT ARGS`` from the command line, as a user runs it."""
+    papermill = Path(sys.executable).with_name("papermill")
+    return subprocess.run([str(papermill), str(REPO / "notebooks" / name), str(tmp_path / f"out_{name}"), *args,
+                           "--cwd", str(tmp_path)], capture_output=True, text=True, env=ENV, timeout=300)
+
+
+def test_papermill_false_is_false(tmp_path):
+    """``-p smoke false`` arrives as text: read as a truthy string it would run the smoke preset and ignore ``preset``."""
+    proc = papermill_cli("01_train.ipynb", tmp_path, "-p", "smoke", "false", "-p", "preset", "no_such_preset")
+    assert proc.returncode != 0 and "unknown preset 'no_such_preset'" in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("notebook,args,needle", [
+    ("06_why_fnac_fails.ipynb", ["-p", "smoke", "maybe"], "notebook parameter smoke: expected bool, got 'maybe'"),
+    ("05_localisation_maps.ipynb", ["-p", "smoke", "true", "-p", "k", "-3"],
+     "notebook parameter k: -3 is below its least value, 1"),
+    ("05_localisation_maps.ipynb", ["-p", "smoke", "1", "-p", "k", "0"], "notebook parameter k: 0 is below"),
+])
+def test_notebook_parameters_of_the_wrong_type_are_one_line(notebook, args, needle, tmp_path):
+    proc = papermill_cli(notebook, tmp_path, *args)
+    assert proc.returncode != 0
+    assert f"FnacError: {needle}" in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("value,expected", [(True, True), (False, False), (1, True), (0, False), ("false", False),
+                                            ("False", False), ("true", True), ("0", False), ("1", True),
+                                            (" yes ", True), ("off", False)])
+def test_flag_parameters_read_the_words_papermill_passes(value, expected):
+    from fnac_lab.parameters import flag_parameter
+
+    assert flag_parameter("smoke", value) is expected
+
+
+def test_number_and_name_parameters():
+    from fnac_lab.parameters import float_parameter, int_parameter, mapping_parameter, names_parameter
+    from fnac_lab.utils import FnacError
+
+    assert int_parameter("k", "4") == 4 and int_parameter("k", None, optional=True) is None
+    assert float_parameter("share", "0.25") == 0.25 and float_parameter("share", 1) == 1.0
+    assert names_parameter("grids", "fn_ratio, warmup") == ["fn_ratio", "warmup"]
+    assert mapping_parameter("base", '{"seed": 1}') == {"seed": 1}
+    for call, needle in ((lambda: int_parameter("k", 2.5), "k: expected int, got 2.5"),
+                         (lambda: int_parameter("k", True), "k: expected int, got True"),
+                         (lambda: float_parameter("share", "-0.5", minimum=0), "share: -0.5 is below"),
+                         (lambda: float_parameter("share", "nan", minimum=0), "share: nan is below"),
+                         (lambda: names_parameter("grids", 3), "grids: expected a list of names"),
+                         (lambda: mapping_parameter("base", "seed=1"), "base: expected a mapping")):
+        with pytest.raises(FnacError, match=f"^notebook parameter {needle}"):
+            call()
+
+
+# -- resuming: the configuration is checked before any epoch -------------------------------------------------------
+
+def test_an_unknown_setting_in_last_pt_is_refused_before_any_epoch(killed_and_rerun, tmp_path):
+    import torch
+
+    run, _, _ = killed_and_rerun
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    state["config"]["colour"] = "blue"  # a setting of another version
+    torch.save(state, out / "checkpoints" / "last.pt")
+    before = snapshot(out)
+    proc = fnac("train", *TINY, "--set", "epochs=3", "--out", out)
+    one_line(proc, "last.pt: its configuration has an unknown setting 'colour'", "--no-resume")
+    assert snapshot(out) == before  # no epoch trained, last.pt not rewritten
+
+
+def test_fewer_epochs_than_trained_are_refused(tmp_path):
+    out = tmp_path / "run"
+    assert fnac("train", *TINY, "--set", "epochs=3", "--out", out).returncode == 0
+    before = snapshot(out)
+    one_line(fnac("train", *TINY, "--set", "epochs=2", "--out", out),
+             "3 epochs are trained there already and epochs=2 asks for fewer")
+    assert json.loads((out / "config.json").read_text())["epochs"] == 3 and snapshot(out) == before
+
+
+# -- memory, ids, versions and caches ------------------------------------------------------------------------------
+
+def test_running_out_of_cpu_memory_is_one_line_naming_what_to_lower(tmp_path):
+    """The real allocator failing (an address-space cap stands for a small machine): 224 px at batch 192."""
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (5 << 30, 5 << 30)); "
+            "from fnac_lab.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", code, "train", "--preset", "smoke", "--set", "n_train=192",
+                           "--set", "n_val=8", "--set", "n_test=8", "--set", "image_size=224", "--set",
+                           "batch_size=192", "--out", str(tmp_path / "run"), "--quiet"],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    one_line(proc, "out of memory on the CPU with batch_size=192 and image_size=224",
+             "lower --set batch_size=N or --set image_size=N")
+
+
+def test_running_out_of_gpu_memory_is_one_line(killed_and_rerun, tmp_path, capsys, monkeypatch):
+    import torch
+
+    def exhausted(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(fnac_lab.train, "train", exhausted)
+    assert main(["train", *TINY, "--set", "batch_size=64", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == ("fnac-lab: error: out of memory on the GPU with batch_size=64 and "
+                                               "image_size=32; lower --set batch_size=N or --set image_size=N")
+    run, _, _ = killed_and_rerun
+    monkeypatch.setattr("fnac_lab.scoring.evaluate_model", exhausted)
+    assert main(["evaluate", "--checkpoint", str(run / "checkpoints" / "best.pt"), "--batch-size", "512",
+                 "--out", str(tmp_path / "e"), "--quiet"]) == 2
+    assert "out of memory on the GPU with batches of 512 at image_size=32; lower --batch-size N" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085", "\x0b", "\x0c", "\x1c"])
+def test_ids_with_unicode_line_separators_round_trip_through_the_cache(separator, tmp_path):
+    from fnac_lab.data import CachedAVDataset
+    from test_cache import make_root
+
+    root = tmp_path / "root"
+    ids = make_root(root, 2)
+    odd = f"clip{separator}x"
+    for folder in ("frames", "audio"):
+        source = next((root / folder).glob(f"{ids[1]}.*"))
+        source.rename(source.with_name(odd + source.suffix))
+    assert main(["cache", "--data-root", str(root), "--out", str(tmp_path / "cache"), "--workers", "1", "--quiet"]) == 0
+    cached = CachedAVDataset(tmp_path / "cache")
+    assert sorted(cached.ids) == sorted([ids[0], odd]) and len(cached) == 2
+    assert cached[cached.ids.index(odd)]["id"] == odd
+
+
+def test_an_id_with_a_line_break_is_refused_when_the_cache_is_built(tmp_path, capsys):
+    from test_cache import make_root
+
+    root = tmp_path / "root"
+    ids = make_root(root, 2)
+    for folder in ("frames", "audio"):
+        source = next((root / folder).glob(f"{ids[1]}.*"))
+        source.rename(source.with_name("two\nlines" + source.suffix))
+    assert main(["cache", "--data-root", str(root), "--out", str(tmp_path / "cache"), "--workers", "1", "--quiet"]) == 2
+    assert "id 'two\\nlines' holds a line break" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_version():
+    from importlib.metadata import version
+
+    proc = fnac("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"fnac-lab {version('fnac-lab')}"
+
+
+def test_an_unwritable_pretraining_cache_names_fnac_lab_cache(tmp_path):
+    home = tmp_path / "home_is_a_file"
+    home.write_text("")  # nothing can be created under it, whoever runs this (root included)
+    env = {k: v for k, v in ENV.items() if k != "FNAC_LAB_CACHE"}
+    proc = subprocess.run([sys.executable, "-m", "fnac_lab", "train", *TINY, "--set", "visual_pretrain=smoke",
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True,
+                          env={**env, "HOME": str(home)}, timeout=300)
+    one_line(proc, str(home / ".cache" / "fnac-lab" / "pretrain"), "Not a directory", "set FNAC_LAB_CACHE")

@@ -29,7 +29,7 @@ def test_files_and_metrics(pretrained):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["val_accuracy"] == lines[-1]["val_accuracy"] and summary["chance"] == 1 / 64
     # the accuracy is what the saved backbone and a fresh head classify (recomputed from last.pt's weights)
-    state = torch.load(out / "last.pt", weights_only=False)
+    state = torch.load(out / "last.pt", weights_only=True)
     from fnac_lab.pretrain import build_classifier
     model = build_classifier(pretrain_preset("smoke", epochs=2))
     model.load_state_dict(state["model"])

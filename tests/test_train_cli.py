@@ -90,8 +90,8 @@ def test_resume_is_exact(tmp_path):
     straight = train(cfg, tmp_path / "a", progress=False, datasets=datasets)
     train(cfg.replace(epochs=1), tmp_path / "b", progress=False, datasets=datasets)
     resumed = train(cfg, tmp_path / "b", progress=False, datasets=datasets)
-    a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)
+    a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     strip = lambda h: [{k: v for k, v in r.items() if k != "train_seconds"} for r in h]  # noqa: E731
@@ -144,7 +144,7 @@ def test_resume_accepts_a_checkpoint_from_before_a_setting_existed(tmp_path):
     cfg = preset("smoke", **TINY, **NCE_ONLY)  # NCE alone: the one-epoch first run has no epoch after the warm-up
     train(cfg.replace(epochs=1), tmp_path, progress=False)
     last = tmp_path / "checkpoints" / "last.pt"
-    state = torch.load(last, weights_only=False)
+    state = torch.load(last, weights_only=True)
     for key in ("nce_fn_mask", "fn_targets", "normalise_targets", "target_tau"):
         del state["config"][key]
     torch.save(state, last)
