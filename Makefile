@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 # Two pytest-xdist workers of one torch thread each, a test file per worker at a time (its fixtures built once):
 # most tests wait on subprocesses, kernels and the browser, so two cores finish the suite in about half the time.
 TEST_WORKERS ?= 2
-PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --max-worker-restart 0
 test: $(STAMP)
 	@if [ -x $(CHROMIUM) ]; then \
 		$(PYTEST); \

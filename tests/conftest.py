@@ -5,8 +5,14 @@ from pathlib import Path
 
 import pytest
 
+from worker_guard import guard_worker
+
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_DATA = REPO.parent / "shared" / "reference-data"
+
+
+def pytest_configure(config):
+    guard_worker(config)  # a dead xdist worker fails the run at once, never leaves it waiting
 
 
 @pytest.fixture(scope="session")
