@@ -40,20 +40,23 @@ GUARDED = "from worker_guard import guard_worker\n\n\ndef pytest_configure(confi
 
 
 def run_inner(folder: Path, conftest: str, timeout: float, *options: str) -> tuple[subprocess.CompletedProcess | None, float]:
-    """``pytest -n 2`` over ``folder`` in a session of its own (killed whole when it outlives ``timeout``); the
-    finished process (None when it had to be killed) and its seconds."""
+    """``pytest`` over ``folder`` as ``make test`` runs it, in a session of its own (killed whole when it outlives
+    ``timeout``); the finished run (None when it had to be killed) and its seconds. Its output goes to a file: the
+    forked child would hold a pipe open as it holds the worker's."""
     (folder / "conftest.py").write_text(conftest)
     env = {**os.environ, "PYTHONPATH": str(TESTS), "ORPHAN_FILE": str(folder / "orphan.pid"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", *XDIST, "-p", "no:cacheprovider", "-o", "addopts=",
-                             *options, str(folder)], cwd=folder, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    log = folder / "output.txt"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pytest", *XDIST, "-p", "no:cacheprovider", "-o", "addopts=",
+                                 *options, str(folder)], cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     t0 = time.monotonic()
     try:
-        out, _ = proc.communicate(timeout=timeout)
-        return subprocess.CompletedProcess(proc.args, proc.returncode, out, ""), time.monotonic() - t0
+        code = proc.wait(timeout=timeout)
+        return subprocess.CompletedProcess(proc.args, code, log.read_text(), ""), time.monotonic() - t0
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)  # the inner run and every process of its session
-        proc.communicate()
+        proc.wait()
         return None, time.monotonic() - t0
     finally:
         orphan = folder / "orphan.pid"
