@@ -1,7 +1,9 @@
-"""Hostile input through the command line, as a user meets it (``python -m fnac_lab ...`` in a subprocess): two
-runs into one folder, a killed run, unknown backbones, broken results files, empty or impossible arguments,
-duplicate grid values, SIGTERM and a far too small temperature. Each refusal is one line on stderr, without a
-traceback, and leaves what an earlier run wrote as it was."""
+"""Hostile input through the command line, as a user meets it: two runs into one folder, a killed run, unknown
+backbones, broken results files, empty or impossible arguments, duplicate grid values, SIGTERM, a far too small
+temperature, files that would run code when loaded, result folders used twice, alias bombs, papermill's text
+booleans, memory running out and ids with odd characters. Each refusal is one line on stderr, without a traceback,
+and leaves what an earlier run wrote as it was. Commands that signal, lock or get killed run as processes of their
+own (``python -m fnac_lab``); refusals that come before any heavy work call the same ``main`` in the test's process."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import nbformat
 import pandas as pd
+import papermill
 import pytest
 import yaml
 
@@ -183,9 +186,8 @@ def test_every_writing_command_refuses_a_locked_folder(command, killed_and_rerun
     ("pretrain", "visual_backbone=resnet18.foo", ["visual_backbone='resnet18.foo'", "no pretrained tag 'foo'",
                                                   "tv_in1k"]),
 ])
-def test_unknown_backbones_are_refused_when_the_configuration_is_built(command, setting, needles, tmp_path):
-    proc = fnac(command, "--preset", "smoke", "--set", setting, "--out", tmp_path / "out")
-    one_line(proc, *needles)
+def test_unknown_backbones_are_refused_when_the_configuration_is_built(command, setting, needles, tmp_path, capsys):
+    refused(capsys, command, "--preset", "smoke", "--set", setting, "--out", tmp_path / "out", needles=tuple(needles))
     assert not (tmp_path / "out").exists()
 
 
@@ -197,29 +199,30 @@ def test_unknown_backbones_are_refused_when_the_configuration_is_built(command, 
     ("strength.csv", b"fnac_strength,seed,ap50\nhigh,0,0.5\n", "column fnac_strength holds a value that is not a"),
     ("folder", None, "is a folder"),
 ])
-def test_effects_refuses_bad_results_files(name, content, needle, tmp_path):
+def test_effects_refuses_bad_results_files(name, content, needle, tmp_path, capsys):
     path = tmp_path / name
     path.mkdir() if content is None else path.write_bytes(content)
-    one_line(fnac("effects", path), str(path), needle)
+    refused(capsys, "effects", path, needles=(str(path), needle))
 
 
-def test_an_empty_out_is_refused(tmp_path):
+def test_an_empty_out_is_refused(tmp_path, capsys, monkeypatch):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    one_line(fnac("train", *TINY, "--out", "", cwd=cwd), "--out is empty")
+    monkeypatch.chdir(cwd)
+    refused(capsys, "train", *TINY, "--out", "", needles=("--out is empty",))
     assert list(cwd.iterdir()) == []  # nothing written into the current folder
 
 
-def test_evaluate_refuses_a_batch_size_below_one(killed_and_rerun, tmp_path):
+def test_evaluate_refuses_a_batch_size_below_one(killed_and_rerun, tmp_path, capsys):
     run, _, _ = killed_and_rerun
-    one_line(fnac("evaluate", "--checkpoint", run / "checkpoints" / "best.pt", "--out", tmp_path / "e",
-                  "--batch-size", "0"), "--batch-size 0: must be a positive integer")
+    refused(capsys, "evaluate", "--checkpoint", run / "checkpoints" / "best.pt", "--out", tmp_path / "e",
+            "--batch-size", "0", needles=("--batch-size 0: must be a positive integer",))
     assert not (tmp_path / "e").exists()
 
 
-def test_fnac_weights_without_an_epoch_after_the_warm_up_are_refused_before_any_work(tmp_path):
-    proc = fnac("train", *TINY, "--set", "epochs=1", "--out", tmp_path / "run")  # smoke: warm-up 1, FNAC weights 10
-    one_line(proc, "warmup_epochs=1 with epochs=1", "would never be used")
+def test_fnac_weights_without_an_epoch_after_the_warm_up_are_refused_before_any_work(tmp_path, capsys):
+    refused(capsys, "train", *TINY, "--set", "epochs=1", "--out", tmp_path / "run",  # smoke: warm-up 1, weights 10
+            needles=("warmup_epochs=1 with epochs=1", "would never be used"))
     assert not (tmp_path / "run").exists()
 
 
@@ -234,16 +237,16 @@ def test_a_tiny_temperature_trains_with_one_warning(tmp_path):
 
 def test_values_of_one_setting_in_two_spellings_are_one_point(sleeper, tmp_path):
     grid = write_grid(tmp_path / "grid.yaml", sleeper, {"seed": [1, "1", 1.0]})
-    proc = fnac("ablate", grid, "--out", tmp_path / "out", "--quiet")
-    assert proc.returncode == 0, proc.stderr
+    assert main(["ablate", str(grid), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     results = pd.read_csv(tmp_path / "out" / "results.csv")
     assert len(results) == 1 and results["seed"].tolist() == [1] and results["status"].tolist() == ["finished"]
     assert len(list((tmp_path / "out" / "points").iterdir())) == 1
 
 
-def test_a_grid_value_that_does_not_fit_its_setting_is_one_line(sleeper, tmp_path):
+def test_a_grid_value_that_does_not_fit_its_setting_is_one_line(sleeper, tmp_path, capsys):
     grid = write_grid(tmp_path / "grid.yaml", sleeper, {"seed": [0, "zero"]})
-    one_line(fnac("ablate", grid, "--out", tmp_path / "out"), str(grid), "axis 'seed'", "expected int, got 'zero'")
+    refused(capsys, "ablate", grid, "--out", tmp_path / "out",
+            needles=(str(grid), "axis 'seed'", "expected int, got 'zero'"))
     assert not (tmp_path / "out").exists()
 
 
@@ -288,11 +291,12 @@ def test_settings_agree_across_spellings():
 
 # -- SIGTERM -------------------------------------------------------------------------------------------------------
 
-#: A command whose work (``module.name``) is replaced by sending SIGTERM to its own process, run by itself.
+#: Commands whose work (``module.name``) is replaced by sending SIGTERM to their own process, run one after another
+#: in a process of their own (ARGS: a JSON list of [module, name, argv]); prints each one's exit code and stderr.
 SIGTERM_INSIDE = """
-import importlib, os, signal, sys, time
+import contextlib, importlib, io, json, os, signal, sys, time
 
-module, name, argv = importlib.import_module(sys.argv[1]), sys.argv[2], sys.argv[3:]
+from fnac_lab.cli import main
 
 
 def terminated(*args, **kwargs):
@@ -301,30 +305,45 @@ def terminated(*args, **kwargs):
     raise AssertionError("SIGTERM did not stop the command")
 
 
-setattr(module, name, terminated)
-from fnac_lab.cli import main
-
-before = signal.getsignal(signal.SIGTERM)
-code = main(argv)
-assert signal.getsignal(signal.SIGTERM) is before, "the command's handler is still installed"
-sys.exit(code)
+results = []
+for module, name, argv in json.loads(sys.argv[1]):
+    module = importlib.import_module(module)
+    work, before, err = getattr(module, name), signal.getsignal(signal.SIGTERM), io.StringIO()
+    setattr(module, name, terminated)
+    with contextlib.redirect_stderr(err):
+        code = main(argv)
+    setattr(module, name, work)
+    results.append({"code": code, "stderr": err.getvalue(), "restored": signal.getsignal(signal.SIGTERM) is before})
+print(json.dumps(results))
 """
+SIGTERM_COMMANDS = {
+    "train": ("fnac_lab.train", "train", ["train", "--preset", "smoke", "--out", "{tmp}/r"]),
+    "pretrain": ("fnac_lab.pretrain", "pretrain", ["pretrain", "--preset", "smoke", "--out", "{tmp}/p"]),
+    "evaluate": ("fnac_lab.checkpoint", "load_checkpoint", ["evaluate", "--checkpoint", "{tmp}/c.pt", "--out", "{tmp}/e"]),
+    "prepare": ("fnac_lab.data.prepare", "prepare_videos", ["prepare", "--videos", "{tmp}", "--out", "{tmp}/d"]),
+    "cache": ("fnac_lab.data.cache", "build_cache", ["cache", "--data-root", "{tmp}", "--out", "{tmp}/c"]),
+    "ablate": ("fnac_lab.ablate", "run_grid", ["ablate", str(REPO / "data/grids/fn_ratio.yaml"), "--out", "{tmp}/a"]),
+}
 
 
-@pytest.mark.parametrize("module,name,argv", [
-    ("fnac_lab.train", "train", ["train", "--preset", "smoke", "--out", "{tmp}/r"]),
-    ("fnac_lab.pretrain", "pretrain", ["pretrain", "--preset", "smoke", "--out", "{tmp}/p"]),
-    ("fnac_lab.checkpoint", "load_checkpoint", ["evaluate", "--checkpoint", "{tmp}/c.pt", "--out", "{tmp}/e"]),
-    ("fnac_lab.data.prepare", "prepare_videos", ["prepare", "--videos", "{tmp}", "--out", "{tmp}/d"]),
-    ("fnac_lab.data.cache", "build_cache", ["cache", "--data-root", "{tmp}", "--out", "{tmp}/c"]),
-    ("fnac_lab.ablate", "run_grid", ["ablate", str(REPO / "data/grids/fn_ratio.yaml"), "--out", "{tmp}/a"]),
-], ids=["train", "pretrain", "evaluate", "prepare", "cache", "ablate"])
-def test_sigterm_in_every_command_is_one_line(module, name, argv, tmp_path):
-    """The signal itself, sent to the command's process while the command works: the same line as Ctrl-C, exit 143.
-    The command runs in a process (and session) of its own, so that the signal reaches nothing else."""
-    proc = run_isolated(SIGTERM_INSIDE, module, name, *[a.format(tmp=tmp_path) for a in argv])
-    assert proc.returncode == 143, proc.stderr
-    assert proc.stderr.strip() == INTERRUPTED
+@pytest.fixture(scope="module")
+def sigterm_inside(tmp_path_factory) -> dict[str, dict]:
+    """Every command of :data:`SIGTERM_COMMANDS` stopped by SIGTERM in one process (and session) of its own, so that
+    the signal reaches nothing else; each one's exit code, stderr and whether its handler was removed again."""
+    tmp = tmp_path_factory.mktemp("sigterm")
+    cases = [[module, name, [a.format(tmp=tmp) for a in argv]] for module, name, argv in SIGTERM_COMMANDS.values()]
+    proc = run_isolated(SIGTERM_INSIDE, json.dumps(cases))
+    assert proc.returncode == 0, proc.stderr
+    return dict(zip(SIGTERM_COMMANDS, json.loads(proc.stdout.strip().splitlines()[-1])))
+
+
+@pytest.mark.parametrize("command", sorted(SIGTERM_COMMANDS))
+def test_sigterm_in_every_command_is_one_line(command, sigterm_inside):
+    """The signal itself, sent to the command's process while the command works: the same line as Ctrl-C, exit 143,
+    and the command's handler is gone again afterwards."""
+    result = sigterm_inside[command]
+    assert result["code"] == 143, result["stderr"]
+    assert result["stderr"].strip() == INTERRUPTED and result["restored"]
 
 
 def test_sigterm_stops_a_grid_and_its_running_kernel(sleeper, tmp_path):
@@ -429,7 +448,7 @@ def test_the_notebooks_loaders_run_no_code_from_a_file(tmp_path):
     with pytest.raises(UnsafeFileError, match="refused: it names posix.system"):
         load_model_pair(checkpoint=evil, smoke=True)
     proc = papermill_cli("05_localisation_maps.ipynb", tmp_path, "-p", "smoke", "true", "-p", "checkpoint", str(evil))
-    assert proc.returncode != 0 and "UnsafeFileError" in proc.stderr and "refused: it names posix.system" in proc.stderr
+    assert proc.returncode != 0 and proc.stderr.startswith(f"UnsafeFileError: {evil}: refused: it names posix.system")
     assert not marker.exists()
 
 
@@ -445,13 +464,13 @@ def test_ogl_weights_run_no_code_from_a_file(tmp_path):
     assert "\n" not in str(refused.value) and not marker.exists()
 
 
-def test_written_files_hold_only_what_the_safe_loader_reads(killed_and_rerun, tmp_path):
+def test_written_files_hold_only_what_the_safe_loader_reads(killed_and_rerun, tmp_path, capsys):
     """Every torch file a run or a pretraining writes names no Python object to call."""
     import torch
 
     run, _, _ = killed_and_rerun
-    assert fnac("pretrain", "--preset", "smoke", "--set", "n_train=128", "--set", "epochs=1", "--out",
-                tmp_path / "p", "--quiet").returncode == 0
+    assert main(["pretrain", "--preset", "smoke", "--set", "n_train=128", "--set", "epochs=1", "--out",
+                 str(tmp_path / "p"), "--quiet"]) == 0
     files = [*sorted((run / "checkpoints").glob("*.pt")), tmp_path / "p" / "last.pt", tmp_path / "p" / "visual_backbone.pt"]
     assert len(files) == 4
     for path in files:
@@ -460,15 +479,13 @@ def test_written_files_hold_only_what_the_safe_loader_reads(killed_and_rerun, tm
 
 # -- result sets that cannot go stale ------------------------------------------------------------------------------
 
-def test_a_built_in_evaluate_after_another_leaves_none_of_the_first_ones_files(killed_and_rerun, tmp_path):
+def test_a_built_in_evaluate_after_another_leaves_none_of_the_first_ones_files(killed_and_rerun, tmp_path, capsys):
     run, _, _ = killed_and_rerun
     out = tmp_path / "e"
-    first = fnac("evaluate", "--checkpoint", run / "checkpoints" / "last.pt", "--set", "test_negatives=0.5",
-                 "--save-maps", "--out", out, "--quiet")
-    assert first.returncode == 0, first.stderr
+    assert main(["evaluate", "--checkpoint", str(run / "checkpoints" / "last.pt"), "--set", "test_negatives=0.5",
+                 "--save-maps", "--out", str(out), "--quiet"]) == 0
     assert {"maps.npz", "negatives.csv", "maps_negatives.npz"} <= {p.name for p in out.iterdir()}
-    second = fnac("evaluate", "--checkpoint", run / "checkpoints" / "best.pt", "--out", out, "--quiet")
-    assert second.returncode == 0, second.stderr
+    assert main(["evaluate", "--checkpoint", str(run / "checkpoints" / "best.pt"), "--out", str(out), "--quiet"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["per_sample.csv", "scores.json"]
     assert json.loads((out / "scores.json").read_text())["checkpoint"].endswith("best.pt")
 
@@ -587,10 +604,27 @@ def test_jobs_below_one_are_refused(sleeper, tmp_path, jobs, capsys):
 # -- notebook parameters as papermill users write them -------------------------------------------------------------
 
 def papermill_cli(name: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    """``papermill NOTEBOOK OUT ARGS`` from the command line, as a user runs it."""
-    papermill = Path(sys.executable).with_name("papermill")
-    return subprocess.run([str(papermill), str(REPO / "notebooks" / name), str(tmp_path / f"out_{name}"), *args,
-                           "--cwd", str(tmp_path)], capture_output=True, text=True, env=ENV, timeout=300)
+    """What ``papermill NOTEBOOK OUT -p NAME VALUE ...`` does: each value converted as papermill's command line converts
+    it (``false`` stays the text "false"), the notebook executed (through papermill's Python API, in this process:
+    the kernel is a process of its own); the error, if any, as stderr."""
+    from papermill.cli import _resolve_type
+
+    names, values = args[1::3], args[2::3]
+    assert list(args[0::3]) == ["-p"] * len(names)
+    try:
+        papermill.execute_notebook(str(REPO / "notebooks" / name), str(tmp_path / f"out_{name}"),
+                                   parameters={k: _resolve_type(v) for k, v in zip(names, values)},
+                                   cwd=str(tmp_path), progress_bar=False, kernel_name="python3")
+    except papermill.PapermillExecutionError as exc:
+        return subprocess.CompletedProcess(args, 1, "", f"{exc.ename}: {exc.evalue}")
+    return subprocess.CompletedProcess(args, 0, "", "")
+
+
+def test_papermill_passes_false_as_text():
+    """The premise of the parameter checks: papermill's command line hands ``false`` over as a (truthy) string."""
+    from papermill.cli import _resolve_type
+
+    assert _resolve_type("false") == "false" and _resolve_type("False") is False and _resolve_type("-3") == -3
 
 
 def test_papermill_false_is_false(tmp_path):
@@ -607,7 +641,7 @@ def test_papermill_false_is_false(tmp_path):
 def test_notebook_parameters_of_the_wrong_type_are_one_line(notebook, args, needle, tmp_path):
     proc = papermill_cli(notebook, tmp_path, *args)
     assert proc.returncode != 0
-    assert f"FnacError: {needle}" in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr == f"FnacError: {needle}", proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize("value,expected", [(True, True), (False, False), (1, True), (0, False), ("false", False),

@@ -84,8 +84,8 @@ def test_a_dead_worker_fails_the_run_at_once_and_names_its_test(inner):
 
 def test_without_the_guard_the_run_waits_on_its_dead_worker(inner):
     """What the guard prevents, shown: the forked child holds the dead worker's pipes open."""
-    result, seconds = run_inner(inner, "", timeout=25)
-    assert result is None and seconds >= 25
+    result, seconds = run_inner(inner, "", timeout=15)
+    assert result is None and seconds >= 15
 
 
 def test_a_stuck_tests_stacks_reach_stderr(tmp_path):
