@@ -26,9 +26,14 @@ TUTORIAL = NOTEBOOKS / "00_false_negatives_tutorial.ipynb"
 ALL = sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 #: Kernels run single-threaded: the smoke tensors gain nothing from a second thread, and on two cores shared with
 #: the test process OpenMP's spin-waiting would dominate.
-KERNEL_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+#: ``PYTHONFAULTHANDLER``: a kernel that crashes prints every thread's Python stack into the test's output.
+KERNEL_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
 DURATIONS: dict[str, float] = {}
-CELL_TIMEOUT_S = 600
+#: A smoke cell takes under a minute on two busy cores; one still running after this long is stuck. It is interrupted
+#: (so its traceback shows where) and the test fails, well inside pytest-timeout's 600 s for the whole test.
+CELL_TIMEOUT_S = 240
+STUCK_CELL = {"ename": "CellTimeoutError", "evalue": f"no reply after {CELL_TIMEOUT_S} s: the kernel was interrupted, "
+              "its traceback (when it could be interrupted) is the error output of this cell", "traceback": []}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -56,7 +61,8 @@ def execute(name: str, workdir: Path, **parameters) -> nbformat.NotebookNode:
     t0 = time.perf_counter()
     papermill.execute_notebook(str(NOTEBOOKS / name), str(workdir / name), parameters={"smoke": True, **parameters},
                                kernel_name="python3", cwd=str(cwd), progress_bar=False,
-                               execution_timeout=CELL_TIMEOUT_S)  # a stuck kernel fails the test, never hangs it
+                               execution_timeout=CELL_TIMEOUT_S, interrupt_on_timeout=True,
+                               error_on_timeout=STUCK_CELL)  # a stuck kernel fails the test, never hangs it
     DURATIONS[name] = time.perf_counter() - t0
     return nbformat.read(workdir / name, as_version=4)
 
