@@ -40,8 +40,8 @@ from tqdm.auto import tqdm
 from .config import PretrainConfig
 from .data.builtin import BuiltinSpec, object_images
 from .models import feature_backbone, init_published
-from .utils import (FnacError, UnsafeFileError, atomic_torch_save, atomic_write_text, describe, epoch_seed, folder_lock,
-                    load_torch_file, normalise_images, output_folder, preserved_random_state, resolve_device,
+from .utils import (FnacError, UnsafeFileError, atomic_torch_save, atomic_write_text, cache_root, describe, epoch_seed,
+                    folder_lock, load_torch_file, normalise_images, output_folder, preserved_random_state, resolve_device,
                     seed_everything, write_json)
 
 WEIGHTS_FILE = "visual_backbone.pt"
@@ -170,11 +170,6 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool, progress: bool) -
                "chance": 1 / cfg.n_classes, "weights": str(weights), "config": cfg.to_dict()}
     write_json(out / "summary.json", summary)
     return PretrainResult(out_dir=out, weights=weights, history=history, summary=summary)
-
-
-def cache_root() -> Path:
-    """Where pretrained backbones named by ``visual_pretrain`` are kept: ``$FNAC_LAB_CACHE`` or ``~/.cache/fnac-lab``."""
-    return Path(os.environ.get("FNAC_LAB_CACHE") or Path.home() / ".cache" / "fnac-lab").expanduser()
 
 
 def cached_pretrain_dir(cfg: PretrainConfig) -> Path:

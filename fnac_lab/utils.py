@@ -151,6 +151,12 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
+def cache_root() -> Path:
+    """The workbench's cache outside any repository (pretrained backbones, fetched source packages):
+    ``$FNAC_LAB_CACHE`` or ``~/.cache/fnac-lab``."""
+    return Path(os.environ.get("FNAC_LAB_CACHE") or Path.home() / ".cache" / "fnac-lab").expanduser()
+
+
 def output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
     """``path`` as a folder, created with its parents; an empty name or an existing file there is refused with one
     line."""

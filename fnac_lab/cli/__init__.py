@@ -11,21 +11,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .audio import AudioDecodeError
-from .config import (PRESETS, PRETRAIN_PRESETS, ConfigError, PretrainConfig, TrainConfig, parse_overrides, preset,
+from ..audio import AudioDecodeError
+from ..config import (PRESETS, PRETRAIN_PRESETS, ConfigError, PretrainConfig, TrainConfig, parse_overrides, preset,
                      pretrain_preset)
-from .data.catalogue import TESTSETS
-from .models import PretrainedWeightsError
-from .ogl import OBJECT_REDUCTIONS
-from .utils import FnacError, Terminated, out_of_memory_as_error, output_folder
+from ..data.catalogue import TESTSETS
+from ..models import PretrainedWeightsError
+from ..ogl import OBJECT_REDUCTIONS
+from ..utils import FnacError, Terminated, out_of_memory_as_error, output_folder
 
 #: Errors reported as one line instead of a traceback.
 USER_ERRORS = (FnacError, ConfigError, PretrainedWeightsError, AudioDecodeError)
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from .distributed import is_main_process
-    from .train import train
+    from ..distributed import is_main_process
+    from ..train import train
 
     cfg = preset(args.preset, **parse_overrides(args.set))
     with out_of_memory_as_error(f"batch_size={cfg.batch_size} and image_size={cfg.image_size}",
@@ -41,7 +41,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> None:
-    from .pretrain import pretrain
+    from ..pretrain import pretrain
 
     cfg = pretrain_preset(args.preset, **parse_overrides(args.set, PretrainConfig))
     with out_of_memory_as_error(f"batch_size={cfg.batch_size} and image_size={cfg.image_size}",
@@ -58,10 +58,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
                         f"eval_batch_size)")
     if args.testset is not None:
         return _cmd_evaluate_benchmark(args)
-    from .checkpoint import load_checkpoint
-    from .splits import build_datasets, negatives_of
-    from .scoring import evaluate_model, evaluate_with_negatives, remove_results
-    from .utils import atomic_savez, folder_lock, resolve_device
+    from ..checkpoint import load_checkpoint
+    from ..splits import build_datasets, negatives_of
+    from ..scoring import evaluate_model, evaluate_with_negatives, remove_results
+    from ..utils import atomic_savez, folder_lock, resolve_device
 
     model, cfg, _ = load_checkpoint(args.checkpoint)
     cfg = evaluation_config(cfg, args.set)
@@ -115,7 +115,7 @@ def extended_line(s: dict) -> str:
 
 
 def _cmd_evaluate_benchmark(args: argparse.Namespace) -> None:
-    from .real_scoring import evaluate_checkpoint
+    from ..real_scoring import evaluate_checkpoint
 
     for flag in ("data_root", "annotations"):
         if getattr(args, flag) is None:
@@ -147,7 +147,7 @@ def _cmd_evaluate_benchmark(args: argparse.Namespace) -> None:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> None:
-    from .data.prepare import prepare_videos
+    from ..data.prepare import prepare_videos
 
     report = prepare_videos(args.videos, args.out, workers=args.workers, sample_rate=args.sample_rate,
                             progress=not args.quiet)
@@ -156,7 +156,7 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def _cmd_cache(args: argparse.Namespace) -> None:
-    from .data.cache import build_cache
+    from ..data.cache import build_cache
 
     report = build_cache(args.data_root, args.out, ids=args.ids, workers=args.workers, skip_bad=args.skip_bad,
                          audio_rate=args.audio_rate, progress=not args.quiet)
@@ -165,7 +165,7 @@ def _cmd_cache(args: argparse.Namespace) -> None:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> None:
-    from .ablate import run_grid
+    from ..ablate import run_grid
 
     if args.jobs < 1:
         raise FnacError(f"--jobs {args.jobs}: the number of points run at once must be 1 or more")
@@ -183,8 +183,8 @@ def _cmd_ablate(args: argparse.Namespace) -> None:
 
 
 def _cmd_effects(args: argparse.Namespace) -> None:
-    from .ablate.effects import compact_results, effects_markdown, paired_effects, read_results
-    from .utils import atomic_write_text
+    from ..ablate.effects import compact_results, effects_markdown, paired_effects, read_results
+    from ..utils import atomic_write_text
 
     results = read_results(args.results)
     if args.write:
@@ -193,11 +193,11 @@ def _cmd_effects(args: argparse.Namespace) -> None:
 
 
 def _cmd_diagnosis(args: argparse.Namespace) -> None:
-    from .ablate.diagnosis import (NUMERIC_COLUMNS, compact_diagnosis, decomposition, diagnosis_markdown,
+    from ..ablate.diagnosis import (NUMERIC_COLUMNS, compact_diagnosis, decomposition, diagnosis_markdown,
                                    epoch_records, extended_markdown, extended_records, paired_gains,
                                    twin_mismatches)
-    from .ablate.effects import read_results
-    from .utils import atomic_write_text
+    from ..ablate.effects import read_results
+    from ..utils import atomic_write_text
 
     path = Path(args.results)
     path = path / "results.csv" if (path / "results.csv").is_file() else path
