@@ -6,7 +6,7 @@ STAMP := $(VENV)/.fnac-lab-installed
 DEMO_OUT ?= demo_out
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install demo test lab clean
+.PHONY: install demo test lab stamps clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ demo: $(STAMP)
 		-p preset demo -p out_dir $(abspath $(DEMO_OUT)) -p log_epochs True
 	$(VENV)/bin/jupyter nbconvert --to html $(DEMO_OUT)/01_train.ipynb --output-dir $(DEMO_OUT)
 	@cat $(DEMO_OUT)/scores.md
+
+# Tux Paint's real photographs and recordings (Debian packages, fetched without root into ~/.cache/fnac-lab/stamps).
+stamps: $(STAMP)
+	$(VENV)/bin/fnac-lab stamps fetch
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)

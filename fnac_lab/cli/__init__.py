@@ -18,6 +18,7 @@ from ..data.catalogue import TESTSETS
 from ..models import PretrainedWeightsError
 from ..ogl import OBJECT_REDUCTIONS
 from ..utils import FnacError, Terminated, out_of_memory_as_error, output_folder
+from .stamps import add_stamps_commands
 
 #: Errors reported as one line instead of a traceback.
 USER_ERRORS = (FnacError, ConfigError, PretrainedWeightsError, AudioDecodeError)
@@ -332,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                      out_help="output directory (visual_backbone.pt, metrics.jsonl, summary.json)", last="OUT/last.pt")
     _add_evaluate_command(sub)
     _add_data_commands(sub)
+    add_stamps_commands(sub)
     _add_study_commands(sub)
 
     p = sub.add_parser("config", help="print the resolved configuration of a preset")
