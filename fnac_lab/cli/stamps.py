@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections import Counter
 
 from ..utils import FnacError
@@ -31,6 +32,22 @@ def _cmd_check(args: argparse.Namespace) -> None:
           f"backgrounds; every file present")
 
 
+def _cmd_build(args: argparse.Namespace) -> None:
+    from ..data.stamps import open_source
+    from ..data.stamps_build import build
+    from ..data.stamps_render import BuildSettings
+
+    if args.workers < 1:
+        raise FnacError(f"--workers {args.workers}: must be at least 1")
+    settings = BuildSettings(seed=args.seed, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
+                             size=args.size, seconds=args.seconds, sample_rate=args.sample_rate,
+                             max_distractors=args.max_distractors, noise_snr_db=args.noise_snr_db)
+    counts = build(open_source(args.source, backgrounds=args.backgrounds), args.out, settings, workers=args.workers,
+                   skip_bad=args.skip_bad, progress=not args.quiet)
+    print(f"{sum(counts.values())} clips in {args.out}/videos (" + ", ".join(f"{n} {s}" for s, n in counts.items())
+          + f"); next: fnac-lab prepare --videos {args.out}/videos --out {args.out}")
+
+
 def add_stamps_commands(sub) -> None:
     p = sub.add_parser("stamps", help="Tux Paint's real photographs and recordings as a benchmark")
     commands = p.add_subparsers(dest="stamps_command", required=True)
@@ -41,6 +58,22 @@ def add_stamps_commands(sub) -> None:
     q = commands.add_parser("check", help="check that a source holds every file of the class table")
     _add_source_arguments(q)
     q.set_defaults(func=_cmd_check)
+    q = commands.add_parser("build", help="build the benchmark's clips and annotations (resumes; seeded)")
+    _add_source_arguments(q)
+    q.add_argument("--out", required=True, help="ROOT to write videos/, the split lists and annotations into")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--n-train", type=int, default=1000, help="training clips")
+    q.add_argument("--n-val", type=int, default=100, help="validation clips")
+    q.add_argument("--n-test", type=int, default=200, help="clips per test split (and negatives beside test_heard)")
+    q.add_argument("--size", type=int, default=224, help="picture side in pixels")
+    q.add_argument("--seconds", type=float, default=3.0, help="clip length")
+    q.add_argument("--sample-rate", type=int, default=16000)
+    q.add_argument("--max-distractors", type=int, default=3, help="silent stamps per picture: 0 to this")
+    q.add_argument("--noise-snr-db", type=float, default=None, help="add pink noise at this SNR (default: none)")
+    q.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    q.add_argument("--skip-bad", action="store_true", help="leave out unreadable stamps, listed in skipped.csv")
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(func=_cmd_build)
 
 
 def _add_source_arguments(p) -> None:
