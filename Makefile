@@ -31,7 +31,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	@mkdir -p $(DEMO_OUT)
-	$(VENV)/bin/papermill notebooks/01_train.ipynb $(DEMO_OUT)/01_train.ipynb --log-output \
+	$(PY) -m fnac_lab.papermill_engine notebooks/01_train.ipynb $(DEMO_OUT)/01_train.ipynb --log-output \
 		-p preset demo -p out_dir $(abspath $(DEMO_OUT)) -p log_epochs True
 	$(VENV)/bin/jupyter nbconvert --to html $(DEMO_OUT)/01_train.ipynb --output-dir $(DEMO_OUT)
 	@cat $(DEMO_OUT)/scores.md

@@ -18,7 +18,7 @@ LAYERS = [
     {"utils", "paper", "losses", "metrics", "audio", "distributed"},
     {"data", "models", "ogl"},
     {"config", "parameters", "pretrain", "checkpoint", "splits", "scoring", "real_scoring", "train"},
-    {"analysis", "viz", "ablate"},
+    {"analysis", "viz", "ablate", "papermill_engine"},
     {"cli", "__main__"},
     {ROOT},
 ]

@@ -31,6 +31,7 @@ import fnac_lab.pretrain
 import fnac_lab.train
 from fnac_lab.ablate import bundled_grid, point_name
 from fnac_lab.cli import main
+from fnac_lab.papermill_engine import ENGINE_NAME
 from fnac_lab.utils import LOCK_FILE, folder_lock
 from isolated import run_isolated
 
@@ -614,7 +615,7 @@ def papermill_cli(name: str, tmp_path: Path, *args: str) -> subprocess.Completed
     try:
         papermill.execute_notebook(str(REPO / "notebooks" / name), str(tmp_path / f"out_{name}"),
                                    parameters={k: _resolve_type(v) for k, v in zip(names, values)},
-                                   cwd=str(tmp_path), progress_bar=False, kernel_name="python3")
+                                   cwd=str(tmp_path), progress_bar=False, kernel_name="python3", engine_name=ENGINE_NAME)
     except papermill.PapermillExecutionError as exc:
         return subprocess.CompletedProcess(args, 1, "", f"{exc.ename}: {exc.evalue}")
     return subprocess.CompletedProcess(args, 0, "", "")

@@ -19,6 +19,7 @@ from fnac_lab import analysis
 from fnac_lab.config import TrainConfig
 from fnac_lab.scoring import evaluate_model
 from fnac_lab.checkpoint import load_checkpoint
+from fnac_lab.papermill_engine import ENGINE_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -60,7 +61,7 @@ def execute(name: str, workdir: Path, **parameters) -> nbformat.NotebookNode:
     cwd.mkdir(exist_ok=True)
     t0 = time.perf_counter()
     papermill.execute_notebook(str(NOTEBOOKS / name), str(workdir / name), parameters={"smoke": True, **parameters},
-                               kernel_name="python3", cwd=str(cwd), progress_bar=False,
+                               kernel_name="python3", cwd=str(cwd), progress_bar=False, engine_name=ENGINE_NAME,
                                execution_timeout=CELL_TIMEOUT_S, interrupt_on_timeout=True,
                                error_on_timeout=STUCK_CELL)  # a stuck kernel fails the test, never hangs it
     DURATIONS[name] = time.perf_counter() - t0

@@ -37,6 +37,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..papermill_engine import ENGINE_NAME
 from ..utils import FnacError, Terminated, atomic_write_text, folder_lock, output_folder, write_json
 from .grid import Grid, GridPoint, check_parameters, load_grid, value_label
 
@@ -81,7 +82,7 @@ def _run_point(grid: Grid, point: GridPoint, folder: Path, *, kernel_name: str, 
         # The kernel starts in the point's folder (nbclient's resources path). Not papermill's cwd: that changes
         # the working directory of this whole process, which points running side by side in threads would race for.
         papermill.execute_notebook(str(grid.notebook), str(folder / "notebook.ipynb"), parameters=params,
-                                   kernel_name=kernel_name, progress_bar=False,
+                                   kernel_name=kernel_name, progress_bar=False, engine_name=ENGINE_NAME,
                                    resources={"metadata": {"path": str(folder)}}, execution_timeout=timeout)
         if not (folder / METRICS).is_file():
             raise FnacError(f"the notebook finished without writing {METRICS} into its {grid.out_param}")
