@@ -216,10 +216,14 @@ def write_video(path: Path, picture: Image.Image, audio: np.ndarray, settings: B
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with av.open(str(tmp), "w", format="mp4") as container:
-            video = container.add_stream("libx264", rate=FPS, options={"crf": "18", "preset": "veryfast"})
+            # One encoder thread (the build runs a process per core) and FFmpeg's fast AAC coder: together about
+            # twice as fast as the defaults on this size of clip.
+            video = container.add_stream("libx264", rate=FPS, options={"crf": "18", "preset": "veryfast",
+                                                                       "threads": "1"})
             video.width = video.height = settings.size
             video.pix_fmt = "yuv420p"
-            sound = container.add_stream("aac", rate=settings.sample_rate, layout="mono")
+            sound = container.add_stream("aac", rate=settings.sample_rate, layout="mono",
+                                         options={"aac_coder": "fast"})
             frame = av.VideoFrame.from_image(picture)
             for i in range(max(1, round(settings.seconds * FPS))):
                 frame.pts, frame.time_base = i, Fraction(1, FPS)
