@@ -112,11 +112,15 @@ def _tables_digest() -> str:
 
 def _usable_stamps(stamps: list[Stamp], source: StampsSource, settings: BuildSettings, skip_bad: bool
                    ) -> tuple[list[Stamp], list[tuple[str, str]]]:
-    """The stamps whose photograph and recording can be read; an unreadable one is refused in one line, or with
-    ``skip_bad`` listed and left out."""
+    """The stamps whose photograph and recording are there and can be read; another is refused in one line, or
+    with ``skip_bad`` listed and left out."""
     usable, skipped = [], []
     for stamp in stamps:
+        absent = [str(stamp.file(source.stamps, kind)) for kind in ("picture", "recording")
+                  if not stamp.file(source.stamps, kind).is_file()]
         try:
+            if absent:
+                raise FnacError(f"{absent[0]}: not in the source")
             load_cutout(str(stamp.file(source.stamps, "picture")))
             load_recording(str(stamp.file(source.stamps, "recording")), settings.sample_rate)
         except FnacError as exc:
@@ -136,9 +140,11 @@ def build(source: StampsSource, out: str | os.PathLike, settings: BuildSettings,
           skip_bad: bool = False, progress: bool = True) -> dict[str, int]:
     """Builds (or resumes) the benchmark into ``out``; returns the number of clips per split."""
     root = Path(out)
-    missing = missing_files(source, read_class_table(), read_backgrounds())
+    missing = missing_files(source, [], read_backgrounds()) + ([] if skip_bad else
+                                                                missing_files(source, read_class_table(), []))
     if missing:
-        raise FnacError(f"{len(missing)} files of the class table are missing from the source, the first: {missing[0]}")
+        raise FnacError(f"{len(missing)} files of the class table are missing from the source, the first: {missing[0]}"
+                        + ("" if skip_bad else " (--skip-bad leaves such stamps out, listed in skipped.csv)"))
     stamps, skipped = _usable_stamps(read_class_table(), source, settings, skip_bad)
     packages = source.stamps.parent.parent.parent.parent / "packages.txt"
     identity = {"settings": asdict(settings), "tables_sha256": _tables_digest(), "skipped": [list(s) for s in skipped],
