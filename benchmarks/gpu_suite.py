@@ -81,6 +81,13 @@ def step_names() -> list[str]:
     return list(gpu_suite_steps.STEPS)
 
 
+def chosen_steps(steps: str | None) -> list[str]:
+    """The steps of ``--steps a,b`` (all when not given), with ``environment`` first whether named or not: the
+    report's machine, its file name and the exit status for a machine without CUDA all come from it."""
+    names = steps.split(",") if steps else step_names()
+    return ["environment", *(n for n in names if n != "environment")]
+
+
 # -- one step in its own process ----------------------------------------------------------------------------
 
 
@@ -409,7 +416,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="every step at toy sizes on the CPU")
     parser.add_argument("--out", default=None, help=f"folder for the JSON and log (default: ${OUT_ENV}, else "
                         "benchmarks/results, or a temporary folder for --dry-run)")
-    parser.add_argument("--steps", default=None, help="comma-separated steps to run (default: all)")
+    parser.add_argument("--steps", default=None,
+                        help="comma-separated steps to run (default: all; environment always runs first)")
     parser.add_argument("--wheels", default=None, help="install the wheels of this folder first (no index)")
     parser.add_argument("--isolation", choices=("auto", "fork", "spawn"), default="auto",
                         help="how each step gets its own process: a fresh interpreter (spawn) or a fork of the "
@@ -460,7 +468,7 @@ def run_suite(args: argparse.Namespace) -> int:
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     settings = dict(DRY_RUN if args.dry_run else PUBLISHED)
     budgets = step_budgets(args)
-    names = args.steps.split(",") if args.steps else step_names()
+    names = chosen_steps(args.steps)
     with tempfile.TemporaryDirectory(prefix="fnac-gpu-suite-") as tmp:
         workdir = Path(tmp)
         (workdir / "settings.json").write_text(json.dumps(settings))

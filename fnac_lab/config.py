@@ -125,7 +125,7 @@ class TrainConfig(_Settings):
     device: str = "auto"
     amp: bool = True  #: bfloat16 autocast on CUDA (ignored on CPU)
     channels_last: bool = False  #: channels-last memory format for model and image batches (faster convs on GPUs)
-    compile: bool = False  #: torch.compile the training forward (off until measured on the target machine)
+    compile: bool = False  #: torch.compile the training forward (off: 13 % slower than eager on an H200)
     global_negatives: bool = True  #: under DDP every loss term sees the global batch (gathered over ranks)
     sync_batchnorm: bool = False  #: under DDP, batch-norm statistics over the global batch (CUDA only)
     eval_batch_size: int = 64

@@ -113,7 +113,7 @@ def test_ratios_follow_from_the_recorded_medians(dry_run):
 
 def test_a_failing_step_is_recorded_and_the_others_run(tmp_path):
     proc, report = run_suite(tmp_path, "--isolation", "spawn", "--steps",
-                             "environment,fnac_terms,no_such_step,train_project_fp32,evaluation",
+                             "fnac_terms,no_such_step,train_project_fp32,evaluation",
                              "--budget", "train_project_fp32=0.5", env={gpu_suite.FAIL_ENV: "fnac_terms"})
     assert proc.returncode == 1
     steps = report["steps"]
