@@ -13,17 +13,16 @@ import functools
 import math
 import typing
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Optional
 
 from .audio import SPEC_AUGMENT_DRAWS
-from .data.catalogue import TESTSETS, TRAINSETS
+from .data.catalogue import STAMPS_LAYOUT, TESTSETS, TRAINSETS
 from .losses import DISTANCES, FN_TARGETS, NCE_FN_MASKS
+from .coercion import ConfigError, base_type, check_backbone, coerce
+from .utils import stamps_benchmark_root
 
 BUILTIN = "builtin"
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid."""
 
 
 class _Settings:
@@ -32,7 +31,7 @@ class _Settings:
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
         for f in fields(self):
-            object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+            object.__setattr__(self, f.name, coerce(f.name, getattr(self, f.name), hints[f.name]))
         self._validate()
 
     def _validate(self) -> None:
@@ -119,6 +118,7 @@ class TrainConfig(_Settings):
     test_annotations: Optional[str] = None  #: Flickr XML directory, vggss.json, or AVSBench mask directory
     test_split_csv: Optional[str] = None  #: test ids (first column); default: every annotated id
     val_fraction: float = 0.5  #: seeded share of the test ids used for model selection, never reported as test
+    val_split_csv: Optional[str] = None  #: validation ids of test_root apart from the test ids (replaces val_fraction)
     audio_rate: Optional[int] = None  #: deviation: resample audio to this rate (None = native rate, published)
 
     # Runtime
@@ -169,99 +169,14 @@ def setting_types(cls: type = None) -> dict[str, tuple[type, bool]]:
     """Each field of ``cls`` (default :class:`TrainConfig`): its type (int, float, bool or str) and whether it may be
     None."""
     hints = typing.get_type_hints(cls or TrainConfig)
-    return {f.name: _base_type(hints[f.name]) for f in fields(cls or TrainConfig)}
+    return {f.name: base_type(hints[f.name]) for f in fields(cls or TrainConfig)}
 
 
 def coerce_setting(name: str, value: Any, cls: type = None) -> Any:
     """``value`` converted to the type of the field ``name`` of ``cls`` (default :class:`TrainConfig`) as a
     configuration converts it on construction (``"1"`` to 1, ``"soft"`` to None, ...), or :class:`ConfigError`."""
     tp, optional = setting_types(cls)[name]
-    return _coerce(name, value, Optional[tp] if optional else tp)
-
-
-def coerce_value(name: str, value: Any, tp: type, *, optional: bool = False) -> Any:
-    """``value`` converted to ``tp`` (int, float, bool or str; None allowed when ``optional``) by the rules a
-    configuration's fields follow: ``"true"``, ``"0"``, ``"none"``, ``"3"``, ``"1e-3"`` as their values; refused with
-    :class:`ConfigError` naming ``name`` when it is none of them."""
-    return _coerce(name, value, Optional[tp] if optional else tp)
-
-
-def _base_type(tp: Any) -> tuple[type, bool]:
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) is typing.Union and type(None) in args:
-        return next(a for a in args if a is not type(None)), True
-    return tp, False
-
-
-_NONE_WORDS = {"none", "null", "soft", ""}
-_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
-
-
-#: Text fields that also take a boolean: true / false stand for these values (older configurations, grids).
-_BOOLEAN_ALIASES = {"audio_augment": {True: "per_axis", False: "off"}}
-
-
-def _coerce(name: str, value: Any, annotation: Any) -> Any:
-    """Convert ``value`` (possibly a string from the command line) to the field's type, or refuse it."""
-    tp, optional = _base_type(annotation)
-    aliases = _BOOLEAN_ALIASES.get(name)
-    if aliases is not None:
-        word = value.strip().lower() if isinstance(value, str) else value
-        if isinstance(word, bool) or word in _TRUE | _FALSE:
-            value = aliases[word if isinstance(word, bool) else word in _TRUE]
-    if value is None or (optional and isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
-        if optional:
-            return None
-        raise ConfigError(f"{name}: a value is required, got None")
-    try:
-        if tp is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-                return value.strip().lower() in _TRUE
-            if isinstance(value, int) and value in (0, 1):
-                return bool(value)
-            raise ValueError
-        if tp is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value) if not isinstance(value, str) else int(value.strip())
-        if tp is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if tp is str:
-            if not isinstance(value, str):
-                raise ValueError
-            return value
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected {'an optional ' if optional else ''}{tp.__name__}, got {value!r}") from None
-    return value
-
-
-@functools.lru_cache(maxsize=1)
-def _timm_names() -> tuple[frozenset[str], frozenset[str]]:
-    """timm's architecture names and its ``architecture.tag`` names with pretrained weights."""
-    import timm
-
-    return frozenset(timm.list_models()), frozenset(timm.list_models(pretrained=True))
-
-
-def check_backbone(setting: str, name: str) -> None:
-    """Refuse a backbone name timm does not know (an architecture, or one with a pretrained tag), suggesting the
-    closest names. Names only: no model is built."""
-    archs, tagged = _timm_names()
-    if name in archs or name in tagged:
-        return
-    arch, _, tag = name.partition(".")
-    if tag and arch in archs:
-        tags = sorted(t.partition(".")[2] for t in tagged if t.partition(".")[0] == arch)
-        listed = ", ".join(tags[:12]) + (", ..." if len(tags) > 12 else "")
-        raise ConfigError(f"{setting}={name!r}: timm has no pretrained tag {tag!r} for {arch}"
-                          + (f" (its tags: {listed})" if tags else f"; use {arch!r}"))
-    near = difflib.get_close_matches(name, sorted(archs | tagged), n=3, cutoff=0.6)
-    hint = f"did you mean {', '.join(map(repr, near))}?" if near else "timm.list_models() lists the names"
-    raise ConfigError(f"{setting}={name!r}: not a timm model ({hint})")
+    return coerce(name, value, Optional[tp] if optional else tp)
 
 
 def _validate(c: TrainConfig) -> None:
@@ -314,6 +229,8 @@ def _validate(c: TrainConfig) -> None:
         need(0.0 < c.val_fraction < 1.0, "val_fraction", "must leave both a validation and a test part")
         need(c.audio_rate is None or c.audio_rate >= 1000, "audio_rate", "must be at least 1000 Hz, or none")
         need(c.class_bias_p == 0 or c.train_labels is not None, "class_bias_p", "needs train_labels on real data")
+        need(c.val_split_csv is None or c.test_split_csv is not None, "val_split_csv",
+             "needs test_split_csv: without it every annotated id is a test id, these too")
         need(c.test_negatives == 0, "test_negatives", "is for the built-in data; real sets with negatives are "
              "scored with fnac-lab evaluate --testset flickr_extended or vggss_extended")
     check_backbone("visual_backbone", c.visual_backbone)
@@ -353,6 +270,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         visual_stage=2, audio_stage=2, embed_dim=128, visual_pretrained=False, visual_pretrain="demo",
         image_size=48, n_train=3000, n_val=500, n_test=500, batch_size=128, epochs=12, warmup_epochs=3,
         lr=3e-3, eval_batch_size=125,
+    ),
+    # Tux Paint's real photographs and recordings (make stamps-benchmark), the demo's model and objective: ResNet-18
+    # cut after stage 2 from scratch on both streams, tau 0.1, FNAC weights 10 with detached targets. Real frames
+    # are 224 px. The data paths come from test_root (default: the benchmark's root), see preset().
+    "stamps": dict(
+        dataset=REAL, trainset="stamps", testset="vggss",
+        visual_stage=2, audio_stage=2, embed_dim=128, visual_pretrained=False, centre_norm=True,
+        batch_size=64, epochs=8, warmup_epochs=2,
+        lr=3e-3, tau=0.1, w_fns_audio=10.0, w_fns_visual=10.0, w_tne=10.0, detach_targets=True, eval_batch_size=64,
     ),
     # The published configuration on VGG-Sound 144k, selected on half of VGG-SS and tested on the other half;
     # needs train_root (or cache_dir), test_root and test_annotations, a pretrained visual stream and a GPU.
@@ -427,11 +353,18 @@ def pretrain_config_for(cfg: TrainConfig) -> PretrainConfig:
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
-    """The named preset with ``overrides`` applied."""
+    """The named preset with ``overrides`` applied. The ``stamps`` preset's data paths lie under ``test_root``
+    (default: :func:`~fnac_lab.utils.stamps_benchmark_root`) as :data:`~fnac_lab.data.catalogue.STAMPS_LAYOUT` names
+    them, each unless given."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
     check_keys(overrides)
-    return TrainConfig(**{**PRESETS[name], **overrides})
+    values = {**PRESETS[name], **overrides}
+    if name == "stamps":
+        root = Path(values.get("test_root") or stamps_benchmark_root())
+        values.update({k: str(root / v) for k, v in STAMPS_LAYOUT.items() if values.get(k) is None},
+                      test_root=str(root))
+    return TrainConfig(**values)
 
 
 def parse_overrides(items: list[str], cls: type = None) -> dict[str, str]:

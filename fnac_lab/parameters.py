@@ -2,7 +2,7 @@
 
 ``papermill -p smoke false`` hands the notebook the text ``"false"``, which Python reads as true; ``-p k 3`` an int,
 ``-r k 3`` the text ``"3"``. Each notebook passes its parameters through these functions first: the words and
-numbers a configuration setting accepts (:func:`fnac_lab.config.coerce_value`: ``true`` / ``false`` / ``1`` / ``0``,
+numbers a configuration setting accepts (:func:`fnac_lab.coercion.coerce_value`: ``true`` / ``false`` / ``1`` / ``0``,
 numbers as text, ``none``) become their values, and anything else is refused with one line naming the parameter.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .config import ConfigError, coerce_value
+from .coercion import ConfigError, coerce_value
 from .utils import FnacError
 
 
