@@ -6,7 +6,7 @@ STAMP := $(VENV)/.fnac-lab-installed
 DEMO_OUT ?= demo_out
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install demo test lab stamps clean
+.PHONY: install demo test lab stamps stamps-benchmark clean
 
 install: $(STAMP)
 
@@ -40,6 +40,11 @@ demo: $(STAMP)
 # Tux Paint's real photographs and recordings (Debian packages, fetched without root into ~/.cache/fnac-lab/stamps).
 stamps: $(STAMP)
 	$(VENV)/bin/fnac-lab stamps fetch
+
+# The stamps benchmark built, prepared and cached into ~/.cache/fnac-lab/stamps-benchmark, where the stamps preset
+# reads it: fnac-lab train --preset stamps --out runs/stamps. STAMPS_ARGS passes build options (--n-train 2000).
+stamps-benchmark: stamps
+	$(VENV)/bin/fnac-lab stamps build --prepare $(STAMPS_ARGS)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)

@@ -69,8 +69,18 @@ def real_splits(cfg: TrainConfig) -> dict[str, torch.utils.data.Dataset]:
                               audio_rate=cfg.audio_rate)
     if len(train) < cfg.batch_size:
         raise ConfigError(f"batch_size={cfg.batch_size}: exceeds the {len(train)} training clips found")
-    full = open_testset(cfg.testset, cfg.test_root, cfg.test_annotations, split_csv=cfg.test_split_csv,
-                        audio_rate=cfg.audio_rate)
+    parts = (own_validation_split(cfg) if cfg.val_split_csv is not None else
+             split_for_validation(open_testset(cfg.testset, cfg.test_root, cfg.test_annotations,
+                                               split_csv=cfg.test_split_csv, audio_rate=cfg.audio_rate), cfg))
+    for name, part in parts.items():
+        if len(part) == 0:
+            raise FnacError(f"the {name} part of {cfg.testset} is empty ({len(part.missing)} of its ids are missing on "
+                            "disk)")
+    return {"train": train, **parts}
+
+
+def split_for_validation(full, cfg: TrainConfig) -> dict[str, Any]:
+    """``val`` / ``test``: the seeded ``val_fraction`` of the listed test ids, and the rest."""
     listed = full.ids + [i for i, _ in full.missing]
     val_ids = validation_split(listed, cfg.val_fraction, cfg.data_seed)
     parts = {}
@@ -78,9 +88,22 @@ def real_splits(cfg: TrainConfig) -> dict[str, torch.utils.data.Dataset]:
         indices = [k for k, i in enumerate(full.ids) if (i in val_ids) == keep]
         missing = [m for m in full.missing if (m[0] in val_ids) == keep]
         parts[name] = full.subset(indices, name=f"{cfg.testset} {name}", missing=missing)
-        if len(parts[name]) == 0:
-            raise FnacError(f"the {name} part of {cfg.testset} is empty ({len(missing)} of its ids are missing on disk)")
-    return {"train": train, **parts}
+    return parts
+
+
+def own_validation_split(cfg: TrainConfig) -> dict[str, Any]:
+    """``val`` from ``val_split_csv`` and ``test`` from ``test_split_csv``, both annotated in ``test_annotations``;
+    refused when the two lists share an id (a validation clip would then be reported as test)."""
+    parts = {name: open_testset(cfg.testset, cfg.test_root, cfg.test_annotations, split_csv=csv,
+                                audio_rate=cfg.audio_rate)
+             for name, csv in (("val", cfg.val_split_csv), ("test", cfg.test_split_csv))}
+    listed = {name: set(part.ids) | {i for i, _ in part.missing} for name, part in parts.items()}
+    shared = sorted(listed["val"] & listed["test"])
+    if shared:
+        raise ConfigError(f"val_split_csv={cfg.val_split_csv}: {len(shared)} of its ids are also test ids "
+                          f"(first: {', '.join(shared[:3])}); validation and test must not overlap")
+    return {name: part.subset(range(len(part)), name=f"{cfg.testset} {name}", missing=part.missing)
+            for name, part in parts.items()}
 
 
 def negatives_of(datasets: dict[str, Any], split: str) -> Any | None:

@@ -157,6 +157,12 @@ def cache_root() -> Path:
     return Path(os.environ.get("FNAC_LAB_CACHE") or Path.home() / ".cache" / "fnac-lab").expanduser()
 
 
+def stamps_benchmark_root() -> Path:
+    """Where ``make stamps-benchmark`` builds the stamps benchmark and the ``stamps`` preset reads it:
+    ``cache_root()/stamps-benchmark``."""
+    return cache_root() / "stamps-benchmark"
+
+
 def output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
     """``path`` as a folder, created with its parents; an empty name or an existing file there is refused with one
     line."""

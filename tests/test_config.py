@@ -56,12 +56,30 @@ def test_visual_pretrain_names_a_pretraining_preset_cut_for_the_run():
     assert parse_overrides(["lr=0.01"], PretrainConfig) == {"lr": "0.01"}
 
 
+STAMPS_PATHS = {"test_root", "cache_dir", "train_ids", "train_labels", "test_annotations", "val_split_csv",
+                "test_split_csv"}
+
+
 def test_presets_resolve_and_differ_from_the_defaults_only_where_they_say():
     defaults = TrainConfig().to_dict()
     for name, changes in PRESETS.items():
         cfg = preset(name).to_dict()
-        assert {k for k in cfg if cfg[k] != defaults[k]} == {k for k, v in changes.items() if defaults[k] != v}, name
+        paths = STAMPS_PATHS if name == "stamps" else set()
+        assert {k for k in cfg if cfg[k] != defaults[k]} == {k for k, v in changes.items() if defaults[k] != v} | paths
     assert math.isclose(preset("demo").lr, 3e-3)
+
+
+def test_the_stamps_preset_reads_the_benchmark_under_its_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("FNAC_LAB_CACHE", str(tmp_path / "cache"))
+    default = preset("stamps")
+    assert default.test_root == str(tmp_path / "cache" / "stamps-benchmark")
+    cfg = preset("stamps", test_root=str(tmp_path / "b"), test_split_csv=str(tmp_path / "b" / "test_unseen_stamps.csv"))
+    assert {k: getattr(cfg, k) for k in STAMPS_PATHS} == {
+        "test_root": str(tmp_path / "b"), "cache_dir": str(tmp_path / "b" / "cache"),
+        "train_ids": str(tmp_path / "b" / "train.csv"), "train_labels": str(tmp_path / "b" / "train.csv"),
+        "test_annotations": str(tmp_path / "b" / "vggss.json"), "val_split_csv": str(tmp_path / "b" / "val.csv"),
+        "test_split_csv": str(tmp_path / "b" / "test_unseen_stamps.csv")}
+    assert (cfg.dataset, cfg.trainset, cfg.testset) == ("real", "stamps", "vggss")
 
 
 def _trains(cfg, n_train: int = 1024) -> dict:

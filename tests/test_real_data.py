@@ -16,9 +16,10 @@ import torch
 from PIL import Image
 
 from fnac_lab.cli import main
-from fnac_lab.config import preset
+from fnac_lab.config import ConfigError, preset
 from fnac_lab.checkpoint import build_model, load_checkpoint
 from fnac_lab.data import annotations, decode, files, real
+from fnac_lab.splits import build_datasets
 from fnac_lab.train import train
 from fnac_lab.utils import FnacError, normalise_images
 from references import file_log_spectrogram, naive_ciou, naive_gt, naive_summary
@@ -327,6 +328,26 @@ def test_training_on_a_real_layout(vggss_layout, tmp_path):
     assert [m["id"] for m in missing] == ["not_on_disk"]
     with pytest.raises(FnacError, match="different sample rates"):  # native rates cannot share a batch
         train(cfg.replace(audio_rate=None), tmp_path / "native", progress=False)
+
+
+def test_a_validation_list_of_its_own_replaces_the_seeded_half(vggss_layout, tmp_path):
+    chosen, absent = vggss_layout["chosen"], vggss_layout["absent"]
+    val_csv, test_csv = tmp_path / "val.csv", tmp_path / "test.csv"
+    val_csv.write_text("".join(i + "\n" for i in chosen[:3] + absent[:1]))
+    test_csv.write_text("".join(i + "\n" for i in chosen[3:]))
+    cfg = preset("smoke", dataset="real", trainset="vggss_10k", train_root=str(vggss_layout["root"]),
+                 train_ids=str(test_csv), testset="vggss", test_root=str(vggss_layout["root"]),
+                 test_annotations=str(vggss_layout["json"]), test_split_csv=str(test_csv),
+                 val_split_csv=str(val_csv), audio_rate=16000, batch_size=2)
+    parts = build_datasets(cfg)
+    assert parts["val"].ids == chosen[:3] and [i for i, _ in parts["val"].missing] == absent[:1]
+    assert parts["test"].ids == chosen[3:] and not parts["test"].missing
+    test_csv.write_text("".join(i + "\n" for i in chosen[2:]))
+    with pytest.raises(ConfigError, match=rf"val_split_csv=.*val.csv: 1 of its ids are also test ids \(first: "
+                                          rf"{chosen[2]}\)"):
+        build_datasets(cfg)
+    with pytest.raises(ConfigError, match="val_split_csv=.*: needs test_split_csv"):
+        cfg.replace(test_split_csv=None)
 
 
 def test_ground_truth_empty_after_clipping_is_listed_never_scored(tmp_path, checkpoint):

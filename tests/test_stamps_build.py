@@ -189,19 +189,20 @@ def test_real_recordings_and_photographs_go_through_the_whole_real_pipeline(tmp_
         pytest.skip(f"Tux Paint stamps are not fetched into {st.default_source()} (make stamps)")
     root, run = tmp_path / "stamps", tmp_path / "run"
     assert main(["stamps", "build", "--out", str(root), "--n-train", "32", "--n-val", "4", "--n-test", "8",
-                 "--seconds", "3", "--workers", "1", "--quiet"]) == 0
-    assert main(["prepare", "--videos", str(root / "videos"), "--out", str(root), "--workers", "1", "--quiet"]) == 0
+                 "--seconds", "3", "--workers", "1", "--quiet", "--prepare"]) == 0
     assert json.loads((root / "build.json").read_text())["packages"][0].startswith("tuxpaint-stamps-default")
-    assert main(["cache", "--data-root", str(root), "--ids", str(root / "train.csv"), "--out", str(tmp_path / "cache"),
-                 "--workers", "1", "--quiet"]) == 0
-    settings = dict(dataset="real", trainset="vggsound_full", cache_dir=tmp_path / "cache", train_ids=root / "train.csv",
-                    train_labels=root / "train.csv", class_bias_p=0.5, testset="vggss", test_root=root,
-                    test_annotations=root / "vggss.json", test_split_csv=root / "test_heard.csv", epochs=1,
-                    warmup_epochs=0, num_workers=0)
+    assert json.loads((root / "cache" / "meta.json").read_text())["n"] == 32
+    # the stamps preset reads every path under test_root; the sizes shrink for the test
+    settings = dict(test_root=root, class_bias_p=0.5, epochs=1, warmup_epochs=0, batch_size=16, embed_dim=32,
+                    eval_batch_size=4)
     sets = [f"--set={k}={v}" for k, v in settings.items()]
-    assert main(["train", "--preset", "smoke", "--out", str(run), "--quiet", *sets]) == 0
+    assert main(["train", "--preset", "stamps", "--out", str(run), "--quiet", *sets]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["cache_dir"] == str(root / "cache") and config["val_split_csv"] == str(root / "val.csv")
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert history and 0 < history[0]["fn_ratio"] < 1  # same-class pairs in batches: labels were read
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test"]["n_samples"] == 8  # test_heard whole: the validation clips are val.csv's own
     checkpoint = str(run / "checkpoints" / "best.pt")
     for testset, annotations, split in (("vggss", "vggss.json", "test_unseen_stamps"), ("flickr", "flickr", "test_heard"),
                                         ("avsbench_s4", "masks", "test_unheard_classes"),

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 from collections import Counter
+from pathlib import Path
 
-from ..utils import FnacError
+from ..utils import FnacError, stamps_benchmark_root
 
 
 def _cmd_fetch(args: argparse.Namespace) -> None:
@@ -33,6 +34,9 @@ def _cmd_check(args: argparse.Namespace) -> None:
 
 
 def _cmd_build(args: argparse.Namespace) -> None:
+    from ..data.cache import build_cache
+    from ..data.catalogue import STAMPS_LAYOUT
+    from ..data.prepare import prepare_videos
     from ..data.stamps import open_source
     from ..data.stamps_build import build
     from ..data.stamps_render import BuildSettings
@@ -42,10 +46,26 @@ def _cmd_build(args: argparse.Namespace) -> None:
     settings = BuildSettings(seed=args.seed, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
                              size=args.size, seconds=args.seconds, sample_rate=args.sample_rate,
                              max_distractors=args.max_distractors, noise_snr_db=args.noise_snr_db)
-    counts = build(open_source(args.source, backgrounds=args.backgrounds), args.out, settings, workers=args.workers,
+    root = Path(args.out) if args.out else stamps_benchmark_root()
+    counts = build(open_source(args.source, backgrounds=args.backgrounds), root, settings, workers=args.workers,
                    skip_bad=args.skip_bad, progress=not args.quiet)
-    print(f"{sum(counts.values())} clips in {args.out}/videos (" + ", ".join(f"{n} {s}" for s, n in counts.items())
-          + f"); next: fnac-lab prepare --videos {args.out}/videos --out {args.out}")
+    print(f"{sum(counts.values())} clips in {root}/videos (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")")
+    if not args.prepare:
+        print(f"next: fnac-lab prepare --videos {root}/videos --out {root}, then fnac-lab cache --data-root {root} "
+              f"--ids {root}/train.csv --out {root}/cache")
+        return
+    report = prepare_videos(root / "videos", root, workers=args.workers, progress=not args.quiet)
+    if report.failed:
+        raise FnacError(f"{len(report.failed)} clips of {root}/videos failed to prepare (see {root}/failed.csv)")
+    print(f"{report.n_done} clips prepared, {report.n_existing} already done")
+    cache = root / STAMPS_LAYOUT["cache_dir"]
+    if (cache / "meta.json").is_file():
+        print(f"{cache}: the training clips' cache exists and is kept")
+    else:
+        cached = build_cache(root, cache, ids=root / STAMPS_LAYOUT["train_ids"], workers=args.workers,
+                             progress=not args.quiet)
+        print(f"{cached.n_cached} training clips cached in {cached.out}")
+    print(f"train on it: fnac-lab train --preset stamps --set test_root={root} --out runs/stamps")
 
 
 def add_stamps_commands(sub) -> None:
@@ -60,7 +80,10 @@ def add_stamps_commands(sub) -> None:
     q.set_defaults(func=_cmd_check)
     q = commands.add_parser("build", help="build the benchmark's clips and annotations (resumes; seeded)")
     _add_source_arguments(q)
-    q.add_argument("--out", required=True, help="ROOT to write videos/, the split lists and annotations into")
+    q.add_argument("--out", default=None, help="ROOT to write videos/, the split lists and annotations into (default: "
+                                               "$FNAC_LAB_CACHE/stamps-benchmark, where the stamps preset reads)")
+    q.add_argument("--prepare", action="store_true", help="then prepare the videos into ROOT and cache the "
+                                                          "training clips into ROOT/cache, ready to train")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--n-train", type=int, default=1000, help="training clips")
     q.add_argument("--n-val", type=int, default=100, help="validation clips")

@@ -12,6 +12,7 @@ TRAINSETS: dict[str, str | None] = {
     "vggss_144k": "vggss_144k.txt",  # VGG-Sound, 144k clips
     "vggss_heard": "vggss_heard.txt",  # VGG-Sound clips of the 110 heard classes (open-set training)
     "vggsound_full": None,  # every VGG-Sound clip present in the layout
+    "stamps": "train.csv",  # the stamps benchmark's training clips (Tux Paint's photographs and recordings)
 }
 #: Test sets and the kind of ground truth they carry.
 TESTSETS: dict[str, str] = {
@@ -24,4 +25,15 @@ TESTSETS: dict[str, str] = {
 EXTENDED_TESTSETS: dict[str, tuple[str, str]] = {
     "flickr_extended": ("flickr", "flickr_test_plus_silent.csv"),
     "vggss_extended": ("vggss", "vggss_test_plus_silent.csv"),
+}
+
+#: The stamps benchmark's root, as ``fnac-lab stamps build``, ``prepare`` and ``cache`` (``make stamps-benchmark``)
+#: lay it out: each real-data setting of a run on it, as a path under the root.
+STAMPS_LAYOUT: dict[str, str] = {
+    "cache_dir": "cache",  # the training clips' cache
+    "train_ids": "train.csv",
+    "train_labels": "train.csv",  # id,class: the false-negative ratio and class-biased sampling
+    "test_annotations": "vggss.json",  # VGG-SS-style boxes of every validation and test clip
+    "val_split_csv": "val.csv",  # model selection
+    "test_split_csv": "test_heard.csv",  # the reported test: training stamps in new pictures and cuts
 }

@@ -40,6 +40,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..utils import FnacError, atomic_write_text, process_pool, write_rows
+from .catalogue import STAMPS_LAYOUT
 from .stamps import Stamp, StampsSource, TABLES, missing_files, read_backgrounds, read_class_table
 from .stamps_render import (NEGATIVE_KINDS, SPLITS, BuildSettings, Clip, load_background, load_cutout, load_recording,
                             mask_box, render, write_mask, write_video)
@@ -199,7 +200,7 @@ def write_annotations(root: Path, clips: list[Clip], boxes: dict, settings: Buil
     annotated = [c for c in clips if c.split in SPLITS and c.split != "train"]
     entries = [{"file": c.id, "class": c.label, "bbox": [[(v + 0.5) / settings.size for v in boxes[c.id]]]}
                for c in annotated]
-    atomic_write_text(root / "vggss.json", json.dumps(entries))
+    atomic_write_text(root / STAMPS_LAYOUT["test_annotations"], json.dumps(entries))
     for c in annotated:
         atomic_write_text(root / "flickr" / f"{c.id}.xml", _flickr_xml(boxes[c.id], settings.size, c.label))
     negatives = [(c.id, c.id, "non-sounding") for c in clips if c.split.startswith("neg_")]
