@@ -37,6 +37,7 @@ from .annotations import read_id_list
 from .decode import (CROP, DECODE_ERRORS, TRAIN_AUGMENT, clip_spectrogram, mask_bands, read_image, resize_for_testing,
                      resize_for_training)
 from .files import Layout, resolve_samples
+from .real import class_codes
 
 CACHE_VERSION = 2  #: 2: meta.json records the array files' sizes and a checksum of the index
 
@@ -239,8 +240,17 @@ class CachedAVDataset(torch.utils.data.Dataset):
         if unlabelled:
             raise FnacError(f"{source}: {len(unlabelled)} cached ids have no class (first: {unlabelled[0]!r})")
         self.label_names = [by_id[i] for i in self.ids]
-        code = {c: k for k, c in enumerate(sorted(set(self.label_names)))}
-        self.labels = torch.tensor([code[c] for c in self.label_names])
+        self.labels = class_codes(self.label_names)[0]
+
+    def for_testing(self) -> "CachedAVDataset":
+        """The same clips read as a test set reads them (the stored 224 x 224 test resize, no augmentation), with
+        the same labels."""
+        if self.split == "test" and not self.audio_augment:
+            return self
+        out = CachedAVDataset(self.root, split="test", audio_augment=False)
+        if self.label_names is not None:
+            out.label_names, out.labels = list(self.label_names), self.labels.clone()
+        return out
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         arrays = self._open()

@@ -11,6 +11,11 @@ Training sets are a data root (:mod:`fnac_lab.data.files`) filtered by an id lis
 - ``flickr_extended``, ``vggss_extended`` (SLAVC, Mo and Morgado, NeurIPS 2022): the annotated ``flickr`` / ``vggss``
   clips read as those, and their negatives (:func:`open_negatives`) from the list as distributed.
 
+Class names become integer codes in one place, :func:`class_codes`. :class:`LabelledSplit` shows a real dataset
+through the built-in data's ``batch(indices)`` contract (integer labels, the class names beside) for the analysis
+notebooks; the datasets themselves keep no ``batch`` method, which training and scoring take for the mark of
+in-memory data (they read real data through their loaders).
+
 Ids come from a split file (first column; a second column, when present, is the class) or, without one, from the
 annotations. Listed ids whose frame, audio or annotation is absent are kept in ``dataset.missing`` with the
 reason; nothing is dropped silently. Samples are decoded as :mod:`fnac_lab.data.decode` says; SpecAugment is
@@ -61,9 +66,10 @@ class RealAVDataset(torch.utils.data.Dataset):
         self.missing = list(missing)  # (id, reason) for listed ids absent on disk
         self.skipped = list(skipped)  # (id, reason) for files that could not be read
         self.has_labels = bool(self.samples) and all(s.label for s in self.samples)
+        #: the class name of every sample, or None when one has none
+        self.label_names = [s.label for s in self.samples] if self.has_labels else None
         if self.has_labels and split == "train":
-            code = {c: i for i, c in enumerate(sorted({s.label for s in self.samples}))}
-            self.labels = torch.tensor([code[s.label] for s in self.samples])  # for the class-biased sampler
+            self.labels = class_codes(self.label_names)[0]  # for the class-biased sampler
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -72,6 +78,19 @@ class RealAVDataset(torch.utils.data.Dataset):
         if self.gt == "mask":
             return read_mask(s.target)
         return metrics.gt_map(s.target, MAP_SIZE, mode=self.gt).to(torch.float32)
+
+    def ground_truth(self, index: int) -> torch.Tensor:
+        """The ground-truth map ``[224, 224]`` of sample ``index`` (from its annotation alone, no frame decoded)."""
+        if not self.gt:
+            raise FnacError(f"{self.name or 'this dataset'}: has no ground truth (a training set)")
+        return self._ground_truth(self.samples[index])
+
+    def for_testing(self) -> "RealAVDataset":
+        """The same samples read as a test set reads them: the 224 x 224 test resize, no augmentation."""
+        if self.split == "test" and not self.audio_augment:
+            return self
+        return RealAVDataset(self.samples, split="test", gt=self.gt, audio_rate=self.audio_rate, name=self.name,
+                             missing=self.missing, skipped=self.skipped)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.samples[index]
@@ -124,6 +143,76 @@ class RealAVDataset(torch.utils.data.Dataset):
         errors = [(it["id"], it["error"]) for it in items if "error" in it]
         good = [it for it in items if "error" not in it]
         return (self.collate(good) if good else None), errors
+
+
+def class_codes(names: Sequence[str]) -> tuple[torch.Tensor, list[str]]:
+    """``(codes, classes)``: ``classes`` the distinct ``names`` sorted, ``codes`` int64 ``[N]`` the position of each
+    name in it. The one mapping of class names to the integer labels that samplers, same-class masks and legends
+    use (``classes[code]`` names a code)."""
+    classes = sorted(set(names))
+    position = {c: k for k, c in enumerate(classes)}
+    return torch.tensor([position[c] for c in names], dtype=torch.long), classes
+
+
+class LabelledSplit(torch.utils.data.Dataset):
+    """A real dataset (:class:`RealAVDataset`, or a :class:`~fnac_lab.data.cache.CachedAVDataset` with labels) seen
+    through the built-in data's batch contract, for analysis.
+
+    ``batch(indices)`` decodes the samples in the order given and stacks them: ``image`` uint8 ``[B, 3, 224, 224]``
+    (the real frame), ``spec`` float32 ``[B, 1, 257, F]``, ``label`` int64 ``[B]`` (codes of :func:`class_codes`),
+    ``id`` and, for a test set, ``gt`` float32 ``[B, 224, 224]``. ``labels`` holds every sample's code,
+    ``class_names`` the names the codes stand for (``class_name(code)``). A training set is read as a test set
+    reads it (no random crop, flip or SpecAugment), so a batch is the same every time. There are no distractor
+    boxes: real frames annotate the sounding object alone.
+    """
+
+    def __init__(self, dataset, *, name: str = ""):
+        self.dataset = dataset.for_testing()
+        self.name = name or getattr(dataset, "name", "") or "real data"
+        names = getattr(self.dataset, "label_names", None)
+        if not names:
+            raise FnacError(f"{self.name}: its clips have no class labels, which the analysis needs (give them in "
+                            f"the split file's second column, or train_labels=PATH for a training set)")
+        self.labels, self.class_names = class_codes(names)
+        self.ids = list(self.dataset.ids)
+        self.missing = list(getattr(self.dataset, "missing", []))
+        self.has_ground_truth = bool(getattr(self.dataset, "gt", None))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.batch([index], squeeze=True)
+
+    def batch(self, indices, squeeze: bool = False) -> dict[str, Any]:
+        """The samples at ``indices`` stacked into one batch dict (a file that cannot be decoded raises
+        :class:`FnacError` naming it)."""
+        rows = [int(i) for i in (indices.tolist() if isinstance(indices, torch.Tensor) else indices)]
+        items = [self.dataset[i] for i in rows]
+        collate = getattr(self.dataset, "collate", None) or default_collate
+        stacked = collate(items)
+        out = {"image": stacked["image"], "spec": stacked["spec"], "label": self.labels[rows],
+               "id": [self.ids[i] for i in rows]}
+        if "gt" in stacked:
+            out["gt"] = stacked["gt"]
+        if squeeze:
+            out = {k: v[0] for k, v in out.items()}
+        return out
+
+    def class_name(self, code: int) -> str:
+        return self.class_names[code]
+
+    def gt_maps(self, indices, size: int = MAP_SIZE) -> torch.Tensor:
+        """Ground-truth maps ``[B, 224, 224]`` of ``indices`` from the annotations (no frame decoded)."""
+        if not self.has_ground_truth:
+            raise FnacError(f"{self.name}: has no ground truth to localise against (a training set); use its "
+                            f"test or val split")
+        if size != MAP_SIZE:
+            raise ValueError(f"real ground truth is {MAP_SIZE} x {MAP_SIZE}, not {size}")
+        rows = [int(i) for i in indices]
+        if not rows:
+            return torch.zeros(0, MAP_SIZE, MAP_SIZE)
+        return torch.stack([self.dataset.ground_truth(i) for i in rows])
 
 
 def open_trainset(root: str | os.PathLike, trainset: str, *, ids: str | os.PathLike | None = None,
