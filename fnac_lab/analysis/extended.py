@@ -32,6 +32,14 @@ def negatives_split(cfg: TrainConfig, share: float | None = None, *, split: str 
     return evaluation_split(cfg, NEGATIVES_SPLIT)
 
 
+def no_negatives_reason(cfg: TrainConfig, share: float, split: str = "test") -> str:
+    """The line a notebook prints when :func:`negatives_split` gives no negatives, saying why."""
+    if cfg.dataset != BUILTIN:
+        return ("no negatives shown: the lab draws them beside the built-in test split only; a real set's negatives "
+                "are scored with `fnac-lab evaluate --testset vggss_extended` (or flickr_extended)")
+    return f"no negatives shown: they exist for the built-in test split, and test_negatives={share} gives none"
+
+
 def localise_with_negatives(model, positives, negatives, *, batch_size: int = 64, device: torch.device | str = "cpu",
                             progress: bool = False) -> EvalResult:
     """Maps, cIoU and confidence of every positive, maps and confidence of every negative, and the extended scores

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..checkpoint import build_model, load_checkpoint
 from ..config import BUILTIN, TrainConfig, preset
+from ..data.real import LabelledSplit
 from ..splits import build_datasets
 from ..scoring import EvalResult, evaluate_model
 from ..metrics import vggss_box_to_pixels
@@ -57,13 +59,44 @@ def seed_list(cfg: TrainConfig, n_seeds: int) -> list[int]:
 
 def evaluation_split(cfg: TrainConfig, split: str = "test"):
     """One evaluation split of ``cfg``'s data. The built-in splits are generated from per-split seeds, so the
-    training split is cut to one batch here (generating it in full would take minutes and change nothing)."""
+    training split is cut to one batch here (generating it in full would take minutes and change nothing). A real
+    split comes as a :class:`~fnac_lab.data.real.LabelledSplit`: the built-in data's batches, integer labels and
+    class names, of the real frames and recordings."""
     if cfg.dataset == BUILTIN:
         cfg = cfg.replace(n_train=cfg.batch_size, **({} if split == "val" else {"n_val": 1}))
     datasets = build_datasets(cfg)
     if split not in datasets:
         raise FnacError(f"split {split!r} does not exist for this configuration (available: {', '.join(datasets)})")
-    return datasets[split]
+    if cfg.dataset == BUILTIN:
+        return datasets[split]
+    name = cfg.testset if split != "train" else cfg.trainset
+    return LabelledSplit(datasets[split], name=f"{name} {split}")
+
+
+def class_count(cfg: TrainConfig, data) -> int:
+    """The classes a notebook's data holds: the configuration's ``n_classes`` on the built-in data, the distinct
+    classes of the split on real data."""
+    names = getattr(data, "class_names", None)
+    return cfg.n_classes if names is None else len(names)
+
+
+#: Class names that :func:`describe_data` writes out (the rest counted).
+NAMED_CLASSES = 12
+
+
+def describe_data(cfg: TrainConfig, split: str, data) -> str:
+    """The line in which a notebook says what it looks at: the data, its split, samples and classes (a real
+    split's first :data:`NAMED_CLASSES` class names too), ``tau`` and the TNE threshold."""
+    threshold = cfg.tne_threshold if cfg.tne_threshold is not None else "soft"
+    names = getattr(data, "class_names", None)
+    if names is None:
+        what = f"{cfg.dataset} {split} split, {len(data)} samples, {cfg.n_classes} classes"
+    else:
+        root = cfg.test_root if split != "train" else (cfg.cache_dir or cfg.train_root)
+        shown = ", ".join(names[:NAMED_CLASSES]) + (f" and {len(names) - NAMED_CLASSES} more"
+                                                     if len(names) > NAMED_CLASSES else "")
+        what = f"real {split} split ({data.name} of {root}), {len(data)} samples, {len(names)} classes: {shown}"
+    return f"data: {what}; tau {cfg.tau}, TNE threshold {threshold}"
 
 
 @dataclass
@@ -78,6 +111,8 @@ class ModelPair:
 
 #: Folders of a ``01_train`` output directory: the configured run and its NCE-only twin.
 RUN_FOLDERS = {"FNAC": "fnac", "NCE baseline": "nce"}
+#: What follows a model's name in tables and figures when its weights are the initial ones.
+UNTRAINED = " (untrained)"
 
 
 def load_model_pair(*, checkpoint: str | Path | None = None, baseline_checkpoint: str | Path | None = None,
@@ -87,7 +122,7 @@ def load_model_pair(*, checkpoint: str | Path | None = None, baseline_checkpoint
 
     1. ``checkpoint`` and / or ``baseline_checkpoint``: those checkpoint files;
     2. ``run_dir``: the ``best.pt`` of a ``01_train`` output directory (``fnac/`` and ``nce/``);
-    3. ``smoke``: fresh, untrained models of the ``smoke`` preset;
+    3. ``smoke``: fresh, untrained models of the ``smoke`` preset, named with :data:`UNTRAINED` after them;
     4. otherwise: train ``preset_name`` and its NCE twin into ``out_dir`` (continuing what is there).
     """
     paths: dict[str, Path] = {}
@@ -110,7 +145,7 @@ def load_model_pair(*, checkpoint: str | Path | None = None, baseline_checkpoint
         models = {}
         for i, name in enumerate(RUN_FOLDERS):
             torch.manual_seed(cfg.seed + i)
-            models[name] = build_model(cfg).eval()
+            models[name + UNTRAINED] = build_model(cfg).eval()
         return ModelPair(models=models, cfg=cfg, source="fresh, untrained models of the smoke preset (no checkpoint given)")
     if out_dir is None:
         raise FnacError("no checkpoint, run_dir or out_dir given: nothing to load and nowhere to train")
@@ -168,3 +203,49 @@ def peak_outcome(maps: np.ndarray | torch.Tensor, boxes, distractor_boxes) -> np
         else:
             out.append(PEAK_OUTCOMES[2])
     return np.array(out)
+
+
+#: Where a map's maximum can fall on real data, whose frames annotate the sounding object alone.
+REAL_PEAK_OUTCOMES = (PEAK_OUTCOMES[0], PEAK_OUTCOMES[2])
+
+
+def has_distractors(data) -> bool:
+    """Whether ``data`` knows its frames' silent objects (the built-in data's distractor boxes; real data does not)."""
+    return hasattr(data, "distractor_boxes")
+
+
+def peak_kinds(data) -> tuple[str, ...]:
+    """The outcomes :func:`peak_outcomes` can give on ``data``: :data:`PEAK_OUTCOMES`, or without distractors
+    :data:`REAL_PEAK_OUTCOMES`."""
+    return PEAK_OUTCOMES if has_distractors(data) else REAL_PEAK_OUTCOMES
+
+
+def peak_on_ground_truth(maps: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Per map ``[N, H, W]``: whether the ground truth ``[N, H, W]`` is positive at the map's maximum (the first
+    one in row-major order on ties)."""
+    maps, gt = torch.as_tensor(maps), torch.as_tensor(gt)
+    flat = maps.flatten(1).argmax(dim=1)
+    return (gt.flatten(1).gather(1, flat[:, None])[:, 0] > 0).numpy()
+
+
+def peak_outcomes(data, maps: np.ndarray | torch.Tensor, *, chunk: int = 256) -> np.ndarray:
+    """Where the maximum of each of the maps ``[N, 224, 224]`` of the samples of ``data`` (in order) falls: with
+    distractor boxes :func:`peak_outcome` of the batch's boxes; otherwise (real data) the sounding object where the
+    ground truth covers it, else the background (the ground truth read ``chunk`` samples at a time)."""
+    n = len(maps)
+    if has_distractors(data):
+        batch = data.batch(list(range(n)))
+        return peak_outcome(maps, batch["box"], batch["distractor_boxes"])
+    out = []
+    for start in range(0, n, chunk):
+        idx = list(range(start, min(start + chunk, n)))
+        on = peak_on_ground_truth(torch.as_tensor(maps[start:start + len(idx)]), data.gt_maps(idx))
+        out.extend(PEAK_OUTCOMES[0] if v else PEAK_OUTCOMES[2] for v in on)
+    return np.array(out)
+
+
+def sample_table(data) -> pd.DataFrame:
+    """One row per sample of ``data``, in order: ``id``, ``label`` (the integer code) and ``class`` (its name)."""
+    labels = torch.as_tensor(data.labels)
+    return pd.DataFrame({"id": list(data.ids), "label": labels.numpy(),
+                         "class": [data.class_name(int(c)) for c in labels]})

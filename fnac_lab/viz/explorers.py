@@ -45,11 +45,14 @@ class AdjacencyExplorer:
 
 def sample_grid(data, results: Mapping[str, Any], *, indices: Sequence[int], title: str) -> plt.Figure:
     """:func:`~.static.localisation_grid` of the samples ``indices`` of ``data``: one row each, titled by its
-    class, with every model's map and cIoU from ``results[model]`` (:func:`~fnac_lab.analysis.localise`)."""
+    class, with every model's map and cIoU from ``results[model]`` (:func:`~fnac_lab.analysis.localise`). The
+    built-in data's frames show the sounding object's box and the distractors'; real frames the outline of their
+    ground truth."""
     rows = [int(i) for i in indices]
     batch = data.batch(rows)
-    return localisation_grid(batch["image"], {n: r.maps[rows] for n, r in results.items()}, boxes=batch["box"],
-                             distractor_boxes=batch["distractor_boxes"],
+    outlines = ({"boxes": batch["box"], "distractor_boxes": batch["distractor_boxes"]} if "box" in batch else
+                {"ground_truth": batch["gt"] if "gt" in batch else data.gt_maps(rows)})
+    return localisation_grid(batch["image"], {n: r.maps[rows] for n, r in results.items()}, **outlines,
                              cious={n: r.cious[rows] for n, r in results.items()},
                              row_titles=[data.class_name(int(c)) for c in batch["label"]], title=title)
 

@@ -61,12 +61,13 @@ def _min_max(m: np.ndarray) -> np.ndarray:
     return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
 
 
-def show_map(ax: plt.Axes, image, heatmap=None, *, box=None, distractor_boxes=None, title: str | None = None,
-             alpha: float = 0.6) -> None:
+def show_map(ax: plt.Axes, image, heatmap=None, *, box=None, distractor_boxes=None, ground_truth=None,
+             title: str | None = None, alpha: float = 0.6) -> None:
     """One frame (uint8 ``[3, H, W]``) stretched to 224 x 224, the sounding object's box (solid green) and the
-    distractors' boxes (dashed white); boxes normalised [x0, y0, x1, y1]. With a map ``[224, 224]`` the frame is
-    drawn in grey under the map, min-max normalised to [0, 1] in :data:`MAP_CMAP` (see :func:`map_colorbar`),
-    and the region the cIoU scores (map >= its median) is outlined in black."""
+    distractors' boxes (dashed white); boxes normalised [x0, y0, x1, y1]. A ``ground_truth`` map ``[224, 224]``
+    (real data: boxes or a mask) has the outline of its positive region drawn in green instead of a box. With a
+    map ``[224, 224]`` the frame is drawn in grey under the map, min-max normalised to [0, 1] in :data:`MAP_CMAP`
+    (see :func:`map_colorbar`), and the region the cIoU scores (map >= its median) is outlined in black."""
     extent = (0, MAP_SIZE, MAP_SIZE, 0)
     frame = np.transpose(as_numpy(image), (1, 2, 0))
     if heatmap is None:
@@ -84,6 +85,11 @@ def show_map(ax: plt.Axes, image, heatmap=None, *, box=None, distractor_boxes=No
             ax.add_patch(_box_patch(b, colour="white", dashed=True))
     if box is not None:
         ax.add_patch(_box_patch(box, colour="lime"))
+    if ground_truth is not None:
+        region = (as_numpy(ground_truth) > 0).astype(float)
+        if region.any():
+            ax.contour(np.arange(MAP_SIZE) + 0.5, np.arange(MAP_SIZE) + 0.5, region, levels=[0.5], colors="lime",
+                       linewidths=2.0)
     ax.set_xlim(0, MAP_SIZE)
     ax.set_ylim(MAP_SIZE, 0)
     ax.set_xticks([])
@@ -110,15 +116,16 @@ def _panel_title(name: str, ciou: float | None, confidence: float | None) -> str
     return f"{name}\n{shown}" if confidence is not None else f"{name} {shown}"
 
 
-def localisation_grid(images, maps: Mapping[str, Any], *, boxes, distractor_boxes=None,
+def localisation_grid(images, maps: Mapping[str, Any], *, boxes=None, distractor_boxes=None, ground_truth=None,
                       cious: Mapping[str, Any] | None = None, confidences: Mapping[str, Any] | None = None,
                       row_titles: Sequence[str] | None = None, panel_inches: float = 2.0,
                       title: str | None = None) -> plt.Figure:
     """Rows of samples; columns: the frame with its boxes, then each model's map (over the frame in grey, the
     median-thresholded region outlined) with its cIoU and, given ``confidences``, the confidence of the extended
     protocol; one colour bar for the maps. ``boxes`` holds None for a clip without a sounding object (a negative of
-    the extended protocol; its cIoU NaN, not shown). Panels shrink from ``panel_inches`` as far as the figure needs
-    to stay :data:`MAX_FIGURE_INCHES` wide; ``title`` sits above the panel titles."""
+    the extended protocol; its cIoU NaN, not shown). Real data gives ``ground_truth`` maps ``[N, 224, 224]`` instead
+    of boxes (:func:`show_map`). Panels shrink from ``panel_inches`` as far as the figure needs to stay
+    :data:`MAX_FIGURE_INCHES` wide; ``title`` sits above the panel titles."""
     n = len(images)
     cols = 1 + len(maps)
     side = min(panel_inches, (MAX_FIGURE_INCHES - 1.0) / cols)
@@ -127,14 +134,14 @@ def localisation_grid(images, maps: Mapping[str, Any], *, boxes, distractor_boxe
     fig, axes = plt.subplots(n, cols, figsize=(side * cols + 1.0, (side + 0.3 + lines) * n + head), squeeze=False,
                              layout="constrained")
     for i in range(n):
-        dist = distractor_boxes[i] if distractor_boxes is not None else None
-        show_map(axes[i, 0], images[i], box=boxes[i], distractor_boxes=dist,
-                 title=row_titles[i] if row_titles is not None else "frame, boxes")
+        outlines = dict(box=boxes[i] if boxes is not None else None,
+                        distractor_boxes=distractor_boxes[i] if distractor_boxes is not None else None,
+                        ground_truth=ground_truth[i] if ground_truth is not None else None)
+        show_map(axes[i, 0], images[i], **outlines, title=row_titles[i] if row_titles is not None else "frame, boxes")
         for c, (name, m) in enumerate(maps.items(), start=1):
             ciou = float(as_numpy(cious[name])[i]) if cious is not None else None
             conf = float(as_numpy(confidences[name])[i]) if confidences is not None else None
-            show_map(axes[i, c], images[i], m[i], box=boxes[i], distractor_boxes=dist,
-                     title=_panel_title(name, ciou, conf))
+            show_map(axes[i, c], images[i], m[i], **outlines, title=_panel_title(name, ciou, conf))
     if maps:
         map_colorbar(fig, axes[:, 1:])
     if title:

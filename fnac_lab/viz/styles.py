@@ -26,7 +26,9 @@ MATRIX_TITLES = {
     "cross": "cross-modal  logits",
     "foreground": "foreground  A_fg",
 }
-MODEL_COLOURS = {"FNAC": "#d62728", "NCE baseline": "#1f77b4"}
+#: Each model's colour, the same with its weights untrained (its name followed by " (untrained)").
+MODEL_COLOURS = {f"{name}{state}": colour for name, colour in (("FNAC", "#d62728"), ("NCE baseline", "#1f77b4"))
+                 for state in ("", " (untrained)")}
 #: Plotly marker symbol of each built-in object shape.
 SHAPE_SYMBOLS = {"ellipse": "circle", "triangle": "triangle-up", "rectangle": "square", "diamond": "diamond",
                  "cross": "cross", "ring": "circle-open", "hourglass": "hourglass", "stripes": "line-ew-open"}
