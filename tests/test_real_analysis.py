@@ -223,3 +223,20 @@ def test_untrained_models_are_named_so():
     assert "untrained" in pair.source
     for name in pair.models:
         assert viz.MODEL_COLOURS[name] == viz.MODEL_COLOURS[name.replace(analysis.UNTRAINED, "")]
+
+
+def test_long_model_names_put_their_scores_on_a_second_line():
+    rng = np.random.default_rng(6)
+    images = torch.from_numpy(rng.integers(0, 256, (2, 3, 224, 224), dtype=np.uint8))
+    maps = {"FNAC": rng.uniform(size=(2, 224, 224)), "NCE baseline (untrained)": rng.uniform(size=(2, 224, 224))}
+    cious = {"FNAC": [0.5, 0.25], "NCE baseline (untrained)": [0.125, 0.75]}
+    fig = viz.localisation_grid(images, maps, boxes=[[0.1, 0.1, 0.5, 0.5]] * 2, cious=cious)
+    titles = [[ax.get_title() for ax in fig.axes[3 * r + 1:3 * r + 3]] for r in range(2)]
+    assert titles == [["FNAC cIoU 0.50", "NCE baseline (untrained)\ncIoU 0.12"],
+                      ["FNAC cIoU 0.25", "NCE baseline (untrained)\ncIoU 0.75"]]
+    plt.close(fig)
+    short = viz.localisation_grid(images, {"FNAC": maps["FNAC"], "NCE baseline": maps["FNAC"]}, cious={
+        "FNAC": [0.5, 0.25], "NCE baseline": [0.125, 0.75]}, boxes=[[0.1, 0.1, 0.5, 0.5]] * 2)
+    assert short.axes[2].get_title() == "NCE baseline cIoU 0.12"
+    assert short.get_size_inches()[1] < fig.get_size_inches()[1]  # the second line gets its room
+    plt.close(short)

@@ -107,13 +107,20 @@ def map_colorbar(fig: plt.Figure, axes) -> None:
     bar.ax.tick_params(labelsize=8)
 
 
-def _panel_title(name: str, ciou: float | None, confidence: float | None) -> str:
+#: Characters of a 9-point panel title per inch of panel; a longer "NAME cIoU 0.00" goes on two lines.
+TITLE_CHARS_PER_INCH = 13
+
+
+def _panel_title(name: str, ciou: float | None, confidence: float | None, width: int) -> str:
+    """``NAME cIoU 0.00`` when it fits in ``width`` characters and no confidence is shown, else the scores on a
+    second line."""
     parts = [f"cIoU {ciou:.2f}" if ciou is not None and np.isfinite(ciou) else None,
              f"conf {confidence:.2f}" if confidence is not None else None]
     shown = ", ".join(p for p in parts if p)
     if not shown:
         return name
-    return f"{name}\n{shown}" if confidence is not None else f"{name} {shown}"
+    one_line = f"{name} {shown}"
+    return f"{name}\n{shown}" if confidence is not None or len(one_line) > width else one_line
 
 
 def localisation_grid(images, maps: Mapping[str, Any], *, boxes=None, distractor_boxes=None, ground_truth=None,
@@ -130,7 +137,9 @@ def localisation_grid(images, maps: Mapping[str, Any], *, boxes=None, distractor
     cols = 1 + len(maps)
     side = min(panel_inches, (MAX_FIGURE_INCHES - 1.0) / cols)
     head = 0.45 if title else 0.0
-    lines = 0.15 if confidences is not None else 0.0
+    width = int(side * TITLE_CHARS_PER_INCH)
+    two_lines = confidences is not None or (cious is not None and any(len(f"{n} cIoU 0.00") > width for n in maps))
+    lines = 0.15 if two_lines else 0.0
     fig, axes = plt.subplots(n, cols, figsize=(side * cols + 1.0, (side + 0.3 + lines) * n + head), squeeze=False,
                              layout="constrained")
     for i in range(n):
@@ -141,7 +150,7 @@ def localisation_grid(images, maps: Mapping[str, Any], *, boxes=None, distractor
         for c, (name, m) in enumerate(maps.items(), start=1):
             ciou = float(as_numpy(cious[name])[i]) if cious is not None else None
             conf = float(as_numpy(confidences[name])[i]) if confidences is not None else None
-            show_map(axes[i, c], images[i], m[i], **outlines, title=_panel_title(name, ciou, conf))
+            show_map(axes[i, c], images[i], m[i], **outlines, title=_panel_title(name, ciou, conf, width))
     if maps:
         map_colorbar(fig, axes[:, 1:])
     if title:
