@@ -240,3 +240,21 @@ def test_long_model_names_put_their_scores_on_a_second_line():
     assert short.axes[2].get_title() == "NCE baseline cIoU 0.12"
     assert short.get_size_inches()[1] < fig.get_size_inches()[1]  # the second line gets its room
     plt.close(short)
+
+
+def test_a_heatmap_title_wider_than_its_figure_breaks_before_the_note():
+    rng = np.random.default_rng(7)
+    wide = {name: torch.from_numpy(rng.standard_normal((32, 32))) for name in analysis.MATRICES}  # 03's batches
+    narrow = {name: m[:8, :8] for name, m in wide.items()}
+    head = "NCE baseline (untrained), batch 0, tau 0.100, TNE mask > 0.60, FN ratio 0.81"
+    note = "each row shown as its softmax distribution"
+    short = viz.adjacency_heatmaps(wide, softmax=True, suptitle="FNAC, batch 0")
+    assert short._suptitle.get_text() == f"FNAC, batch 0: {note}"
+    two = viz.adjacency_heatmaps(wide, softmax=True, suptitle=head)
+    assert two._suptitle.get_text() == f"{head}:\n{note}"
+    more = viz.adjacency_heatmaps(narrow, softmax=True, suptitle=head)
+    lines = more._suptitle.get_text().split("\n")
+    assert len(lines) >= 3 and lines[-1] == note and " ".join(lines[:-1]) == f"{head}:"
+    for fig in (short, two, more):  # the title stays inside the figure's own width
+        assert fig._suptitle.get_window_extent(fig.canvas.get_renderer()).width <= fig.bbox.width
+        plt.close(fig)

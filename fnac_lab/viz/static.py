@@ -3,6 +3,7 @@ and the false-negative ratio against batch size. Each figure is at most :data:`M
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any, Mapping, Sequence
 
 import matplotlib.patches as mpatches
@@ -23,7 +24,8 @@ def adjacency_heatmaps(matrices: Mapping[str, Any], *, same_class=None, titles: 
     """Seaborn heatmaps of ``[B, B]`` matrices, each with its colour bar, side by side or wrapped onto rows (at
     most :data:`MAX_FIGURE_INCHES` wide); same-class off-diagonal pairs (the false negatives) outlined in white.
     With ``softmax`` each row is shown as its softmax distribution (what FNAC compares). ``titles`` overrides
-    panel titles (default: :data:`MATRIX_TITLES`, else the key)."""
+    panel titles (default: :data:`MATRIX_TITLES`, else the key). A ``suptitle`` too wide for the figure puts the
+    note on how the matrices are shown on a second line."""
     names = list(matrices)
     b = as_numpy(matrices[names[0]]).shape[0]
     rows, cols, side = panel_grid(len(names), max(2.6, min(5.0, cell_inches * b + 1.2)), min_side=2.6, extra=0.6)
@@ -45,9 +47,24 @@ def adjacency_heatmaps(matrices: Mapping[str, Any], *, same_class=None, titles: 
         ax.set_xlabel("k (audio)" if name == "cross" else "k")
         ax.set_ylabel("b (image)" if name == "cross" else "b")
     note = "each row shown as its softmax distribution" if softmax else "logit scale (similarity / tau)"
-    fig.suptitle(f"{suptitle}: {note}" if suptitle else note, fontsize=11)
+    heading = fig.suptitle(f"{suptitle}: {note}" if suptitle else note, fontsize=11)
+    if suptitle:
+        _fit_title(fig, heading, f"{suptitle}:", note)
     fig.tight_layout()
     return fig
+
+
+def _fit_title(fig: plt.Figure, heading, head: str, note: str) -> None:
+    """A title ``head note`` wider than its figure: the note on a line of its own, and ``head`` broken between
+    words as far as the figure's width needs."""
+    renderer = fig.canvas.get_renderer()
+    if heading.get_window_extent(renderer).width <= fig.bbox.width:
+        return
+    heading.set_text(f"{head}\n{note}")
+    width = heading.get_window_extent(renderer).width
+    if width > fig.bbox.width:
+        chars = max(10, int(max(len(head), len(note)) * fig.bbox.width / width) - 2)
+        heading.set_text(textwrap.fill(head, width=chars) + "\n" + note)
 
 
 def _box_patch(box, *, colour: str, dashed: bool = False) -> mpatches.Rectangle:
