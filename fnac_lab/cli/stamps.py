@@ -68,6 +68,22 @@ def _cmd_build(args: argparse.Namespace) -> None:
     print(f"train on it: fnac-lab train --preset stamps --set test_root={root} --out runs/stamps")
 
 
+def _cmd_study(args: argparse.Namespace) -> None:
+    from ..ablate.stamps_study import run_study
+
+    if args.jobs < 1:
+        raise FnacError(f"--jobs {args.jobs}: the number of points run at once must be 1 or more")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    results = run_study(args.out, root=args.root or stamps_benchmark_root(), seeds=seeds,
+                        forms=args.forms.split(","), batch_size=args.batch_size, jobs=args.jobs,
+                        workers=args.workers, sets=args.set, progress=not args.quiet)
+    failed = int((results["status"] == "failed").sum())
+    print(f"{len(results)} points, {failed} failed; results in {args.out}/results.csv (pair them: fnac-lab effects "
+          f"{args.out}/results.csv)")
+    if failed:
+        raise FnacError(f"{failed} points failed (error.txt in their folders)")
+
+
 def add_stamps_commands(sub) -> None:
     p = sub.add_parser("stamps", help="Tux Paint's real photographs and recordings as a benchmark")
     commands = p.add_subparsers(dest="stamps_command", required=True)
@@ -97,6 +113,18 @@ def add_stamps_commands(sub) -> None:
     q.add_argument("--skip-bad", action="store_true", help="leave out unreadable stamps, listed in skipped.csv")
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(func=_cmd_build)
+    q = commands.add_parser("study", help="FNAC against its NCE twin on the stamps benchmark, paired over seeds")
+    q.add_argument("--out", required=True, help="study folder (resumes the study it holds)")
+    q.add_argument("--root", default=None, help="the benchmark's root (default: where make stamps-benchmark builds)")
+    q.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
+    q.add_argument("--forms", default="nce,study,published", help="comma-separated forms (fnac_lab.ablate."
+                                                                    "stamps_study.FORMS)")
+    q.add_argument("--batch-size", type=int, default=64)
+    q.add_argument("--jobs", type=int, default=1, help="points trained at once")
+    q.add_argument("--workers", type=int, default=2, help="data loading processes of the held-out evaluation")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting of every point")
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(func=_cmd_study)
 
 
 def _add_source_arguments(p) -> None:
