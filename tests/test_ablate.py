@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nbformat
@@ -75,13 +74,10 @@ def test_cli_runs_a_two_point_grid_and_a_rerun_redoes_nothing(toy_notebook, tmp_
     assert params["label"] == "b" and params["out_dir"] == str(executed[0].parent)
     stamps = [p.stat().st_mtime_ns for p in executed]
 
-    t0 = time.perf_counter()
     again = _cli(["ablate", "grid.yaml", "--out", "sweep", "--quiet"], cwd=tmp_path)
-    seconds = time.perf_counter() - t0
     assert again.returncode == 0, again.stderr
     assert "2 points: 0 run, 2 already finished, 0 failed" in again.stdout
     assert [p.stat().st_mtime_ns for p in executed] == stamps  # no notebook was executed again
-    assert seconds < 30, f"a rerun with nothing to do took {seconds:.1f} s"
     assert pd.read_csv(tmp_path / "sweep" / "results.csv")["ap50"].tolist() == pytest.approx([0.2, 0.5])
 
 
