@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +123,32 @@ def test_a_seed_gives_the_same_build_and_a_rerun_resumes(tmp_path, fake_source):
     after = {p.name: p.stat().st_mtime_ns for p in (a / "videos").glob("*.mp4")}
     assert after.keys() == kept.keys() and not list((a / "videos").glob(".*.tmp"))
     assert [n for n in kept if after[n] != kept[n]] == ["train_000002.mp4"]
+
+
+def test_a_build_killed_mid_way_leaves_only_whole_files_and_resumes(tmp_path, fake_source):
+    """SIGKILL to the build and its worker pool while clips are written: every video in place is whole (equal to an
+    uninterrupted build's), and a rerun finishes the same build."""
+    sizes = ["--n-train", "40", "--n-val", "4", "--n-test", "8", "--seconds", "0.5", "--quiet"]
+    reference = tmp_path / "reference"
+    assert main(["stamps", "build", "--source", str(fake_source), "--out", str(reference), *sizes]) == 0
+    expected = {p.name: p.read_bytes() for p in (reference / "videos").glob("*.mp4")}
+    root = tmp_path / "killed"
+    command = [sys.executable, "-m", "fnac_lab", "stamps", "build", "--source", str(fake_source), "--out", str(root),
+               *sizes, "--workers", "2"]
+    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline and len(list(root.glob("videos/*.mp4"))) < 5:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = {p.name: p.read_bytes() for p in (root / "videos").glob("*.mp4")}
+    assert 5 <= len(done) < len(expected), "the kill came before the first clips or after the last"
+    assert all(done[name] == expected[name] for name in done)  # no video in place is partial
+    assert main(["stamps", "build", "--source", str(fake_source), "--out", str(root), *sizes]) == 0
+    assert {p.name: p.read_bytes() for p in (root / "videos").glob("*.mp4")} == expected
+    assert not list(root.rglob(".*.tmp"))
+    for name in ("clips.csv", "vggss.json", "train.csv", "test_heard.csv"):
+        assert (root / name).read_bytes() == (reference / name).read_bytes(), name
 
 
 def one_line(capsys, argv) -> str:
