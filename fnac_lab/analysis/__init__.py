@@ -2,7 +2,7 @@
 similarity finds the same-class pairs (:mod:`.retrieval`), embeddings (:mod:`.embeddings`), the models and
 localisations a notebook looks at (:mod:`.runs`), the report of a run against its NCE twin (:mod:`.report`), the
 extended protocol's negatives beside the positives (:mod:`.extended`), and the tutorial's toy embeddings and
-labelled tables (:mod:`.toy`)."""
+labelled tables (:mod:`.toy`) and its real false negative (:mod:`.real_pair`)."""
 
 from ..data.sampling import expected_false_negative_ratio, false_negative_ratio, fn_ratio_table
 from .adjacency import (MATRICES, BatchAdjacency, batch_adjacency, descend_logits, embed_batch, embedded_adjacency,
@@ -18,6 +18,7 @@ from .runs import (NCE_ONLY, PEAK_OUTCOMES, REAL_PEAK_OUTCOMES, RUN_FOLDERS, UNT
                    class_count, describe_data, evaluation_split, has_distractors, load_model_pair, localise, nce_twin,
                    notebook_config, peak_kinds, peak_on_ground_truth, peak_outcome, peak_outcomes, sample_table,
                    seed_list, shared_run_dir)
+from .real_pair import RealStamps, real_false_negative, spectral_centroid
 from .toy import labelled_table, toy_frame, unit_vector
 
 __all__ = ["expected_false_negative_ratio", "false_negative_ratio", "fn_ratio_table", "MATRICES", "BatchAdjacency",
@@ -30,4 +31,5 @@ __all__ = ["expected_false_negative_ratio", "false_negative_ratio", "fn_ratio_ta
            "best_worst", "evaluation_split", "load_model_pair", "localise", "nce_twin", "notebook_config",
            "peak_outcome", "seed_list", "shared_run_dir", "REAL_PEAK_OUTCOMES", "UNTRAINED", "class_count",
            "describe_data", "has_distractors", "peak_kinds", "peak_on_ground_truth", "peak_outcomes", "sample_table", "SETS", "ExampleRows", "confidence_table",
-           "extended_examples", "extended_table", "localise_with_negatives", "negatives_split", "no_negatives_reason"]
+           "extended_examples", "extended_table", "localise_with_negatives", "negatives_split", "no_negatives_reason",
+           "RealStamps", "real_false_negative", "spectral_centroid"]

@@ -15,6 +15,7 @@ import torch
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 
+from ..audio import NOVERLAP, NPERSEG
 from ..metrics import MAP_SIZE, binarise, vggss_box_to_pixels
 from .styles import MAP_CMAP, MATRIX_TITLES, MAX_FIGURE_INCHES, as_numpy, panel_grid
 
@@ -218,4 +219,29 @@ def same_class_retrieval_figure(retrieval: Mapping[str, Any], mass: Mapping[str,
     ax2.set(ylabel="mean softmax mass per row", title="row-softmax mass on same-class partners")
     ax2.legend()
     fig.tight_layout()
+    return fig
+
+
+def photos_and_spectrograms(pictures: Sequence[np.ndarray], spectrograms: Sequence[Any], titles: Sequence[str], *,
+                            rate: int) -> plt.Figure:
+    """Cut-out photographs (RGBA) over their log-spectrograms, one column each; the spectrograms share one colour
+    scale, so their levels compare across columns."""
+    specs = [as_numpy(s) for s in spectrograms]
+    low, high = min(float(s.min()) for s in specs), max(float(s.max()) for s in specs)
+    fig, axs = plt.subplots(2, len(pictures), figsize=(min(8.0, MAX_FIGURE_INCHES), 5.0),
+                            gridspec_kw={"height_ratios": [1.1, 1]}, squeeze=False)
+    for k, (picture, spec, title) in enumerate(zip(pictures, specs, titles)):
+        top, bottom = axs[0, k], axs[1, k]
+        top.set_facecolor("#e8e8e8")
+        top.imshow(picture)
+        top.set_xticks([]), top.set_yticks([])
+        top.set_title(title, fontsize=9)
+        seconds = ((spec.shape[1] - 1) * (NPERSEG - NOVERLAP) + NPERSEG) / rate
+        image = bottom.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=low, vmax=high,
+                              extent=(0, seconds, 0, rate / 2000))
+        bottom.set_xlabel("time (s)")
+        if k == 0:
+            bottom.set_ylabel("frequency (kHz)")
+    fig.tight_layout()
+    fig.colorbar(image, ax=list(axs[1]), fraction=0.025, pad=0.02, label="log power")
     return fig
