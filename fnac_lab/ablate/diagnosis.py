@@ -25,25 +25,26 @@ import numpy as np
 import pandas as pd
 
 from ..utils import FnacError
-from .effects import t_interval
+from .effects import EFFECT_FN_AUROC, SEED, t_interval
 
-SEED = "seed"
-SETTING = ("class_bias_p",)
+DIAGNOSIS_SETTING = ("class_bias_p",)
 WEIGHTS = ("w_fns_audio", "w_fns_visual", "w_tne")
 TERM_NAMES = {"w_fns_audio": "FNS-audio", "w_fns_visual": "FNS-visual", "w_tne": "TNE"}
 #: Loss settings a variant is made of, with the published value a missing column stands for.
 VARIANT_DEFAULTS: dict[str, Any] = {"nce_fn_mask": "none", "fn_targets": "learned", "normalise_targets": False,
                                     "target_tau": math.nan}
-FN_AUROC = ("fn_auroc_audio", "fn_auroc_visual", "fn_auroc_foreground", "fn_auroc_cross")
-#: The columns of ``data/results/fnac_diagnosis.csv``.
+#: The effect study's detection AUROCs and the cross-modal one.
+DIAGNOSIS_FN_AUROC = (*EFFECT_FN_AUROC, "fn_auroc_cross")
 #: The extended protocol's scores of a run's best checkpoint (:func:`extended_records`; empty where not scored).
 EXTENDED = ("extended_ap", "max_f1", "precision")
-RESULT_COLUMNS = ("variant", *SETTING, SEED, *VARIANT_DEFAULTS, *WEIGHTS, "ap50", "mean_ciou", "auc", "best_epoch",
-                  *FN_AUROC, "warmup_nce", "fn_ratio", "train_seconds", "status", *EXTENDED, "test_negatives")
+#: The columns of ``data/results/fnac_diagnosis.csv``.
+DIAGNOSIS_COLUMNS = ("variant", *DIAGNOSIS_SETTING, SEED, *VARIANT_DEFAULTS, *WEIGHTS, "ap50", "mean_ciou", "auc",
+                     "best_epoch", *DIAGNOSIS_FN_AUROC, "warmup_nce", "fn_ratio", "train_seconds", "status", *EXTENDED,
+                     "test_negatives")
 #: Numeric columns every results table of the grid has (checked when one is read from a file).
-NUMERIC_COLUMNS = (*SETTING, SEED, *WEIGHTS, "ap50", "warmup_nce")
+NUMERIC_COLUMNS = (*DIAGNOSIS_SETTING, SEED, *WEIGHTS, "ap50", "warmup_nce")
 #: The columns of ``data/results/fnac_diagnosis_epochs.csv`` (one row per run and epoch).
-EPOCH_COLUMNS = ("variant", *SETTING, SEED, "epoch", "ap50", *FN_AUROC, "nce", "loss")
+EPOCH_COLUMNS = ("variant", *DIAGNOSIS_SETTING, SEED, "epoch", "ap50", *DIAGNOSIS_FN_AUROC, "nce", "loss")
 NCE = "NCE"
 #: The three main contrasts beside the NCE twin, in the order the README's decomposition reads them.
 ORACLE_MASK, ORACLE_TARGETS, LEARNED = "NCE + oracle mask", "FNAC, oracle targets", "FNAC"
@@ -79,7 +80,7 @@ def variant_name(settings: Mapping[str, Any]) -> str:
 
 
 def compact_diagnosis(results: pd.DataFrame) -> pd.DataFrame:
-    """The :data:`RESULT_COLUMNS` of an ``ablate`` results.csv of the diagnosis grid (a committed csv passes
+    """The :data:`DIAGNOSIS_COLUMNS` of an ``ablate`` results.csv of the diagnosis grid (a committed csv passes
     through): missing loss settings filled with their published values, and each run's variant name."""
     table = results.copy()
     for name, default in VARIANT_DEFAULTS.items():
@@ -88,7 +89,7 @@ def compact_diagnosis(results: pd.DataFrame) -> pd.DataFrame:
         elif not _missing(default):
             table[name] = table[name].where(table[name].notna(), default)
     table["variant"] = [variant_name(r) for r in table.to_dict("records")]
-    return table[[c for c in RESULT_COLUMNS if c in table]]
+    return table[[c for c in DIAGNOSIS_COLUMNS if c in table]]
 
 
 def _finished(table: pd.DataFrame) -> pd.DataFrame:
@@ -105,9 +106,9 @@ def paired_gains(table: pd.DataFrame, metric: str = "ap50") -> pd.DataFrame:
     mean gain in ``metric`` with its 95 % interval, both means, the gains by seed and the seed-mean final
     same-class AUROCs of variant and twin. Finished runs only; ``n`` counts the pairs."""
     done = _finished(table)
-    twins = done[_is_twin(done)].set_index([*SETTING, SEED])
+    twins = done[_is_twin(done)].set_index([*DIAGNOSIS_SETTING, SEED])
     rows = []
-    for (bias, variant), group in done[~_is_twin(done)].groupby([*SETTING, "variant"], sort=False):
+    for (bias, variant), group in done[~_is_twin(done)].groupby([*DIAGNOSIS_SETTING, "variant"], sort=False):
         pairs = [(run, twins.loc[(bias, run[SEED])]) for _, run in group.iterrows() if (bias, run[SEED]) in twins.index]
         if not pairs:
             continue
@@ -118,7 +119,7 @@ def paired_gains(table: pd.DataFrame, metric: str = "ap50") -> pd.DataFrame:
                "variant_score": float(np.mean([v[metric] for v, _ in pairs])), "gain": mean, "low": low, "high": high,
                "seeds": ",".join(str(int(v[SEED])) for v, _ in pairs),
                "gains": ",".join(f"{g:+.3f}" for g in gains)}
-        for col in FN_AUROC:
+        for col in DIAGNOSIS_FN_AUROC:
             if col in done:
                 row[f"{col} variant"] = float(np.mean([v[col] for v, _ in pairs]))
                 row[f"{col} NCE"] = float(np.mean([n[col] for _, n in pairs]))
@@ -129,7 +130,7 @@ def paired_gains(table: pd.DataFrame, metric: str = "ap50") -> pd.DataFrame:
 def twin_mismatches(table: pd.DataFrame) -> list[str]:
     """Runs that keep the published NCE but whose ``warmup_nce`` differs from their twin's (empty: twins are twins)."""
     done = _finished(table)
-    twins = done[_is_twin(done)].set_index([*SETTING, SEED])["warmup_nce"]
+    twins = done[_is_twin(done)].set_index([*DIAGNOSIS_SETTING, SEED])["warmup_nce"]
     out = []
     for _, run in done[~_is_twin(done) & (done["nce_fn_mask"] == "none")].iterrows():
         key = (run["class_bias_p"], run[SEED])
@@ -180,8 +181,9 @@ def epoch_records(results: pd.DataFrame) -> pd.DataFrame:
         path = Path(run["folder"]) / "fnac" / "metrics.jsonl"
         for line in path.read_text().splitlines():
             record = json.loads(line)
-            rows.append({**{k: run[k] for k in ("variant", *SETTING, SEED)},
-                         **{k: record.get(k, math.nan) for k in EPOCH_COLUMNS if k not in ("variant", *SETTING, SEED)}})
+            rows.append({**{k: run[k] for k in ("variant", *DIAGNOSIS_SETTING, SEED)},
+                         **{k: record.get(k, math.nan) for k in EPOCH_COLUMNS
+                            if k not in ("variant", *DIAGNOSIS_SETTING, SEED)}})
     return pd.DataFrame(rows, columns=list(EPOCH_COLUMNS))
 
 

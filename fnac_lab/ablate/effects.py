@@ -23,12 +23,13 @@ import scipy.stats
 from ..utils import FnacError, describe
 
 #: Axes that define a setting in ``data/grids/fnac_effect.yaml``.
-SETTING = ("visual_pretrain", "class_bias_p", "batch_size")
+EFFECT_SETTING = ("visual_pretrain", "class_bias_p", "batch_size")
 STRENGTH, SEED = "fnac_strength", "seed"
-FN_AUROC = ("fn_auroc_audio", "fn_auroc_visual", "fn_auroc_foreground")
-#: The columns of a committed results file (``data/results/*.csv``).
-RESULT_COLUMNS = (*SETTING, STRENGTH, SEED, "ap50", "mean_ciou", "auc", "best_epoch", *FN_AUROC, "fn_ratio",
-                  "train_seconds", "status")
+EFFECT_FN_AUROC = ("fn_auroc_audio", "fn_auroc_visual", "fn_auroc_foreground")
+#: The columns of the effect study's committed results (``data/results/fnac_effect.csv``; ``stamps_fnac.csv``
+#: begins with them).
+EFFECT_COLUMNS = (*EFFECT_SETTING, STRENGTH, SEED, "ap50", "mean_ciou", "auc", "best_epoch", *EFFECT_FN_AUROC,
+                  "fn_ratio", "train_seconds", "status")
 
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -71,15 +72,16 @@ def read_results(path: str | Path, metric: str = "ap50", *, columns: Sequence[st
 
 
 def compact_results(results: pd.DataFrame) -> pd.DataFrame:
-    """The columns of :data:`RESULT_COLUMNS` that ``results`` (an ``ablate`` results.csv) has, with the scratch
+    """The columns of :data:`EFFECT_COLUMNS` that ``results`` (an ``ablate`` results.csv) has, with the scratch
     visual stream spelled ``scratch`` instead of an empty cell."""
-    table = results[[c for c in RESULT_COLUMNS if c in results]].copy()
+    table = results[[c for c in EFFECT_COLUMNS if c in results]].copy()
     if "visual_pretrain" in table:
         table["visual_pretrain"] = table["visual_pretrain"].fillna("scratch")
     return table
 
 
-def paired_effects(results: pd.DataFrame, metric: str = "ap50", setting: Sequence[str] = SETTING) -> pd.DataFrame:
+def paired_effects(results: pd.DataFrame, metric: str = "ap50", setting: Sequence[str] = EFFECT_SETTING
+                   ) -> pd.DataFrame:
     """One row per setting and strength above 0: seeds paired with their twin, the mean gain in ``metric`` and
     its 95 % interval, both models' mean ``metric``, and both models' final ``fn_auroc_*`` (seed means).
 
@@ -107,7 +109,7 @@ def paired_effects(results: pd.DataFrame, metric: str = "ap50", setting: Sequenc
                "NCE": np.mean([n[metric] for _, n in pairs]), "gain": mean, "low": low, "high": high,
                "seeds": ",".join(str(int(f[SEED])) for f, _ in pairs),
                "gains": ",".join(f"{g:+.3f}" for g in gains)}
-        for col in FN_AUROC:
+        for col in EFFECT_FN_AUROC:
             if col in done:
                 row[f"{col} FNAC"] = float(np.mean([f[col] for f, _ in pairs]))
                 row[f"{col} NCE"] = float(np.mean([n[col] for _, n in pairs]))

@@ -13,7 +13,7 @@ their sounds) and on ``test_unseen_stamps`` (``fnac-lab evaluate``: held-out sta
 same-class AUROCs of its embeddings come from the validation clips, whose classes are known. Points resume: a point
 whose scores exist is read, not rerun, and a killed training resumes from its ``last.pt``.
 
-``results.csv`` holds one row per point in the columns of :data:`~fnac_lab.ablate.effects.RESULT_COLUMNS` (so that
+``results.csv`` holds one row per point in the columns of :data:`~fnac_lab.ablate.effects.EFFECT_COLUMNS` (so that
 ``fnac-lab effects`` pairs the twins) plus :data:`EXTRA_COLUMNS`.
 """
 
@@ -32,7 +32,7 @@ import pandas as pd
 
 from ..data.catalogue import STAMPS_LAYOUT
 from ..utils import FnacError, atomic_write_text, output_folder, write_json
-from .effects import FN_AUROC, RESULT_COLUMNS, effects_markdown, paired_effects
+from .effects import EFFECT_FN_AUROC, EFFECT_COLUMNS, effects_markdown, paired_effects
 
 #: FNAC forms compared with the NCE twin: name -> (strength w / B, detached targets).
 FORMS: dict[str, tuple[float, bool]] = {"nce": (0.0, True), "study": (0.4, True), "published": (0.78, False)}
@@ -98,7 +98,8 @@ def point_row(point: StudyPoint, folder: Path, batch_size: int) -> dict:
     return {"visual_pretrain": "scratch", "class_bias_p": point.class_bias_p, "batch_size": batch_size,
             "fnac_strength": FORMS[point.form][0], "seed": point.seed, **{k: summary["test"][k] for k in
                                                                             ("ap50", "mean_ciou", "auc")},
-            "best_epoch": summary["best_epoch"], **{k: last.get(k) for k in FN_AUROC}, "fn_ratio": last.get("fn_ratio"),
+            "best_epoch": summary["best_epoch"], **{k: last.get(k) for k in EFFECT_FN_AUROC},
+            "fn_ratio": last.get("fn_ratio"),
             "train_seconds": last.get("train_seconds"), "status": "finished", "form": point.form,
             **{f"unseen_{k}": unseen[k] for k in ("ap50", "mean_ciou", "auc")},
             "warmup_loss": history[warmup_epochs - 1]["loss"] if warmup_epochs else None}
@@ -141,7 +142,7 @@ def run_study(out: str | Path, *, root: str | Path, seeds: Sequence[int], forms:
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         rows = list(pool.map(one, points))
-    results = pd.DataFrame(rows, columns=[*RESULT_COLUMNS, *EXTRA_COLUMNS])
+    results = pd.DataFrame(rows, columns=[*EFFECT_COLUMNS, *EXTRA_COLUMNS])
     atomic_write_text(out / "results.csv", results.to_csv(index=False))
     return results
 

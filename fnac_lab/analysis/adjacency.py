@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..losses import (distribution_distance, foreground_features, max_pooled_logits, nce_loss, own_maps,
+from ..losses import (distribution_distance, foreground_features, max_pooled_logits, nce_loss, own_maps, same_class_pairs,
                       similarity_maps, tne_mask)
 from ..models import AVLocaliser
 from ..utils import normalise_images
@@ -132,7 +132,6 @@ def same_class_mask(labels, *, include_self: bool = False) -> torch.Tensor:
     """``[B, B]`` bool: ``labels[i] == labels[j]`` (and ``i != j`` unless ``include_self``): the false negatives
     of contrastive learning, which treats every off-diagonal pair as a negative."""
     lab = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
-    mask = torch.from_numpy(lab[:, None] == lab[None, :])
-    if not include_self:
-        mask &= ~torch.eye(len(lab), dtype=torch.bool)
-    return mask
+    codes = torch.from_numpy(np.unique(lab, return_inverse=True)[1].reshape(-1))  # names or numbers alike
+    mask = same_class_pairs(codes)
+    return mask | torch.eye(len(lab), dtype=torch.bool) if include_self else mask
