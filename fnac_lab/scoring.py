@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import metrics
+from .data.contracts import InMemoryData, collate_fn
 from .losses import foreground_features, own_maps, similarity_maps
 from .metrics import MAP_SIZE
 from .models import AVLocaliser
@@ -138,13 +139,13 @@ def oracle_maps(gt: torch.Tensor) -> torch.Tensor:
 def _batches(dataset, batch_size: int, num_workers: int = 0, pin_memory: bool = False) -> Iterator[dict]:
     """The batches of a built-in split in order, each with its samples' positions as ``index``."""
     n = len(dataset)
-    if hasattr(dataset, "batch"):
+    if isinstance(dataset, InMemoryData):
         for start in range(0, n, batch_size):
             idx = list(range(start, min(start + batch_size, n)))
             yield {**dataset.batch(idx), "index": idx}
         return
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                                         pin_memory=pin_memory, collate_fn=getattr(dataset, "collate", None))
+                                         pin_memory=pin_memory, collate_fn=collate_fn(dataset))
     start = 0
     for batch in loader:
         size = len(batch["id"])

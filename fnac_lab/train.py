@@ -35,6 +35,7 @@ from .audio import spec_augment
 from .checkpoint import (BEST, LAST, build_model, copy_weights, load_checkpoint, load_training_state,
                          save_training_state, training_state)
 from .config import ConfigError, TrainConfig, check_keys
+from .data.contracts import InMemoryData, collate_fn
 from .data.sampling import epoch_batch_sampler, false_negative_ratio
 from .splits import MISSING_REPORTS, NEGATIVES_SPLIT, build_datasets, negatives_of, write_dataset_reports
 from .scoring import EvalResult, evaluate_model, evaluate_with_negatives
@@ -80,12 +81,12 @@ def train_loader(dataset, sampler, cfg: TrainConfig, device: torch.device):
     Pinned host memory when training on CUDA (asynchronous copies); with ``cfg.persistent_workers`` the
     workers live across epochs (``sampler.set_epoch`` still applies: the batch sampler runs in this process).
     """
-    if hasattr(dataset, "batch"):
+    if isinstance(dataset, InMemoryData):
         return None
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
                                        pin_memory=device.type == "cuda",
                                        persistent_workers=cfg.persistent_workers and cfg.num_workers > 0,
-                                       collate_fn=getattr(dataset, "collate", None))
+                                       collate_fn=collate_fn(dataset))
 
 
 def amp_context(device: torch.device, enabled: bool):

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from ..losses import foreground_features, own_maps, similarity_maps
+from ..data.contracts import whole_batch
 from ..models import AVLocaliser
 from .adjacency import embed_batch
-from .retrieval import _collate
 
 
 @torch.no_grad()
@@ -20,7 +20,7 @@ def collect_embeddings(model: AVLocaliser, dataset, *, batch_size: int = 64, tne
     out: dict[str, list] = {"audio": [], "visual": [], "foreground": [], "labels": [], "ids": []}
     for start in range(0, n, batch_size):
         idx = list(range(start, min(start + batch_size, n)))
-        batch = dataset.batch(idx) if hasattr(dataset, "batch") else _collate(dataset, idx)
+        batch = whole_batch(dataset, idx)
         img, aud = embed_batch(model, batch, device=device)
         own = own_maps(similarity_maps(img, aud, 1.0))  # the mask is min-max normalised: tau cancels
         out["audio"].append(aud.numpy())

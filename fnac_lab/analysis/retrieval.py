@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..data.contracts import whole_batch
 from ..models import AVLocaliser
 from .adjacency import batch_adjacency, embed_batch, same_class_mask
 
@@ -85,13 +86,7 @@ def _dataset_batches(dataset, batch_size: int, max_batches: int | None) -> Itera
         n_batches = min(n_batches, max_batches)
     for b in range(n_batches):
         idx = list(range(b * batch_size, (b + 1) * batch_size))
-        yield idx, dataset.batch(idx) if hasattr(dataset, "batch") else _collate(dataset, idx)
-
-
-def _collate(dataset, idx: list[int]) -> dict:
-    items = [dataset[i] for i in idx]
-    collate = getattr(dataset, "collate", None) or torch.utils.data.default_collate
-    return collate(items)
+        yield idx, whole_batch(dataset, idx)
 
 
 def intramodal_retrieval(model: AVLocaliser, dataset, *, batch_size: int, tau: float, tne_threshold: float | None = 0.6,

@@ -39,6 +39,7 @@ from ..utils import FnacError
 from .annotations import (NEGATIVE_LABEL, read_flickr_boxes, read_id_list, read_labels, read_negatives_list,
                           read_vggss_annotations)
 from .catalogue import TESTSETS, TRAINSETS
+from .contracts import whole_batch
 from .decode import (DECODE_ERRORS, FileDecodeError, TRAIN_AUGMENT, audio_sample_rate, clip_spectrogram, mask_bands,
                      read_image, read_mask, resize_for_testing, resize_for_training, spectrogram_frames)
 from .files import Layout, Sample, resolve_samples
@@ -188,9 +189,7 @@ class LabelledSplit(torch.utils.data.Dataset):
         """The samples at ``indices`` stacked into one batch dict (a file that cannot be decoded raises
         :class:`FnacError` naming it)."""
         rows = [int(i) for i in (indices.tolist() if isinstance(indices, torch.Tensor) else indices)]
-        items = [self.dataset[i] for i in rows]
-        collate = getattr(self.dataset, "collate", None) or default_collate
-        stacked = collate(items)
+        stacked = whole_batch(self.dataset, rows)
         out = {"image": stacked["image"], "spec": stacked["spec"], "label": self.labels[rows],
                "id": [self.ids[i] for i in rows]}
         if "gt" in stacked:
