@@ -20,7 +20,7 @@ from .checkpoint import load_checkpoint
 from .data.catalogue import EXTENDED_TESTSETS
 from .data.real import RealAVDataset, open_negatives, open_testset
 from .scoring import (EXTENDED_TRIVIAL, extended_scores, negatives_confidences, negatives_generator, remove_results,
-                      score_batches)
+                      score_batches, write_per_sample)
 from .ogl import load_object_network
 from .utils import FnacError, atomic_savez, folder_lock, output_folder, resolve_device, write_json, write_rows
 
@@ -56,10 +56,7 @@ class BenchmarkResult:
         last, ``scores.json`` into ``out_dir``: a folder with ``scores.json`` holds a complete set."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        columns = list(self.per_sample)
-        rows = [[i, *(f"{self.per_sample[c][k]:.6f}" for c in columns[:1]), lab,
-                 *(f"{self.per_sample[c][k]:.6f}" for c in columns[1:])] for k, (i, lab) in enumerate(zip(self.ids, self.labels))]
-        write_rows(out / "per_sample.csv", ["id", columns[0], "class", *columns[1:]], rows)
+        write_per_sample(out / "per_sample.csv", self.ids, self.labels, self.per_sample)
         write_rows(out / "missing.csv", ["id", "reason"], self.missing)
         write_rows(out / "skipped.csv", ["id", "reason"], self.skipped)
         for name, maps in (("maps.npz", self.maps), ("maps_ogl.npz", self.ogl_maps)):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import scipy.ndimage
@@ -80,21 +80,31 @@ class EvalResult:
         return out
 
     def write(self, out_dir: str | Path, extra_scores: dict[str, Any] | None = None) -> None:
-        """``per_sample.csv`` (id, ciou, label), with negatives also a ``confidence`` column and ``negatives.csv``
+        """``per_sample.csv`` (id, ciou, class), with negatives also a ``confidence`` column and ``negatives.csv``
         (id, kind, label, confidence), and last ``scores.json`` into ``out_dir``, each atomically: a folder with
         ``scores.json`` holds a complete set."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        conf = self.confidences["model"].tolist() if self.negatives is not None else None
-        write_rows(out / "per_sample.csv", ["id", "ciou", "label"] + (["confidence"] if conf else []),
-                   [[i, f"{c:.6f}", lab] + ([f"{conf[k]:.6f}"] if conf else [])
-                    for k, (i, c, lab) in enumerate(zip(self.ids, self.cious.tolist(), self.labels))])
+        columns = {"ciou": self.cious.tolist()}
+        if self.negatives is not None:
+            columns["confidence"] = self.confidences["model"].tolist()
+        write_per_sample(out / "per_sample.csv", self.ids, self.labels, columns)
         if self.negatives is not None:
             neg = self.negatives
             write_rows(out / "negatives.csv", ["id", "kind", "label", "confidence"],
                        [[*row[:3], f"{row[3]:.6f}"] for row in zip(neg["ids"], neg["kinds"], neg["labels"],
                                                                     neg["confidence"]["model"].tolist())])
         write_json(out / "scores.json", {**self.scores, **(extra_scores or {}), "baselines": self.baselines})
+
+
+def write_per_sample(path: Path, ids: Sequence[str], classes: Sequence[Any], columns: Mapping[str, Sequence[float]]
+                     ) -> None:
+    """``per_sample.csv`` of any evaluation: ``id``, the first score column, ``class`` (a name, or a built-in
+    class's index), then the other score columns, six decimals each."""
+    names = list(columns)
+    rows = [[i, f"{columns[names[0]][k]:.6f}", cls, *(f"{columns[c][k]:.6f}" for c in names[1:])]
+            for k, (i, cls) in enumerate(zip(ids, classes))]
+    write_rows(path, ["id", names[0], "class", *names[1:]], rows)
 
 
 #: Every file an evaluation (of a built-in split or a real test set) may write into its ``--out`` folder.

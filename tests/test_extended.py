@@ -277,7 +277,7 @@ def test_evaluate_scores_an_existing_checkpoint_on_the_extended_protocol(trained
     plain = json.loads((tmp_path / "plain" / "scores.json").read_text())
     assert "extended_ap" not in plain and not (tmp_path / "plain" / "negatives.csv").exists()
     with open(tmp_path / "plain" / "per_sample.csv") as fh:
-        assert next(csv.reader(fh)) == ["id", "ciou", "label"]
+        assert next(csv.reader(fh)) == ["id", "ciou", "class"]
     assert evaluate("--checkpoint", ckpt, "--out", tmp_path / "ext", "--set", "test_negatives=0.5") == 0
     assert "and 32 negatives: extended AP" in capsys.readouterr().out
     ext = json.loads((tmp_path / "ext" / "scores.json").read_text())
@@ -290,7 +290,7 @@ def test_evaluate_scores_an_existing_checkpoint_on_the_extended_protocol(trained
         rows = list(csv.DictReader(fh))
     assert len(rows) == 32 and {r["kind"] for r in rows} == {"silent", "off_screen"}
     with open(tmp_path / "ext" / "per_sample.csv") as fh:
-        assert next(csv.reader(fh)) == ["id", "ciou", "label", "confidence"]
+        assert next(csv.reader(fh)) == ["id", "ciou", "class", "confidence"]
     assert evaluate("--checkpoint", ckpt, "--out", tmp_path / "x", "--set", "n_test=10") == 2
     assert "evaluate changes only test_negatives" in capsys.readouterr().err
     assert evaluate("--checkpoint", ckpt, "--out", tmp_path / "x", "--set", "test_negatives=0.5",

@@ -72,7 +72,7 @@ def test_evaluate_agrees_with_training_and_with_its_maps(smoke_run, tmp_path):
     assert len(rows) == scores["n_samples"] == len(test_set)
     values = []
     for i, row in enumerate(rows):
-        assert row["id"] == test_set.ids[i] and int(row["label"]) == test_set.labels[i].item()
+        assert row["id"] == test_set.ids[i] and int(row["class"]) == test_set.labels[i].item()
         m = maps[row["id"]].astype(np.float32)
         m = (m - m.min()) / (m.max() - m.min())
         thr = np.sort(m.flatten())[m.size // 2]
