@@ -128,7 +128,7 @@ def test_a_seed_gives_the_same_build_and_a_rerun_resumes(tmp_path, fake_source):
 def test_a_build_killed_mid_way_leaves_only_whole_files_and_resumes(tmp_path, fake_source):
     """SIGKILL to the build and its worker pool while clips are written: every video in place is whole (equal to an
     uninterrupted build's), and a rerun finishes the same build."""
-    sizes = ["--n-train", "40", "--n-val", "4", "--n-test", "8", "--seconds", "0.5", "--quiet"]
+    sizes = ["--n-train", "24", "--n-val", "2", "--n-test", "4", "--seconds", "0.5", "--quiet"]
     reference = tmp_path / "reference"
     assert main(["stamps", "build", "--source", str(fake_source), "--out", str(reference), *sizes]) == 0
     expected = {p.name: p.read_bytes() for p in (reference / "videos").glob("*.mp4")}
