@@ -20,6 +20,7 @@ from fnac_lab.config import TrainConfig
 from fnac_lab.scoring import evaluate_model
 from fnac_lab.checkpoint import load_checkpoint
 from fnac_lab.papermill_engine import ENGINE_NAME
+from notebook_outputs import outputs
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -66,17 +67,6 @@ def execute(name: str, workdir: Path, **parameters) -> nbformat.NotebookNode:
                                error_on_timeout=STUCK_CELL)  # a stuck kernel fails the test, never hangs it
     DURATIONS[name] = time.perf_counter() - t0
     return nbformat.read(workdir / name, as_version=4)
-
-
-def outputs(nb: nbformat.NotebookNode, mime: str) -> list[str]:
-    found = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "stream" and mime == "text/plain":
-                found.append(out["text"])
-            elif mime in out.get("data", {}):
-                found.append(out["data"][mime])
-    return found
 
 
 @pytest.fixture(scope="module")

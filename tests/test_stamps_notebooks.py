@@ -17,6 +17,7 @@ from fnac_lab.cli import main
 from fnac_lab.data import stamps as st
 from fnac_lab.data.annotations import read_id_list
 from fnac_lab.papermill_engine import ENGINE_NAME
+from notebook_outputs import outputs
 
 REPO = Path(__file__).resolve().parents[1]
 #: Kernels run single-threaded (as in test_notebooks.py): two cores are shared with the test process.
@@ -64,17 +65,6 @@ def execute(name: str, out: Path, **parameters) -> nbformat.NotebookNode:
             else:
                 os.environ[key] = value
     return nbformat.read(out / name, as_version=4)
-
-
-def outputs(nb: nbformat.NotebookNode, mime: str) -> list[str]:
-    found = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "stream" and mime == "text/plain":
-                found.append(out["text"])
-            elif mime in out.get("data", {}):
-                found.append(out["data"][mime])
-    return found
 
 
 @pytest.mark.parametrize("name", ["03_false_negative_explorer.ipynb", "04_embeddings.ipynb", "05_localisation_maps.ipynb"])
