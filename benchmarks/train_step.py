@@ -6,7 +6,7 @@ FNAC objective with all four terms at weight 100, Adam) on the same batch, side 
 - ``published``: float32 batches normalised on the host and copied (pageable) each step, fp32 eager,
   every loss term recomputing the cross-modal similarity tensor (one einsum per term, plus one for the
   own-pair maps), and the loss read back to the host every step for the running average.
-- ``project``: :func:`fnac_lab.train.compute_losses` (uint8 batches from pinned memory, normalised on the
+- ``project``: :func:`fnac_lab.train.batch_terms` (uint8 batches from pinned memory, normalised on the
   device, SpecAugment on the device, one similarity einsum for all terms, losses kept on the device), with
   the fast paths switched on one by one: channels_last, bf16 autocast (CUDA; on CPU with ``--cpu-bf16``)
   and ``torch.compile`` (with ``--compile``).
@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from fnac_lab.config import TrainConfig
-from fnac_lab.losses import FnacLoss
 from fnac_lab.checkpoint import build_model
-from fnac_lab.train import compute_losses, total_loss
+from fnac_lab.methods import build_method, weighted_total
+from fnac_lab.train import batch_terms
 from fnac_lab.utils import normalise_images
 
 from machine import describe_machine
@@ -67,7 +67,8 @@ def published_style_terms(img: torch.Tensor, aud: torch.Tensor, tau: float, thre
 
 def bench_config(*, batch_size: int, image_size: int, **model) -> TrainConfig:
     """The benchmarked configuration: randomly initialised streams, all four terms active from the first step."""
-    return TrainConfig(visual_pretrained=False, batch_size=batch_size, image_size=image_size, warmup_epochs=0, **model)
+    return TrainConfig(visual_pretrained=False, batch_size=batch_size, image_size=image_size, options={"warmup_epochs": 0},
+                       **model)
 
 
 def make_batch(*, batch_size: int, image_size: int, bins: int, frames: int, seed: int = 0) -> dict:
@@ -104,7 +105,7 @@ class PublishedStep:
     def __call__(self) -> None:
         image, spec = self.image.to(self.device), self.spec.to(self.device)
         img, aud = self.model(image, spec)
-        terms = published_style_terms(img, aud, self.cfg.tau, self.cfg.tne_threshold)
+        terms = published_style_terms(img, aud, self.cfg.tau, self.cfg.options.tne_threshold)
         loss = terms["nce"] + WEIGHT * (terms["fns_audio"] + terms["fns_visual"] + terms["tne"])
         self.optimizer.zero_grad()
         loss.backward()
@@ -113,7 +114,7 @@ class PublishedStep:
 
 
 class ProjectStep:
-    """:func:`compute_losses` with the configuration's fast paths; the loss stays on the device."""
+    """:func:`batch_terms` with the configuration's fast paths; the loss stays on the device."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device, batch: dict, *, amp: bool, compile_model: bool,
                  compile_backend: str = "inductor"):
@@ -127,10 +128,11 @@ class ProjectStep:
         pin = device.type == "cuda"
         self.batch = {k: v.pin_memory() if pin else v for k, v in batch.items()}
         self.running = torch.zeros((), device=device)
+        self.method = cfg.build_method()
 
     def __call__(self) -> None:
-        terms = compute_losses(self.forward, self.batch, self.cfg, self.device, amp=self.amp)
-        loss = total_loss(terms, self.cfg, epoch=self.cfg.warmup_epochs)
+        terms = batch_terms(self.forward, self.batch, self.cfg, self.method, self.device, amp=self.amp)
+        loss = weighted_total(terms, self.method.weights(self.method.warmup_epochs))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -158,9 +160,9 @@ def terms_seconds(cfg: TrainConfig, device: torch.device, batch_size: int, map_s
         sync(device)
         t0 = time.perf_counter()
         if published:
-            terms = published_style_terms(img, aud, cfg.tau, cfg.tne_threshold)
+            terms = published_style_terms(img, aud, cfg.tau, cfg.options.tne_threshold)
         else:
-            terms = FnacLoss(tau=cfg.tau, tne_threshold=cfg.tne_threshold).terms(img, aud)
+            terms = cfg.build_method().terms(img, aud)
         (terms["nce"] + WEIGHT * (terms["fns_audio"] + terms["fns_visual"] + terms["tne"])).backward()
         sync(device)
         times.append(time.perf_counter() - t0)
@@ -171,8 +173,8 @@ def check_terms_agree(cfg: TrainConfig, device: torch.device) -> None:
     g = torch.Generator().manual_seed(1)
     img = F.normalize(torch.randn(16, 32, 7, 7, generator=g, dtype=torch.float64), dim=1).to(device)
     aud = F.normalize(torch.randn(16, 32, generator=g, dtype=torch.float64), dim=1).to(device)
-    ours = FnacLoss(tau=cfg.tau, tne_threshold=cfg.tne_threshold).terms(img, aud)
-    theirs = published_style_terms(img, aud, cfg.tau, cfg.tne_threshold)
+    ours = build_method("fnac", {"tne_threshold": cfg.options.tne_threshold}, tau=cfg.tau).terms(img, aud)
+    theirs = published_style_terms(img, aud, cfg.tau, cfg.options.tne_threshold)
     for k, v in ours.items():
         torch.testing.assert_close(theirs[k], v, rtol=1e-10, atol=1e-12, msg=f"published-style {k} differs")
 

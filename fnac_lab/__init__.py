@@ -11,7 +11,7 @@ import importlib
 from typing import Any
 
 #: Exported name -> the submodule that defines it.
-_EXPORTS = {"TrainConfig": "config", "preset": "config", "FnacLoss": "losses", "ciou": "metrics",
+_EXPORTS = {"TrainConfig": "config", "preset": "config", "build_method": "methods", "ciou": "metrics",
             "gt_map": "metrics", "summarise": "metrics", "create_model": "models"}
 
 __all__ = list(_EXPORTS)

@@ -68,7 +68,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Model (weights loaded, eval mode), configuration and raw dict of a checkpoint file."""
     state = read_checkpoint(path, map_location)
     try:
-        cfg = TrainConfig(**state["config"])
+        cfg = TrainConfig.from_dict(state["config"])
     except Exception as exc:
         raise FnacError(f"{path}: its configuration is not valid here ({describe(exc)})") from None
     # the weights come from the file: nothing to fetch or pretrain

@@ -1,15 +1,19 @@
-"""The training configuration: one flat dataclass whose defaults are the published FNAC setting.
+"""The training configuration: the common fields of a run, its ``method`` and that method's options. The defaults
+are the published FNAC setting.
 
-Every field can be set from the command line (``--set name=value``), from a notebook parameter or from
-Python (``TrainConfig(**fields)``); values are checked on construction and an unknown or invalid field
-is refused with a message that names it.
+A setting is named by its field (``lr``) or, for a method's option, as ``method.option`` (``fnac.w_tne``); either
+can be set from the command line (``--set fnac.w_tne=0``), a notebook parameter, a grid or Python
+(``preset("demo", **{"fnac.w_tne": 0})``, ``cfg.replace(method="nce")``). Values are checked on construction and an
+unknown or invalid setting is refused with a message that names it.
+
+Records written before methods had options of their own name FNAC's options flat (``w_tne``): they are read through
+the one mapping of :mod:`fnac_lab.methods.settings`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import math
 import typing
 from dataclasses import dataclass, fields
@@ -18,8 +22,9 @@ from typing import Any, Optional
 
 from .audio import SPEC_AUGMENT_DRAWS
 from .data.catalogue import STAMPS_LAYOUT, TESTSETS, TRAINSETS
-from .losses import DISTANCES, FN_TARGETS, NCE_FN_MASKS
 from .coercion import ConfigError, base_type, check_backbone, coerce
+from .methods import METHODS, Method, MethodOptions, build_method, method_class
+from .methods.settings import FLAT_OPTION_KEYS, dotted
 from .utils import stamps_benchmark_root
 
 BUILTIN = "builtin"
@@ -31,8 +36,13 @@ class _Settings:
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
         for f in fields(self):
-            object.__setattr__(self, f.name, coerce(f.name, getattr(self, f.name), hints[f.name]))
+            if f.name != "options":
+                object.__setattr__(self, f.name, coerce(f.name, getattr(self, f.name), hints[f.name]))
+        self._resolve()
         self._validate()
+
+    def _resolve(self) -> None:
+        """Fields built from others (none by default)."""
 
     def _validate(self) -> None:
         raise NotImplementedError
@@ -73,18 +83,9 @@ class TrainConfig(_Settings):
     centre_norm: bool = False  #: deviation: parameter-free batch norm on each projection before L2
 
     # Objective
-    tau: float = 0.03
-    tne_threshold: Optional[float] = 0.6  #: None = soft mask
-    distance: str = "l1"
-    w_fns_audio: float = 100.0
-    w_fns_visual: float = 100.0
-    w_tne: float = 100.0
-    warmup_epochs: int = 3  #: NCE-only epochs before the FNAC terms join
-    detach_targets: bool = False  #: deviation: stop gradients through the intra-modal similarity targets
-    normalise_targets: bool = False  #: study: L2-normalise v and f before their self-similarity (published: not)
-    target_tau: Optional[float] = None  #: study: temperature of the intra-modal similarities (None = tau, published)
-    nce_fn_mask: str = "none"  #: diagnostic, built-in data: oracle = same-class pairs leave the NCE denominators
-    fn_targets: str = "learned"  #: diagnostic, built-in data: oracle = class-label adjacency as FNS / TNE target
+    tau: float = 0.03  #: temperature of the cross-modal similarities (the model's, every method's)
+    method: str = "fnac"  #: the training method (fnac_lab.methods.METHODS): fnac (published), nce (EZ-VSL)
+    options: Any = None  #: that method's options (a mapping, or its options class; None: its defaults)
 
     # Optimisation
     lr: float = 1e-4
@@ -136,44 +137,105 @@ class TrainConfig(_Settings):
     def _validate(self) -> None:
         _validate(self)
 
-    @property
-    def fnac_active(self) -> bool:
-        return any(w > 0 for w in (self.w_fns_audio, self.w_fns_visual, self.w_tne))
+    def _resolve(self) -> None:
+        cls = method_class(self.method)
+        options = self.options
+        if isinstance(options, MethodOptions) and not isinstance(options, cls.options_class):
+            raise ConfigError(f"options: {type(options).__name__} are not the options of method {self.method!r}")
+        if not isinstance(options, MethodOptions):
+            if options is not None and not isinstance(options, dict):
+                raise ConfigError(f"options: a mapping of {self.method}'s options expected, got {options!r}")
+            options = cls.options_class.from_values(options or {})
+        object.__setattr__(self, "options", options)
+
+    def build_method(self) -> Method:
+        """The method this configuration trains, with its options, at ``tau``."""
+        return build_method(self.method, self.options, tau=self.tau)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with ``changes`` applied: fields, ``method.option`` names, or the flat names of
+        :data:`FLAT_OPTION_KEYS`. A new ``method`` starts from its own defaults."""
+        return _build(self.settings(), changes)
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting by name: the common fields, ``method`` and ``method.option`` for each option."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "options"}
+        out.update({f"{self.method}.{k}": v for k, v in self.options.to_dict().items()})
+        return out
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field, except those of :data:`RECORDED_WHEN_SET` while at their default: the records of a run
-        (``config.json``, checkpoints, ``metrics.json``) that does not use a later setting stay as they were."""
-        out = dataclasses.asdict(self)
+        """The record of the run (``config.json``, checkpoints): the common fields, ``method``, and the options under
+        the method's name. Fields of :data:`RECORDED_WHEN_SET` are left out while at their default, so the records
+        of runs that do not use a later setting stay as they were."""
+        out = {}
+        for f in fields(self):
+            if f.name != "options":
+                out[f.name] = getattr(self, f.name)
+            if f.name == "method":
+                out[self.method] = self.options.to_dict()
         for name in RECORDED_WHEN_SET:
             if out[name] == getattr(TrainConfig, name):
                 del out[name]
         return out
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """A configuration from its record (:meth:`to_dict`, or a record of an earlier version with flat keys)."""
+        return _build({}, values)
+
 
 #: Settings added after runs had been recorded, written into a run's configuration only when set.
 RECORDED_WHEN_SET = ("test_negatives",)
+def _build(base: dict[str, Any], changes: dict[str, Any]) -> "TrainConfig":
+    """``base`` settings (dotted) with ``changes`` applied. The method is ``changes``' or else ``base``'s (default
+    fnac); ``base``'s options of another method are dropped, ``changes``' are refused in one line."""
+    changes = dotted(changes)
+    check_keys(changes)
+    method = str(changes.get("method", base.get("method", "fnac")))
+    method_class(method)
+    for key in changes:
+        owner = key.partition(".")[0]
+        if "." in key and owner != method:
+            raise ConfigError(f"{key}: an option of method {owner!r}, and this run's method is {method!r}")
+    merged = {k: v for k, v in {**base, **changes}.items() if "." not in k or k.partition(".")[0] == method}
+    merged["method"] = method
+    options = {k.partition(".")[2]: merged.pop(k) for k in [k for k in merged if "." in k]}
+    return TrainConfig(**merged, options=options)
 
 
 def check_keys(values: dict[str, Any], cls: type = None) -> None:
-    """Refuse names that are not fields of ``cls`` (default :class:`TrainConfig`), suggesting the closest."""
-    names = (cls or TrainConfig).field_names()
+    """Refuse names that are not settings of ``cls`` (default :class:`TrainConfig`: its fields, ``method.option`` of a
+    registered method, the flat names of :data:`FLAT_OPTION_KEYS`, a method's options under its name), suggesting the
+    closest."""
+    names = list(setting_types(cls))
     for key in values:
-        if key not in names:
-            near = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise ConfigError(f"unknown setting {key!r}{hint}")
+        if key in names or ((cls or TrainConfig) is TrainConfig and key in METHODS):
+            continue
+        owner, dot, option = key.partition(".")
+        if dot and owner in METHODS:
+            METHODS[owner].options_class.from_values({option: None})  # refuses the unknown option, suggesting one
+        near = difflib.get_close_matches(key, names, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ConfigError(f"unknown setting {key!r}{hint}")
 
 
-@functools.lru_cache(maxsize=None)
 def setting_types(cls: type = None) -> dict[str, tuple[type, bool]]:
-    """Each field of ``cls`` (default :class:`TrainConfig`): its type (int, float, bool or str) and whether it may be
-    None."""
-    hints = typing.get_type_hints(cls or TrainConfig)
-    return {f.name: base_type(hints[f.name]) for f in fields(cls or TrainConfig)}
+    """Each setting of ``cls`` (default :class:`TrainConfig`): its type (int, float, bool or str) and whether it may
+    be None. For :class:`TrainConfig`: the common fields, ``method.option`` of every registered method, and the flat
+    names of :data:`FLAT_OPTION_KEYS`."""
+    cls = cls or TrainConfig
+    hints = typing.get_type_hints(cls)
+    out = {f.name: base_type(hints[f.name]) for f in fields(cls) if f.name != "options"}
+    if cls is TrainConfig:
+        for name, method in METHODS.items():
+            option_hints = typing.get_type_hints(method.options_class)
+            out.update({f"{name}.{o}": base_type(option_hints[o]) for o in method.options_class.names()})
+        out.update({flat: out[key] for flat, key in FLAT_OPTION_KEYS.items()})
+    return out
 
 
 def coerce_setting(name: str, value: Any, cls: type = None) -> Any:
-    """``value`` converted to the type of the field ``name`` of ``cls`` (default :class:`TrainConfig`) as a
+    """``value`` converted to the type of the setting ``name`` of ``cls`` (default :class:`TrainConfig`) as a
     configuration converts it on construction (``"1"`` to 1, ``"soft"`` to None, ...), or :class:`ConfigError`."""
     tp, optional = setting_types(cls)[name]
     return coerce(name, value, Optional[tp] if optional else tp)
@@ -191,20 +253,13 @@ def _validate(c: TrainConfig) -> None:
         need(getattr(c, name) >= 1, name, "must be a positive integer")
     for name in ("visual_stage", "audio_stage"):
         need(0 <= getattr(c, name) <= 4, name, "must be a timm feature stage between 0 and 4")
-    for name in ("w_fns_audio", "w_fns_visual", "w_tne", "weight_decay"):
-        need(math.isfinite(getattr(c, name)) and getattr(c, name) >= 0, name, "must be a non-negative finite number")
+    need(math.isfinite(c.weight_decay) and c.weight_decay >= 0, "weight_decay", "must be a non-negative finite number")
     need(math.isfinite(c.tau) and c.tau > 0, "tau", "must be a positive finite number")
     need(math.isfinite(c.lr) and c.lr > 0, "lr", "must be a positive finite number")
-    need(c.tne_threshold is None or 0.0 <= c.tne_threshold < 1.0, "tne_threshold", "must be in [0, 1) or 'soft'")
-    need(c.distance in DISTANCES, "distance", f"must be one of {', '.join(DISTANCES)}")
-    need(c.target_tau is None or (math.isfinite(c.target_tau) and c.target_tau > 0), "target_tau",
-         "must be a positive finite number, or none (= tau)")
-    need(c.nce_fn_mask in NCE_FN_MASKS, "nce_fn_mask", f"must be one of {', '.join(NCE_FN_MASKS)}")
-    need(c.fn_targets in FN_TARGETS, "fn_targets", f"must be one of {', '.join(FN_TARGETS)}")
-    for name in ("nce_fn_mask", "fn_targets"):
-        need(getattr(c, name) != "oracle" or c.dataset == BUILTIN, name,
-             "is a diagnostic that reads every clip's class label: only the built-in data has them")
-    need(c.warmup_epochs >= 0, "warmup_epochs", "must be non-negative")
+    for name in c.build_method().labelled_options():
+        if c.dataset != BUILTIN:
+            raise ConfigError(f"{c.method}.{name}={getattr(c.options, name)!r}: is a diagnostic that reads every "
+                              f"clip's class label: only the built-in data has them")
     need(c.batch_size >= 2, "batch_size", "must be at least 2 for contrastive learning")
     need(c.num_workers >= 0, "num_workers", "must be non-negative")
     need(c.device == "auto" or c.device.split(":")[0] in ("cpu", "cuda", "mps"), "device", "must be auto, cpu, cuda[:N] or mps")
@@ -248,17 +303,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     # A minute on two CPU cores: tiny data and a shallow model, for tests and notebook smoke runs.
     "smoke": dict(
         visual_stage=2, audio_stage=2, embed_dim=64, visual_pretrained=False, centre_norm=True,
-        image_size=32, n_train=192, n_val=64, n_test=64, batch_size=32, epochs=2, warmup_epochs=1,
-        lr=3e-3, tau=0.1, w_fns_audio=10.0, w_fns_visual=10.0, w_tne=10.0, detach_targets=True, eval_batch_size=64,
+        image_size=32, n_train=192, n_val=64, n_test=64, batch_size=32, epochs=2, lr=3e-3, tau=0.1,
+        eval_batch_size=64, fnac=dict(warmup_epochs=1, w_fns_audio=10.0, w_fns_visual=10.0, w_tne=10.0, detach_targets=True),
     ),
     # The `make demo` run: ResNet-18 cut after stage 2 on 48 px built-in data, from scratch. Chosen over
     # several seeds (README, "Results on the built-in data"): tau 0.1 (at 0.03 neither model learns within
     # 8 epochs from scratch), FNAC weights 10 with detached targets (100, or undetached targets, collapse).
     "demo": dict(
         visual_stage=2, audio_stage=2, embed_dim=128, visual_pretrained=False, centre_norm=True,
-        image_size=48, n_train=3000, n_val=500, n_test=500, batch_size=64, epochs=8, warmup_epochs=2,
-        lr=3e-3, tau=0.1, w_fns_audio=10.0, w_fns_visual=10.0, w_tne=10.0, detach_targets=True,
-        eval_batch_size=125,
+        image_size=48, n_train=3000, n_val=500, n_test=500, batch_size=64, epochs=8, lr=3e-3, tau=0.1,
+        eval_batch_size=125, fnac=dict(warmup_epochs=2, w_fns_audio=10.0, w_fns_visual=10.0, w_tne=10.0, detach_targets=True),
     ),
     # The published objective on the built-in data, from the built-in pretrained visual stream: tau 0.03, FNAC
     # weights 100 at B = 128 (w / B = 0.78), 3 warm-up epochs, visual dropout 0.9, targets not detached, no
@@ -268,7 +322,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # epochs over 144k clips; 1e-4 barely moves 300 steps).
     "paper_builtin": dict(
         visual_stage=2, audio_stage=2, embed_dim=128, visual_pretrained=False, visual_pretrain="demo",
-        image_size=48, n_train=3000, n_val=500, n_test=500, batch_size=128, epochs=12, warmup_epochs=3,
+        image_size=48, n_train=3000, n_val=500, n_test=500, batch_size=128, epochs=12,
         lr=3e-3, eval_batch_size=125,
     ),
     # Tux Paint's real photographs and recordings (make stamps-benchmark), the demo's model and objective: ResNet-18
@@ -277,8 +331,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "stamps": dict(
         dataset=REAL, trainset="stamps", testset="vggss",
         visual_stage=2, audio_stage=2, embed_dim=128, visual_pretrained=False, centre_norm=True,
-        batch_size=64, epochs=8, warmup_epochs=2,
-        lr=3e-3, tau=0.1, w_fns_audio=10.0, w_fns_visual=10.0, w_tne=10.0, detach_targets=True, eval_batch_size=64,
+        batch_size=64, epochs=8, lr=3e-3, tau=0.1, eval_batch_size=64,
+        fnac=dict(warmup_epochs=2, w_fns_audio=10.0, w_fns_visual=10.0, w_tne=10.0, detach_targets=True),
     ),
     # The published configuration on VGG-Sound 144k, selected on half of VGG-SS and tested on the other half;
     # needs train_root (or cache_dir), test_root and test_annotations, a pretrained visual stream and a GPU.
@@ -286,7 +340,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(dataset=REAL, trainset="vggss_144k", testset="vggss", num_workers=8),
     # The same with the published shell scripts' settings for the Flickr, VGG-SS and heard runs (30 / 5 / 256).
     "paper_scripts": dict(dataset=REAL, trainset="vggss_144k", testset="vggss", num_workers=8,
-                          epochs=30, warmup_epochs=5, batch_size=256),
+                          epochs=30, batch_size=256, fnac=dict(warmup_epochs=5)),
 }
 
 
@@ -358,13 +412,13 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
     them, each unless given."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
-    check_keys(overrides)
-    values = {**PRESETS[name], **overrides}
+    values = dotted(PRESETS[name])
     if name == "stamps":
-        root = Path(values.get("test_root") or stamps_benchmark_root())
-        values.update({k: str(root / v) for k, v in STAMPS_LAYOUT.items() if values.get(k) is None},
+        given = dotted(overrides)
+        root = Path(given.get("test_root") or stamps_benchmark_root())
+        values.update({k: str(root / v) for k, v in STAMPS_LAYOUT.items() if given.get(k) is None},
                       test_root=str(root))
-    return TrainConfig(**values)
+    return _build(values, overrides)
 
 
 def parse_overrides(items: list[str], cls: type = None) -> dict[str, str]:

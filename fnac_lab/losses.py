@@ -7,15 +7,16 @@ normalised audio embedding ``[B, C]``:
     S[b, k, h, w] = <img[b, :, h, w], aud[k]> / tau
     logits[b, k]  = max_{h, w} S[b, k, h, w]
 
-:class:`FnacLoss` computes the four terms and their weighted total; the functions it is built of are pure and
-public for the notebooks. The distributed gather lives in :mod:`fnac_lab.distributed`, so a caller that wants
-global negatives gathers ``img`` and ``aud`` first and hands them to the same loss.
+:func:`batch_affinities` builds the ``[B, B]`` matrices every term compares; the methods of :mod:`fnac_lab.methods`
+combine these functions into their terms. Everything here is pure: the distributed gather lives in
+:mod:`fnac_lab.distributed`, so a caller that wants global negatives gathers ``img`` and ``aud`` first.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from .utils import normalise_maps
@@ -25,6 +26,8 @@ DISTANCES = ("l1", "l2", "smooth_l1")
 NCE_FN_MASKS = ("none", "oracle")
 #: ``learned``: the published intra-modal similarity targets; ``oracle``: the class-label adjacency.
 FN_TARGETS = ("learned", "oracle")
+#: The published threshold of TNE's foreground mask (also the foreground pooling of false-negative detection).
+TNE_THRESHOLD = 0.6
 
 
 def similarity_maps(img: torch.Tensor, aud: torch.Tensor, tau: float) -> torch.Tensor:
@@ -86,7 +89,7 @@ def distribution_distance(target: torch.Tensor, pred: torch.Tensor, distance: st
     return distribution_gap(target.softmax(dim=1), pred.softmax(dim=1), distance)
 
 
-def tne_mask(own: torch.Tensor, threshold: float | None = 0.6) -> torch.Tensor:
+def tne_mask(own: torch.Tensor, threshold: float | None = TNE_THRESHOLD) -> torch.Tensor:
     """The foreground mask of TNE, ``[B, H, W]``: ``1[M > threshold]`` with ``M`` the own-pair map ``S[b, b]``
     min-max normalised per sample as ``(x - min) / (max - min + 1e-5)``; with ``threshold=None`` the soft mask
     ``M`` itself."""
@@ -94,7 +97,7 @@ def tne_mask(own: torch.Tensor, threshold: float | None = 0.6) -> torch.Tensor:
     return norm if threshold is None else (norm > threshold).to(own.dtype)
 
 
-def foreground_features(img: torch.Tensor, own: torch.Tensor, threshold: float | None = 0.6) -> torch.Tensor:
+def foreground_features(img: torch.Tensor, own: torch.Tensor, threshold: float | None = TNE_THRESHOLD) -> torch.Tensor:
     """Foreground-pooled visual features ``f[b] = mean_{h,w} img[b] * mask[b]`` as ``[B, C]``, with the
     :func:`tne_mask` of the own-pair maps ``own``. The mean divides by ``H * W`` (not by the mask area), as
     published."""
@@ -102,103 +105,48 @@ def foreground_features(img: torch.Tensor, own: torch.Tensor, threshold: float |
     return (img * mask.unsqueeze(1)).mean(dim=(2, 3))
 
 
-TERMS = ("nce", "fns_audio", "fns_visual", "tne")
+@dataclass
+class BatchAffinities:
+    """The four ``[B, B]`` matrices of one batch that the FNAC terms compare (logit scale), with the own-pair maps
+    ``S[b, b]`` ``[B, h, w]`` and the TNE foreground mask ``[B, h, w]`` they came from (Sun et al., CVPR 2023,
+    section 3). With ``v`` the spatial mean of ``img`` and ``f`` its foreground-pooled features
+    (:func:`foreground_features`):
 
-
-class FnacLoss(nn.Module):
-    """The FNAC objective: contrastive NCE, false-negative suppression (FNS) on both sides and true-negative
-    emphasis (TNE), the one entry point of this module's terms. Sun et al., "Learning Audio-Visual Source
-    Localization via False Negative Aware Contrastive Learning", CVPR 2023.
-
-    With ``S`` and ``logits`` as in this module's docstring, ``A_aud = aud aud^T / tau``, ``A_img = v v^T / tau``
-    (``v`` the spatial mean of ``img``, not re-normalised) and ``A_fg = f f^T / tau`` (``f`` from
-    :func:`foreground_features`):
-
-        nce        = CE(logits, diag) + CE(logits^T, diag)
-        fns_audio  = D(softmax(A_aud), softmax(logits))      # false-negative suppression, audio side
-        fns_visual = D(softmax(A_img), softmax(logits))      # false-negative suppression, visual side
-        tne        = D(softmax(A_aud), softmax(A_fg))        # true-negative emphasis
-        total      = nce + w_fns_audio fns_audio + w_fns_visual fns_visual + w_tne tne   (nce alone in warm-up)
-
-    A weight of 0 switches its term off in ``total``; every term is still computed and returned, so a run
-    reports what its switched-off terms would have been. Nothing is detached, as published;
-    ``detach_targets=True`` stops gradients through the intra-modal targets ``A_aud`` and ``A_img`` (a
-    deviation: at tau = 0.03 their gradient can push same-class audio apart and collapse training from scratch).
-
-    Study options, all off by default: ``normalise_targets`` L2-normalises ``v`` and ``f`` before their
-    self-similarity; ``target_tau`` divides ``A_aud``, ``A_img`` and ``A_fg`` by its own temperature instead of
-    ``tau`` (the cross-modal logits keep ``tau``). Two diagnostics read the batch's class ``labels``:
-    ``nce_fn_mask="oracle"`` drops the same-class pairs from both NCE denominators (:func:`nce_loss`), and
-    ``fn_targets="oracle"`` replaces ``softmax(A_aud)`` and ``softmax(A_img)`` by
-    :func:`class_target_distribution` in all three terms (FNS-audio and FNS-visual are then the same term).
-
-    The module holds no parameters and no state: the distributed gather stays with the caller
-    (:mod:`fnac_lab.distributed`), which hands in the gathered ``img`` and ``aud``.
+        audio       A_aud[b, k] = <aud[b], aud[k]> / t
+        visual      A_img[b, k] = <v[b], v[k]> / t
+        cross       logits[b, k] = max_hw S[b, k, h, w]      image b against audio k, at tau
+        foreground  A_fg[b, k] = <f[b], f[k]> / t
     """
 
-    def __init__(self, *, tau: float = 0.03, w_fns_audio: float = 100.0, w_fns_visual: float = 100.0,
-                 w_tne: float = 100.0, tne_threshold: float | None = 0.6, distance: str = "l1",
-                 detach_targets: bool = False, normalise_targets: bool = False, target_tau: float | None = None,
-                 nce_fn_mask: str = "none", fn_targets: str = "learned"):
-        super().__init__()
-        if distance not in DISTANCES:
-            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
-        if nce_fn_mask not in NCE_FN_MASKS or fn_targets not in FN_TARGETS:
-            raise ValueError(f"nce_fn_mask must be one of {NCE_FN_MASKS} and fn_targets one of {FN_TARGETS}, "
-                             f"got {nce_fn_mask!r} and {fn_targets!r}")
-        self.tau, self.tne_threshold, self.distance = tau, tne_threshold, distance
-        self.weights = {"fns_audio": w_fns_audio, "fns_visual": w_fns_visual, "tne": w_tne}
-        self.detach_targets, self.normalise_targets, self.target_tau = detach_targets, normalise_targets, target_tau
-        self.nce_fn_mask, self.fn_targets = nce_fn_mask, fn_targets
+    audio: torch.Tensor
+    visual: torch.Tensor
+    cross: torch.Tensor
+    foreground: torch.Tensor
+    own: torch.Tensor
+    mask: torch.Tensor
 
-    @property
-    def needs_labels(self) -> bool:
-        """Whether the terms read the batch's class labels (the oracle diagnostics)."""
-        return "oracle" in (self.nce_fn_mask, self.fn_targets)
+    def matrices(self) -> dict[str, torch.Tensor]:
+        return {"audio": self.audio, "visual": self.visual, "cross": self.cross, "foreground": self.foreground}
 
-    def terms(self, img: torch.Tensor, aud: torch.Tensor, *, labels: torch.Tensor | None = None,
-              sim: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The four terms of :data:`TERMS` as scalar tensors. ``sim`` is :func:`similarity_maps` of ``img`` and
-        ``aud`` when the caller has it already (it runs once per step: the NCE logits, the FNS target and the TNE
-        mask all come from it)."""
-        if labels is None and self.needs_labels:
-            raise ValueError("the oracle diagnostics need the batch's class labels")
-        sim = similarity_maps(img, aud, self.tau) if sim is None else sim
-        t = self.tau if self.target_tau is None else self.target_tau
-        logits = max_pooled_logits(sim)
-        aud_aff = aud @ aud.t() / t
-        v = img.mean(dim=(2, 3))
-        f = foreground_features(img, own_maps(sim), self.tne_threshold)
-        if self.normalise_targets:
-            v, f = F.normalize(v, dim=1), F.normalize(f, dim=1)
-        img_aff = v @ v.t() / t
-        fg_aff = f @ f.t() / t
-        if self.detach_targets:
-            aud_aff, img_aff = aud_aff.detach(), img_aff.detach()
-        nce = nce_loss(logits, same_class_pairs(labels) if self.nce_fn_mask == "oracle" else None)
-        if self.fn_targets == "oracle":
-            target = class_target_distribution(labels, logits.dtype)
-            pred = logits.softmax(dim=1)
-            return {"nce": nce, "fns_audio": distribution_gap(target, pred, self.distance),
-                    "fns_visual": distribution_gap(target, pred, self.distance),
-                    "tne": distribution_gap(target, fg_aff.softmax(dim=1), self.distance)}
-        return {
-            "nce": nce,
-            "fns_audio": distribution_distance(aud_aff, logits, self.distance),
-            "fns_visual": distribution_distance(img_aff, logits, self.distance),
-            "tne": distribution_distance(aud_aff, fg_aff, self.distance),
-        }
+    def softmax(self) -> dict[str, torch.Tensor]:
+        """Row-wise softmax of each matrix: the distributions the FNAC distances compare."""
+        return {name: m.softmax(dim=1) for name, m in self.matrices().items()}
 
-    def total(self, terms: dict[str, torch.Tensor], *, warmup: bool = False) -> torch.Tensor:
-        """``nce`` during the warm-up, else ``nce`` plus the weighted FNAC terms."""
-        loss = terms["nce"]
-        if not warmup:
-            loss = loss + self.weights["fns_audio"] * terms["fns_audio"] \
-                + self.weights["fns_visual"] * terms["fns_visual"] + self.weights["tne"] * terms["tne"]
-        return loss
 
-    def forward(self, img: torch.Tensor, aud: torch.Tensor, *, labels: torch.Tensor | None = None,
-                sim: torch.Tensor | None = None, warmup: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``(total, terms)`` for one batch (see :meth:`terms` and :meth:`total`)."""
-        terms = self.terms(img, aud, labels=labels, sim=sim)
-        return self.total(terms, warmup=warmup), terms
+def batch_affinities(img: torch.Tensor, aud: torch.Tensor, *, tau: float, sim: torch.Tensor | None = None,
+                     tne_threshold: float | None = TNE_THRESHOLD, target_tau: float | None = None,
+                     normalise_targets: bool = False) -> BatchAffinities:
+    """The :class:`BatchAffinities` of normalised ``img`` ``[B, C, h, w]`` and ``aud`` ``[B, C]``. The intra-modal
+    matrices divide by ``t = target_tau`` (None: ``tau``, published); ``normalise_targets`` L2-normalises ``v`` and
+    ``f`` before their self-similarity (published: not). ``sim`` is :func:`similarity_maps` at ``tau`` when the
+    caller has it."""
+    sim = similarity_maps(img, aud, tau) if sim is None else sim
+    t = tau if target_tau is None else target_tau
+    own = own_maps(sim)
+    mask = tne_mask(own, tne_threshold).to(img.dtype)
+    v = img.mean(dim=(2, 3))
+    f = (img * mask.unsqueeze(1)).mean(dim=(2, 3))  # foreground_features, with the mask kept
+    if normalise_targets:
+        v, f = F.normalize(v, dim=1), F.normalize(f, dim=1)
+    return BatchAffinities(audio=aud @ aud.t() / t, visual=v @ v.t() / t, cross=max_pooled_logits(sim),
+                           foreground=f @ f.t() / t, own=own, mask=mask)

@@ -1,5 +1,6 @@
-"""Training loop: Adam, NCE-only warm-up, weighted FNAC terms, validation-based model selection,
-atomic checkpoints that resume exactly (:mod:`fnac_lab.checkpoint`).
+"""The training loop, which names no method: Adam over the weighted sum of the terms the configured method
+(:mod:`fnac_lab.methods`) gives each batch, with that method's weights for the epoch, validation-based model
+selection, and atomic checkpoints that resume exactly (:mod:`fnac_lab.checkpoint`).
 
 Output directory layout::
 
@@ -34,12 +35,12 @@ from . import distributed
 from .audio import spec_augment
 from .checkpoint import (BEST, LAST, build_model, copy_weights, load_checkpoint, load_training_state,
                          save_training_state, training_state)
-from .config import ConfigError, TrainConfig, check_keys
+from .config import ConfigError, TrainConfig
 from .data.contracts import InMemoryData, collate_fn
 from .data.sampling import epoch_batch_sampler, false_negative_ratio
 from .splits import MISSING_REPORTS, NEGATIVES_SPLIT, build_datasets, negatives_of, write_dataset_reports
 from .scoring import EvalResult, evaluate_model, evaluate_with_negatives
-from .losses import TERMS, FnacLoss
+from .methods import Method, weighted_total
 from .models import AVLocaliser
 from .utils import (FnacError, atomic_write_text, epoch_seed, folder_lock, normalise_images, output_folder,
                     seed_everything, write_json)
@@ -65,8 +66,9 @@ class TrainResult:
 
 
 def run_label(cfg: TrainConfig) -> str:
-    """How progress names a run: ``FNAC seed 0`` or ``NCE seed 0`` (the twin: all FNAC weights 0)."""
-    return f"{'FNAC' if cfg.fnac_active else 'NCE'} seed {cfg.seed}"
+    """How progress names a run: the method's label and the seed (``FNAC seed 0``, ``NCE seed 0``)."""
+    method = cfg.build_method()
+    return f"{'NCE' if method.trains_nce_only(cfg.epochs) else method.label} seed {cfg.seed}"
 
 
 def batch_sampler(cfg: TrainConfig, labels, epoch: int, *, rank: int = 0, world_size: int = 1):
@@ -94,14 +96,14 @@ def amp_context(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
 
 
-def compute_losses(model: AVLocaliser, batch: dict, cfg: TrainConfig, device: torch.device, *,
-                   train: bool = True, amp: bool | None = None) -> dict[str, torch.Tensor]:
-    """The four loss terms of one batch (inputs moved and normalised on ``device``).
+def batch_terms(model: AVLocaliser, batch: dict, cfg: TrainConfig, method: Method, device: torch.device, *,
+                train: bool = True, amp: bool | None = None) -> dict[str, torch.Tensor]:
+    """The terms ``method`` gives one batch (inputs moved and normalised on ``device``).
 
-    The model runs under bfloat16 autocast when ``amp`` (default: ``cfg.amp`` on CUDA); the similarity
-    tensor and all four terms are then computed once, in float32, from its outputs. Under DDP with
-    ``cfg.global_negatives`` the outputs are first gathered over ranks, so that every term sees the global
-    batch (see :mod:`fnac_lab.distributed` for why the gradients need no rescaling).
+    The model runs under bfloat16 autocast when ``amp`` (default: ``cfg.amp`` on CUDA); the method's terms are
+    then computed in float32 from its outputs. Under DDP with ``cfg.global_negatives`` the outputs (and the class
+    labels a method reads) are first gathered over ranks, so that every term sees the global batch (see
+    :mod:`fnac_lab.distributed` for why the gradients need no rescaling).
     """
     image = normalise_images(batch["image"].to(device, non_blocking=True))
     spec = batch["spec"].to(device, non_blocking=True).float()
@@ -115,26 +117,12 @@ def compute_losses(model: AVLocaliser, batch: dict, cfg: TrainConfig, device: to
     img, aud = img.float(), aud.float()
     if cfg.global_negatives:
         img, aud = distributed.all_gather_with_grad(img), distributed.all_gather_with_grad(aud)
-    criterion = fnac_loss(cfg)
     labels = None
-    if criterion.needs_labels:  # the oracle diagnostics read the class labels
+    if method.needs_labels:
         labels = batch["label"].to(device, non_blocking=True)
         if cfg.global_negatives:
             labels = distributed.all_gather_with_grad(labels)
-    return criterion.terms(img, aud, labels=labels)
-
-
-def fnac_loss(cfg: TrainConfig) -> FnacLoss:
-    """The objective ``cfg`` trains with."""
-    return FnacLoss(tau=cfg.tau, w_fns_audio=cfg.w_fns_audio, w_fns_visual=cfg.w_fns_visual, w_tne=cfg.w_tne,
-                    tne_threshold=cfg.tne_threshold, distance=cfg.distance, detach_targets=cfg.detach_targets,
-                    normalise_targets=cfg.normalise_targets, target_tau=cfg.target_tau,
-                    nce_fn_mask=cfg.nce_fn_mask, fn_targets=cfg.fn_targets)
-
-
-def total_loss(terms: dict[str, torch.Tensor], cfg: TrainConfig, epoch: int) -> torch.Tensor:
-    """NCE during the warm-up epochs, then NCE plus the weighted FNAC terms (:meth:`FnacLoss.total`)."""
-    return fnac_loss(cfg).total(terms, warmup=epoch < cfg.warmup_epochs)
+    return method.terms(img, aud, labels=labels)
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress: bool = True,
@@ -148,7 +136,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True, progres
     every rank draws its slice of each global batch; rank 0 alone shows progress, validates, writes
     metrics, checkpoints and the summary; the other ranks return the same summary and history.
 
-    Refused before any work (:func:`check_run`): FNAC weights with no epoch after the warm-up, and an ``out_dir``
+    Refused before any work (:func:`check_run`): a method that cannot do what its options say in ``epochs`` (FNAC
+    weights with no epoch after the warm-up), and an ``out_dir``
     that another run is writing into (:func:`fnac_lab.utils.folder_lock`).
     """
     check_run(cfg)
@@ -165,12 +154,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True, progres
 
 
 def check_run(cfg: TrainConfig) -> None:
-    """Refuse a run whose FNAC terms would never join: FNAC weights above 0 but no epoch after the warm-up. (The
-    configuration itself is valid: a short run may be built to be resumed and extended later.)"""
-    if cfg.fnac_active and cfg.warmup_epochs >= cfg.epochs:
-        raise ConfigError(f"warmup_epochs={cfg.warmup_epochs} with epochs={cfg.epochs}: the FNAC terms join after the "
-                          f"warm-up and would never be used; raise epochs, lower warmup_epochs, or set w_fns_audio, "
-                          f"w_fns_visual and w_tne to 0 for NCE alone")
+    """Refuse a run in which the method cannot do what its options say within ``epochs`` (for FNAC: weights above 0 but
+    no epoch after the warm-up). The configuration itself is valid: a short run may be resumed and extended later."""
+    cfg.build_method().check_epochs(cfg.epochs)
 
 
 def remove_run_files(out: Path) -> None:
@@ -185,10 +171,9 @@ def remove_run_files(out: Path) -> None:
 
 
 def warn_low_temperature(cfg: TrainConfig) -> None:
-    """One line on stderr when ``tau`` (or ``target_tau``) lies far below the published 0.03."""
-    for name in ("tau", "target_tau"):
-        value = getattr(cfg, name)
-        if value is not None and value < LOW_TAU:
+    """One line on stderr when ``tau`` (or a method's ``target_tau``) lies far below the published 0.03."""
+    for name, value in cfg.settings().items():
+        if name.rpartition(".")[2] in ("tau", "target_tau") and value is not None and value < LOW_TAU:
             print(f"fnac-lab: warning: {name}={value:g} is far below the published 0.03; the similarities are "
                   f"divided by it, so the logits and losses grow as 1/{name}", file=sys.stderr, flush=True)
 
@@ -224,12 +209,11 @@ def saved_state(cfg: TrainConfig, ckpt_dir: Path, *, resume: bool, main: bool) -
 
     def check(state: dict[str, Any]) -> None:
         try:
-            check_keys(state["config"])
+            saved = TrainConfig.from_dict(state["config"]).settings()
         except ConfigError as exc:
             raise FnacError(f"{last}: its configuration has an {exc}, written by another version of fnac-lab; "
                             f"use another --out, or --no-resume to start afresh") from None
-        saved = {**TrainConfig().to_dict(), **state["config"]}  # a setting added since then has its default
-        changed = {k for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS and saved[k] != v}
+        changed = {k for k, v in cfg.settings().items() if k not in RUNTIME_FIELDS and saved.get(k) != v}
         if changed:
             raise FnacError(f"{last}: written with a different configuration "
                             f"({', '.join(sorted(changed))}); use another --out, or --no-resume to start afresh")
@@ -261,39 +245,41 @@ def _resume(state: dict[str, Any] | None, model: AVLocaliser, optimizer) -> RunS
                     start=state["epoch"] + 1)
 
 
-def _train_epoch(cfg: TrainConfig, forward_model, optimizer, batches, device: torch.device, epoch: int,
-                 bar) -> tuple[dict[str, float], list[float]]:
-    """One pass over ``batches``: the epoch's mean loss terms and total (averaged over ranks) and each batch's
-    false-negative ratio. A non-finite mean stops the run."""
-    sums = torch.zeros(len(TERMS) + 1, device=device)  # accumulated on the device: no sync per step
+def _train_epoch(cfg: TrainConfig, method: Method, forward_model, optimizer, batches, device: torch.device,
+                 epoch: int, bar) -> tuple[dict[str, float], list[float]]:
+    """One pass over ``batches``, minimising the method's weighted terms (:func:`~fnac_lab.methods.weighted_total`):
+    the epoch's mean terms and total (averaged over ranks) and each batch's false-negative ratio. A non-finite mean
+    stops the run."""
+    weights = method.weights(epoch)
+    sums = torch.zeros(len(method.term_names) + 1, device=device)  # accumulated on the device: no sync per step
     fn_ratios, n_batches = [], 0
     for batch in batches:
-        terms = compute_losses(forward_model, batch, cfg, device)
-        loss = total_loss(terms, cfg, epoch)
+        terms = batch_terms(forward_model, batch, cfg, method, device)
+        loss = weighted_total(terms, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        sums += torch.stack([terms[k].detach() for k in TERMS] + [loss.detach()])
+        sums += torch.stack([terms[k].detach() for k in method.term_names] + [loss.detach()])
         if "label" in batch:
             fn_ratios.append(false_negative_ratio(batch["label"]))
         n_batches += 1
         bar.update()
     sums = distributed.all_reduce_mean(sums)  # equal on every rank with global negatives
-    means = dict(zip((*TERMS, "loss"), (sums / max(n_batches, 1)).tolist()))
+    means = dict(zip((*method.term_names, "loss"), (sums / max(n_batches, 1)).tolist()))
     if not all(math.isfinite(v) for v in means.values()):
-        raise FnacError(f"non-finite loss in epoch {epoch + 1} ({means}); lower lr or the FNAC weights")
+        raise FnacError(f"non-finite loss in epoch {epoch + 1} ({means}); lower lr or the method's term weights")
     return means, fn_ratios
 
 
-def _validate_and_select(cfg: TrainConfig, model: AVLocaliser, val_set, device: torch.device, epoch: int,
-                         record: dict[str, Any], run: RunState) -> tuple[float, bool]:
+def _validate_and_select(cfg: TrainConfig, method: Method, model: AVLocaliser, val_set, device: torch.device,
+                         epoch: int, record: dict[str, Any], run: RunState) -> tuple[float, bool]:
     """Score the validation split, add the epoch's record to the history and keep the best epoch's weights
     (ties go to the later epoch, as published). Returns the score and whether it is the best so far."""
     val = evaluate_model(model, val_set, batch_size=cfg.eval_batch_size, device=device, baselines=False,
-                         progress=False, embeddings=True, tne_threshold=cfg.tne_threshold)
+                         progress=False, embeddings=True, tne_threshold=method.foreground_threshold)
     run.history.append({"epoch": epoch + 1, "split": "val", **{k: val.scores[k] for k in ("ap50", "mean_ciou", "auc")},
                         **record["means"], **val.fn_auroc(FN_AUROC_SAMPLES),
-                        "fnac_active": cfg.fnac_active and epoch >= cfg.warmup_epochs,
+                        **method.epoch_record(epoch),
                         "fn_ratio": record["fn_ratio"], "train_seconds": record["train_seconds"]})
     score = val.scores[cfg.select_metric]
     improved = score >= run.best["score"]
@@ -334,6 +320,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, p
     if cfg.compile:
         forward_model = torch.compile(forward_model)
 
+    method = cfg.build_method()
     label = run_label(cfg)
     bar = tqdm(total=(cfg.epochs - run.start) * len(sampler), disable=not progress, desc=label, unit="batch",
                leave=False)
@@ -345,14 +332,14 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, p
         bar.set_description(f"{label}, epoch {epoch + 1}/{cfg.epochs}")
         t0 = time.perf_counter()
         batches = loader if loader is not None else map(train_set.batch, sampler)
-        means, fn_ratios = _train_epoch(cfg, forward_model, optimizer, batches, device, epoch, bar)
+        means, fn_ratios = _train_epoch(cfg, method, forward_model, optimizer, batches, device, epoch, bar)
         if world_size > 1 and cfg.global_negatives and labels is not None:
             fn_ratios = [_global_fn_ratio(sampler, labels)]
         if not main:
             continue  # rank 0 validates and writes; the others wait for it in the next collective
         record = {"means": means, "fn_ratio": float(np.mean(fn_ratios)) if fn_ratios else None,
                   "train_seconds": round(time.perf_counter() - t0, 2)}
-        score, improved = _validate_and_select(cfg, model, val_set, device, epoch, record, run)
+        score, improved = _validate_and_select(cfg, method, model, val_set, device, epoch, record, run)
         save_training_state(training_state(model, optimizer, cfg, epoch, run.history, run.best, run.best_model),
                             ckpt_dir, improved=improved)
         _write_history(out, run.history)

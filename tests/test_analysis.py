@@ -13,13 +13,15 @@ import torch.nn.functional as F
 
 from fnac_lab import analysis
 from fnac_lab.config import preset
-from fnac_lab.losses import FnacLoss, distribution_distance
+from fnac_lab.losses import distribution_distance
+from fnac_lab.methods import build_method
 from fnac_lab.utils import FnacError
 
 
 def loss_terms(img, aud, labels=None, **settings):
-    """The four terms of :class:`FnacLoss` built with ``settings``."""
-    return FnacLoss(**settings).terms(img, aud, labels=labels)
+    """The four terms of the ``fnac`` method built with ``settings`` (its options, and ``tau``)."""
+    tau = settings.pop("tau", 0.03)
+    return build_method("fnac", settings, tau=tau).terms(img, aud, labels=labels)
 
 
 def _embeddings(b=6, c=5, h=3, w=4, seed=0):
@@ -219,14 +221,17 @@ def test_notebook_config_applies_non_none_fields():
     values = {"smoke": True, "lr": 0.01, "epochs": None, "tne_threshold": "soft", "unrelated": 3}
     cfg, overrides = analysis.notebook_config("demo", smoke=True, values=values)
     assert overrides == {"lr": 0.01, "tne_threshold": "soft"}
-    assert cfg.lr == 0.01 and cfg.tne_threshold is None
+    assert cfg.lr == 0.01 and cfg.options.tne_threshold is None
     from fnac_lab.config import PRESETS
 
     assert cfg.epochs == PRESETS["smoke"]["epochs"]
     cfg, _ = analysis.notebook_config("demo", smoke=False, values={})
     assert cfg.image_size == PRESETS["demo"]["image_size"]
     twin = analysis.nce_twin(cfg)
-    assert (twin.w_fns_audio, twin.w_fns_visual, twin.w_tne) == (0, 0, 0) and not twin.fnac_active
+    def common(c):
+        return {k: v for k, v in c.settings().items() if "." not in k and k != "method"}
+
+    assert twin.method == "nce" and common(twin) == common(cfg)  # the same run, with the nce method
 
 
 class _LabelModel(torch.nn.Module):
@@ -334,9 +339,10 @@ def test_adjacency_heatmaps_outline_exactly_the_same_class_pairs():
 
 def test_fnac_strength_sets_the_weights_per_batch_member():
     cfg, overrides = analysis.notebook_config("demo", smoke=False, values={"fnac_strength": 0.4, "batch_size": 128})
-    assert (cfg.w_fns_audio, cfg.w_fns_visual, cfg.w_tne) == (0.4 * 128,) * 3 and cfg.batch_size == 128
-    assert overrides["w_tne"] == 0.4 * 128
-    twin, _ = analysis.notebook_config("demo", smoke=False, values={"fnac_strength": 0})
-    assert not twin.fnac_active and twin == analysis.nce_twin(preset("demo"))
-    with pytest.raises(FnacError, match="fnac_strength and w_tne both set"):
+    o = cfg.options
+    assert (o.w_fns_audio, o.w_fns_visual, o.w_tne) == (0.4 * 128,) * 3 and cfg.batch_size == 128
+    assert overrides["fnac.w_tne"] == 0.4 * 128
+    zero, _ = analysis.notebook_config("demo", smoke=False, values={"fnac_strength": 0})
+    assert zero.build_method().trains_nce_only(zero.epochs) and not cfg.build_method().trains_nce_only(cfg.epochs)
+    with pytest.raises(FnacError, match="fnac_strength and fnac.w_tne both set"):
         analysis.notebook_config("demo", smoke=False, values={"fnac_strength": 0.4, "w_tne": 1})

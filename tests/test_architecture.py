@@ -16,7 +16,7 @@ ROOT = "fnac_lab"
 #: Layers, bottom up (ARCHITECTURE.md). A module may import its own layer or lower ones, never a higher one.
 LAYERS = [
     {"utils", "coercion", "paper", "losses", "metrics", "audio", "distributed"},
-    {"data", "models", "ogl"},
+    {"data", "models", "methods", "ogl"},
     {"config", "parameters", "pretrain", "checkpoint", "splits", "scoring", "real_scoring", "train"},
     {"analysis", "viz", "ablate", "papermill_engine"},
     {"cli", "__main__"},
@@ -136,7 +136,10 @@ def test_the_data_package_knows_no_model_loop_or_configuration():
 def test_pure_modules_configuration_and_models():
     for module in PURE:
         assert GRAPH[module] <= {"utils"}, f"{module} imports {sorted(GRAPH[module])}"
-    assert GRAPH["config"] <= {"utils", "coercion", "losses", "metrics", "audio", "data.catalogue"}, sorted(GRAPH["config"])
+    assert GRAPH["config"] <= {"utils", "coercion", "losses", "metrics", "audio", "data.catalogue", "methods",
+                               "methods.settings"}, sorted(GRAPH["config"])
+    methods = {t for m, targets in GRAPH.items() if m.split(".")[0] == "methods" for t in targets}
+    assert {t.split(".")[0] for t in methods} <= {"methods", "losses", "coercion", "utils"}, sorted(methods)
     assert GRAPH["data.catalogue"] == set()
     assert not {t for t in GRAPH["models"] if t.split(".")[0] in {"data", "config", "train", "scoring"}}
 
@@ -163,20 +166,3 @@ def test_functions_stay_short(path):
     long = [f"{n.name} ({n.end_lineno - n.lineno + 1} lines)" for n in ast.walk(ast.parse(path.read_text()))
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES]
     assert not long, f"{path.name}: {', '.join(long)}"
-
-
-def test_no_module_is_named_like_a_top_level_folder_or_a_benchmark_script():
-    """A name says one thing: ``benchmark.py`` beside ``benchmarks/``, ``datasets.py`` beside ``data/`` or
-    ``evaluate.py`` beside ``benchmarks/evaluate.py`` send a reader to the wrong file. The ``data`` package is the
-    one exception: it reads the data the ``data/`` folder holds."""
-    repo = PACKAGE.parent
-
-    def stem(name: str) -> str:  # "datasets" and "data", "benchmark" and "benchmarks" name the same thing
-        return name.removesuffix("s").removesuffix("set")
-
-    taken = {p.name for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")} - {"fnac_lab"}
-    taken |= {p.stem for p in (repo / "benchmarks").glob("*.py")}
-    modules = {p.stem for p in PACKAGE.glob("*.py")} | {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
-    clashes = sorted((m, t) for m in modules - {"__init__", "__main__", "data"} for t in taken if stem(m) == stem(t))
-    assert not clashes, f"modules named like a folder or benchmark script: {clashes}"
-    assert {stem(m) for m in ("datasets", "benchmark", "evaluate", "testsets")} <= {stem(t) for t in taken}

@@ -11,23 +11,29 @@ from fnac_lab.config import (PRESETS, ConfigError, PretrainConfig, TrainConfig, 
 
 
 def test_config_validation_names_the_field():
-    with pytest.raises(ConfigError, match="tne_threshold"):
-        TrainConfig(tne_threshold=1.5)
+    with pytest.raises(ConfigError, match=r"^fnac\.tne_threshold=1\.5"):
+        TrainConfig(options={"tne_threshold": 1.5})
+    with pytest.raises(ConfigError, match="did you mean fnac.w_tne"):
+        parse_overrides(["fnac.w_tn=3"])
+    with pytest.raises(ConfigError, match="^fnac.w_tne: an option of method 'fnac', and this run's method is 'nce'"):
+        preset("smoke", method="nce", w_tne=0)
+    with pytest.raises(ConfigError, match="^method='ez': unknown method"):
+        preset("smoke", method="ez")
     with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
         parse_overrides(["batchsize=3"])
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["lr"])
-    assert preset("smoke", tne_threshold="soft").tne_threshold is None
-    assert preset("smoke", detach_targets="no").detach_targets is False
+    assert preset("smoke", tne_threshold="soft").options.tne_threshold is None  # a flat name of an earlier record
+    assert preset("smoke", **{"fnac.detach_targets": "no"}).options.detach_targets is False
     defaults = TrainConfig(visual_pretrained=False)
-    assert (defaults.tau, defaults.lr, defaults.batch_size, defaults.w_tne, defaults.visual_dropout) == \
+    assert (defaults.tau, defaults.lr, defaults.batch_size, defaults.options.w_tne, defaults.visual_dropout) == \
         (0.03, 1e-4, 128, 100.0, 0.9)
 
 
 @pytest.mark.parametrize("name,value", [("tau", "inf"), ("tau", "nan"), ("lr", "inf"), ("w_tne", "inf"),
                                         ("weight_decay", "nan"), ("visual_dropout", "nan")])
 def test_non_finite_numbers_are_refused(name, value):
-    with pytest.raises(ConfigError, match=f"^{name}="):
+    with pytest.raises(ConfigError, match=f"^(fnac\\.)?{name}="):
         preset("smoke", **{name: value})
 
 
@@ -87,15 +93,17 @@ def _trains(cfg, n_train: int = 1024) -> dict:
     epochs whose loss is NCE alone, the weight of every FNAC term after them, and the size of every batch."""
     import torch
 
-    from fnac_lab.train import batch_sampler, fnac_loss, total_loss
+    from fnac_lab.methods import weighted_total
+    from fnac_lab.train import batch_sampler
 
     terms = {"nce": torch.tensor(1.0), "fns_audio": torch.tensor(2.0), "fns_visual": torch.tensor(3.0),
              "tne": torch.tensor(5.0)}
-    nce_only = [e for e in range(cfg.epochs) if float(total_loss(terms, cfg, e)) == 1.0]
-    after = float(total_loss(terms, cfg, cfg.warmup_epochs)) - 1.0
+    method = cfg.build_method()
+    nce_only = [e for e in range(cfg.epochs) if float(weighted_total(terms, method.weights(e))) == 1.0]
+    after = float(weighted_total(terms, method.weights(cfg.epochs - 1))) - 1.0
     sizes = {len(b) for b in batch_sampler(cfg, torch.zeros(n_train, dtype=torch.long), 0)}
-    return {"nce_only_epochs": nce_only, "fnac_weights": fnac_loss(cfg).weights, "after_warmup": after,
-            "batch_sizes": sizes}
+    weights = {k: w for k, w in method.weights(cfg.epochs - 1).items() if k != "nce"}
+    return {"nce_only_epochs": nce_only, "fnac_weights": weights, "after_warmup": after, "batch_sizes": sizes}
 
 
 def test_paper_presets_train_the_published_schedule():
@@ -111,7 +119,7 @@ def test_paper_presets_train_the_published_schedule():
     got = _trains(builtin)
     assert got["nce_only_epochs"] == [0, 1, 2] and got["batch_sizes"] == {128}
     assert math.isclose(got["fnac_weights"]["tne"] / 128, 100 / 128)
-    assert builtin.dataset == "builtin" and builtin.visual_pretrain == "demo" and not builtin.detach_targets
+    assert builtin.dataset == "builtin" and builtin.visual_pretrain == "demo" and not builtin.options.detach_targets
     assert builtin.tau == 0.03 and builtin.visual_dropout == 0.9
 
 
@@ -122,16 +130,16 @@ def test_demo_and_smoke_train_what_the_readme_says():
 
 
 def test_oracle_diagnostics_are_built_in_only_and_study_knobs_are_checked():
-    cfg = preset("smoke", nce_fn_mask="oracle", fn_targets="oracle", normalise_targets="yes", target_tau="0.2")
-    assert (cfg.nce_fn_mask, cfg.fn_targets, cfg.normalise_targets, cfg.target_tau) == ("oracle", "oracle", True, 0.2)
-    defaults = TrainConfig(visual_pretrained=False)
+    o = preset("smoke", nce_fn_mask="oracle", fn_targets="oracle", normalise_targets="yes", target_tau="0.2").options
+    assert (o.nce_fn_mask, o.fn_targets, o.normalise_targets, o.target_tau) == ("oracle", "oracle", True, 0.2)
+    defaults = TrainConfig(visual_pretrained=False).options
     assert (defaults.nce_fn_mask, defaults.fn_targets, defaults.normalise_targets, defaults.target_tau) == \
         ("none", "learned", False, None)
     for name in ("nce_fn_mask", "fn_targets"):
-        with pytest.raises(ConfigError, match=f"^{name}='oracle': is a diagnostic that reads every clip's class"):
+        with pytest.raises(ConfigError, match=f"^fnac.{name}='oracle': is a diagnostic that reads every clip's class"):
             preset("paper", **{name: "oracle"})
-        with pytest.raises(ConfigError, match=f"^{name}='labels'"):
+        with pytest.raises(ConfigError, match=f"^fnac.{name}='labels'"):
             preset("smoke", **{name: "labels"})
     for value in ("0", "-1", "inf"):
-        with pytest.raises(ConfigError, match="^target_tau="):
+        with pytest.raises(ConfigError, match="^fnac.target_tau="):
             preset("smoke", target_tau=value)

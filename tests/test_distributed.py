@@ -23,13 +23,15 @@ from fnac_lab.config import preset
 from fnac_lab.checkpoint import build_model
 from fnac_lab.data.sampling import ShuffledBatchSampler
 from fnac_lab.splits import build_datasets
-from fnac_lab.losses import FnacLoss
-from fnac_lab.train import compute_losses, total_loss
+from fnac_lab.methods import build_method
+from fnac_lab.methods import weighted_total
+from fnac_lab.train import batch_terms
 
 
 def loss_terms(img, aud, labels=None, **settings):
-    """The four terms of :class:`FnacLoss` built with ``settings``."""
-    return FnacLoss(**settings).terms(img, aud, labels=labels)
+    """The four terms of the ``fnac`` method built with ``settings`` (its options, and ``tau``)."""
+    tau = settings.pop("tau", 0.03)
+    return build_method("fnac", settings, tau=tau).terms(img, aud, labels=labels)
 
 
 WORLD = 2
@@ -64,9 +66,9 @@ def one_step(model, forward, batch, cfg) -> dict[str, torch.Tensor]:
     """One SGD step (plain SGD: a wrong gradient scale shows in the update); returns the parameter updates."""
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-    terms = compute_losses(forward, batch, cfg, torch.device("cpu"))
+    terms = batch_terms(forward, batch, cfg, cfg.build_method(), torch.device("cpu"))
     optimizer.zero_grad()
-    total_loss(terms, cfg, epoch=0).backward()
+    weighted_total(terms, cfg.build_method().weights(0)).backward()
     optimizer.step()
     return {k: v.detach() - before[k] for k, v in model.named_parameters()}
 

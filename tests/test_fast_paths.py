@@ -14,16 +14,18 @@ import torchvision.transforms.v2 as v2
 from fnac_lab import metrics
 from fnac_lab.config import preset
 from fnac_lab.scoring import evaluate_model
-from fnac_lab.losses import FnacLoss
+from fnac_lab.methods import build_method
 from fnac_lab.checkpoint import build_model
-from fnac_lab.train import batch_sampler, compute_losses, total_loss, train_loader
+from fnac_lab.methods import weighted_total
+from fnac_lab.train import batch_sampler, batch_terms, train_loader
 from fnac_lab.utils import IMAGENET_MEAN, IMAGENET_STD, normalise_images
 from references import naive_ciou
 
 
 def loss_terms(img, aud, labels=None, **settings):
-    """The four terms of :class:`FnacLoss` built with ``settings``."""
-    return FnacLoss(**settings).terms(img, aud, labels=labels)
+    """The four terms of the ``fnac`` method built with ``settings`` (its options, and ``tau``)."""
+    tau = settings.pop("tau", 0.03)
+    return build_method("fnac", settings, tau=tau).terms(img, aud, labels=labels)
 
 
 CPU = torch.device("cpu")
@@ -45,8 +47,8 @@ def fresh_model(cfg, seed: int = 0):
 
 def losses_and_grads(model, cfg, batch, device=CPU, **kwargs):
     model.zero_grad()
-    terms = compute_losses(model, batch, cfg, device, **kwargs)
-    total_loss(terms, cfg, epoch=0).backward()
+    terms = batch_terms(model, batch, cfg, cfg.build_method(), device, **kwargs)
+    weighted_total(terms, cfg.build_method().weights(0)).backward()
     grads = torch.cat([p.grad.flatten().float().cpu() for p in model.parameters()])
     return {k: v.item() for k, v in terms.items()}, grads
 
@@ -111,13 +113,13 @@ def test_similarity_einsum_runs_once_per_step(monkeypatch):
     calls = []
     einsum = torch.einsum
     monkeypatch.setattr(torch, "einsum", lambda *a, **k: calls.append(a[0]) or einsum(*a, **k))
-    terms = compute_losses(model, batch, cfg, CPU)
+    terms = batch_terms(model, batch, cfg, cfg.build_method(), CPU)
     assert calls == ["bchw,kc->bkhw"]
     monkeypatch.undo()
     # and the terms equal those of the stand-alone losses on the same embeddings
     with torch.no_grad():
         img, aud = model(normalise_images(batch["image"]), batch["spec"])
-        expected = loss_terms(img, aud, tau=cfg.tau, tne_threshold=cfg.tne_threshold, distance=cfg.distance)
+        expected = loss_terms(img, aud, tau=cfg.tau, **cfg.options.to_dict())
     for k, v in expected.items():
         assert terms[k].item() == pytest.approx(v.item(), rel=1e-6), k
 

@@ -8,12 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fnac_lab.losses import FnacLoss
+from fnac_lab.methods import build_method, weighted_total
 
 
 def loss_terms(img, aud, labels=None, **settings):
-    """The four terms of :class:`FnacLoss` built with ``settings``."""
-    return FnacLoss(**settings).terms(img, aud, labels=labels)
+    """The four terms of the ``fnac`` method built with ``settings`` (its options, and ``tau``)."""
+    tau = settings.pop("tau", 0.03)
+    return build_method("fnac", settings, tau=tau).terms(img, aud, labels=labels)
 
 
 def _softmax_rows(a):
@@ -221,15 +222,15 @@ def test_oracles_need_labels():
 
 
 def test_total_weights_each_term_and_is_nce_alone_in_the_warm_up():
-    """``FnacLoss``'s total: NCE plus each term times its own weight, a weight of 0 switching that term off, and NCE
-    alone during the warm-up; the terms are reported either way."""
+    """The loop's total of FNAC's terms: NCE plus each term times its own weight, a weight of 0 switching that term off,
+    and NCE alone during the warm-up; the terms are reported either way."""
     img, aud = _inputs(10)
     ref = reference_losses(img, aud, 0.03, 0.6, "l1")
-    criterion = FnacLoss(w_fns_audio=3.0, w_fns_visual=0.0, w_tne=0.5)
-    total, terms = criterion(img, aud)
+    method = build_method("fnac", dict(w_fns_audio=3.0, w_fns_visual=0.0, w_tne=0.5, warmup_epochs=2), tau=0.03)
+    terms = method.terms(img, aud)
+    total = weighted_total(terms, method.weights(2))
     assert torch.allclose(total, ref["nce"] + 3.0 * ref["fns_audio"] + 0.5 * ref["tne"], rtol=1e-10)
     assert torch.allclose(terms["fns_visual"], ref["fns_visual"], rtol=1e-10)  # switched off, still reported
-    warm, _ = criterion(img, aud, warmup=True)
-    assert torch.equal(warm, terms["nce"])
+    assert all(torch.equal(weighted_total(terms, method.weights(e)), terms["nce"]) for e in (0, 1))
     sim = torch.einsum("bchw,kc->bkhw", img, aud) / 0.03  # a caller's own similarity tensor gives the same terms
-    assert all(torch.equal(v, criterion.terms(img, aud, sim=sim)[k]) for k, v in terms.items())
+    assert all(torch.equal(v, method.terms(img, aud, sim=sim)[k]) for k, v in terms.items())

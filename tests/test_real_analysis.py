@@ -181,7 +181,7 @@ def test_builtin_description_peaks_and_samples_are_as_before():
     data = analysis.evaluation_split(cfg, "test")
     assert analysis.describe_data(cfg, "test", data) == (
         f"data: {cfg.dataset} test split, {len(data)} samples, {cfg.n_classes} classes; tau {cfg.tau}, "
-        f"TNE threshold {cfg.tne_threshold if cfg.tne_threshold is not None else 'soft'}")
+        f"TNE threshold {cfg.options.tne_threshold if cfg.options.tne_threshold is not None else 'soft'}")
     assert analysis.class_count(cfg, data) == cfg.n_classes and analysis.has_distractors(data)
     maps = torch.from_numpy(np.random.default_rng(4).standard_normal((16, 224, 224)).astype(np.float32))
     everything = data.batch(list(range(16)))

@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
+from ..config import TrainConfig
 from ..data.catalogue import STAMPS_LAYOUT
 from ..utils import FnacError, atomic_write_text, output_folder, write_json
 from .effects import EFFECT_FN_AUROC, EFFECT_COLUMNS, effects_markdown, paired_effects
@@ -93,7 +94,7 @@ def point_row(point: StudyPoint, folder: Path, batch_size: int) -> dict:
     summary = json.loads((folder / "summary.json").read_text())
     history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
     unseen = json.loads((folder / UNSEEN / "scores.json").read_text())
-    warmup_epochs = json.loads((folder / "config.json").read_text())["warmup_epochs"]
+    warmup_epochs = TrainConfig.from_dict(json.loads((folder / "config.json").read_text())).build_method().warmup_epochs
     last = history[-1]
     return {"visual_pretrain": "scratch", "class_bias_p": point.class_bias_p, "batch_size": batch_size,
             "fnac_strength": FORMS[point.form][0], "seed": point.seed, **{k: summary["test"][k] for k in

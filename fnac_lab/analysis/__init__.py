@@ -5,7 +5,7 @@ extended protocol's negatives beside the positives (:mod:`.extended`), and the t
 labelled tables (:mod:`.toy`) and its real false negative (:mod:`.real_pair`)."""
 
 from ..data.sampling import expected_false_negative_ratio, false_negative_ratio, fn_ratio_table
-from .adjacency import (MATRICES, BatchAdjacency, batch_adjacency, descend_logits, embed_batch, embedded_adjacency,
+from .adjacency import (MATRICES, batch_adjacency, descend_logits, embed_batch, embedded_adjacency,
                         idealised_embeddings, same_class_mask)
 from .embeddings import collect_embeddings, nearest_neighbour_accuracy, umap_projection
 from .extended import (SETS, ExampleRows, confidence_table, extended_examples, extended_table, localise_with_negatives,
@@ -14,20 +14,20 @@ from .report import (SCORES, ap50_noise, compare_to_baseline, read_history, run_
                      what_this_run_shows, write_report)
 from .retrieval import (INTRA_MODAL, PairRetrieval, intramodal_retrieval, pair_precision_recall, pair_scores,
                         same_class_softmax_mass)
-from .runs import (NCE_ONLY, PEAK_OUTCOMES, REAL_PEAK_OUTCOMES, RUN_FOLDERS, UNTRAINED, ModelPair, best_worst,
+from .runs import (PEAK_OUTCOMES, REAL_PEAK_OUTCOMES, RUN_FOLDERS, UNTRAINED, ModelPair, best_worst,
                    class_count, describe_data, evaluation_split, has_distractors, load_model_pair, localise, nce_twin,
                    notebook_config, peak_kinds, peak_on_ground_truth, peak_outcome, peak_outcomes, sample_table,
                    seed_list, shared_run_dir)
 from .real_pair import RealStamps, real_false_negative, spectral_centroid
 from .toy import labelled_table, toy_frame, unit_vector
 
-__all__ = ["expected_false_negative_ratio", "false_negative_ratio", "fn_ratio_table", "MATRICES", "BatchAdjacency",
+__all__ = ["expected_false_negative_ratio", "false_negative_ratio", "fn_ratio_table", "MATRICES",
            "batch_adjacency", "descend_logits", "embed_batch", "embedded_adjacency", "idealised_embeddings",
            "same_class_mask", "labelled_table", "toy_frame", "unit_vector",
            "collect_embeddings", "nearest_neighbour_accuracy", "umap_projection", "SCORES", "ap50_noise",
            "compare_to_baseline", "read_history", "run_metrics", "run_report", "scores_table", "what_this_run_shows",
            "write_report", "INTRA_MODAL", "PairRetrieval", "intramodal_retrieval", "pair_precision_recall",
-           "pair_scores", "same_class_softmax_mass", "NCE_ONLY", "PEAK_OUTCOMES", "RUN_FOLDERS", "ModelPair",
+           "pair_scores", "same_class_softmax_mass", "PEAK_OUTCOMES", "RUN_FOLDERS", "ModelPair",
            "best_worst", "evaluation_split", "load_model_pair", "localise", "nce_twin", "notebook_config",
            "peak_outcome", "seed_list", "shared_run_dir", "REAL_PEAK_OUTCOMES", "UNTRAINED", "class_count",
            "describe_data", "has_distractors", "peak_kinds", "peak_on_ground_truth", "peak_outcomes", "sample_table", "SETS", "ExampleRows", "confidence_table",

@@ -14,52 +14,28 @@ softmax(cross))`` and ``tne = D(softmax(audio), softmax(foreground))``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from ..losses import (distribution_distance, foreground_features, max_pooled_logits, nce_loss, own_maps, same_class_pairs,
-                      similarity_maps, tne_mask)
+from ..losses import (TNE_THRESHOLD, BatchAffinities, batch_affinities, distribution_distance, nce_loss,
+                      same_class_pairs)
 from ..models import AVLocaliser
 from ..utils import normalise_images
 
 MATRICES = ("audio", "visual", "cross", "foreground")
 
 
-@dataclass
-class BatchAdjacency:
-    """The four ``[B, B]`` adjacency matrices of one batch (logit scale, i.e. divided by tau), with the
-    own-pair maps ``S[b, b]`` ``[B, h, w]`` and the TNE foreground mask ``[B, h, w]`` they came from."""
-
-    audio: torch.Tensor
-    visual: torch.Tensor
-    cross: torch.Tensor
-    foreground: torch.Tensor
-    own: torch.Tensor
-    mask: torch.Tensor
-
-    def matrices(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name) for name in MATRICES}
-
-    def softmax(self) -> dict[str, torch.Tensor]:
-        """Row-wise softmax of each matrix: the distributions the FNAC distances compare."""
-        return {name: m.softmax(dim=1) for name, m in self.matrices().items()}
-
-
-def batch_adjacency(img: torch.Tensor, aud: torch.Tensor, *, tau: float, tne_threshold: float | None = 0.6) -> BatchAdjacency:
-    """Adjacency matrices of a batch of normalised embeddings ``img`` ``[B, C, h, w]`` and ``aud`` ``[B, C]``."""
-    sim = similarity_maps(img, aud, tau)
-    own = own_maps(sim)
-    v = img.mean(dim=(2, 3))
-    f = foreground_features(img, own, tne_threshold)
-    return BatchAdjacency(audio=aud @ aud.t() / tau, visual=v @ v.t() / tau, cross=max_pooled_logits(sim),
-                          foreground=f @ f.t() / tau, own=own, mask=tne_mask(own, tne_threshold))
+def batch_adjacency(img: torch.Tensor, aud: torch.Tensor, *, tau: float,
+                    tne_threshold: float | None = TNE_THRESHOLD) -> BatchAffinities:
+    """The adjacency matrices of a batch of normalised embeddings ``img`` ``[B, C, h, w]`` and ``aud`` ``[B, C]``: the
+    published FNAC terms' own matrices (:func:`~fnac_lab.losses.batch_affinities`, every one at ``tau``)."""
+    return batch_affinities(img, aud, tau=tau, tne_threshold=tne_threshold)
 
 
 def embedded_adjacency(embedded: Mapping[str, Sequence[tuple[torch.Tensor, torch.Tensor]]], *, model: str, batch: int,
-                       tau: float, tne_threshold: float | None) -> BatchAdjacency:
+                       tau: float, tne_threshold: float | None) -> BatchAffinities:
     """:func:`batch_adjacency` of batch ``batch`` as ``model`` embedded it: ``embedded[model][batch]`` is the
     ``(img, aud)`` pair that :func:`embed_batch` returned for it (each batch embedded once, matrices recomputed
     for any ``tau`` and threshold)."""

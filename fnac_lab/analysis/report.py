@@ -27,17 +27,21 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def run_metrics(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
+def run_metrics(run_dir: str | Path, split: str = "test", *, warmup_epochs: int | None = None) -> dict[str, Any]:
     """Final scores of a finished training run (from ``summary.json`` and ``metrics.jsonl``): the test
     ``ap50``, ``mean_ciou``, ``auc``, ``n_samples`` of the best validation epoch (and, when the test split has
     negatives, the extended protocol's ``extended_ap``, ``max_f1``, ``precision`` and ``n_negatives``), plus the
-    run's facts."""
+    run's facts. ``warmup_nce`` is the NCE loss after ``warmup_epochs`` epochs (default: the run's own warm-up; an NCE
+    twin is given its partner's)."""
     run_dir = Path(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
     history = read_history(run_dir)
     test = summary[split]
     ratios = [r["fn_ratio"] for r in history if r.get("fn_ratio") is not None]
-    warmup = json.loads((run_dir / "config.json").read_text()).get("warmup_epochs", 0)
+    warmup = warmup_epochs
+    if warmup is None:
+        cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        warmup = cfg.build_method().warmup_epochs
     return {
         **{k: test[k] for k in (*SCORES, "n_samples")},
         **{k: test[k] for k in (*EXTENDED_SCORES, "n_negatives") if k in test},
@@ -106,7 +110,9 @@ def run_report(cfg: TrainConfig, fnac_runs: Sequence[Mapping[str, Any]], nce_run
     ``seeds``, and the configuration."""
     first = dict(fnac_runs[0])
     report: dict[str, Any] = {k: v for k, v in first.items() if k != "trivial"}
-    report["fnac_active"] = cfg.fnac_active
+    method = cfg.build_method()
+    report["fnac_active"] = not method.trains_nce_only(cfg.epochs)
+    report["method_label"] = method.label if report["fnac_active"] else None
     report["trivial"] = first["trivial"]
     if nce_runs:
         report["baseline"] = {k: v for k, v in nce_runs[0].items() if k != "trivial"}
@@ -129,7 +135,7 @@ def scores_table(report: Mapping[str, Any]) -> pd.DataFrame:
         runs = [s[key] if key else s for s in report["seeds"]]
         return {k: float(np.mean([r[k] for r in runs])) for k in scores}
 
-    rows = {"FNAC" if report["fnac_active"] else "configured run (NCE only)": mean_over_seeds(None)}
+    rows = {report["method_label"] if report["fnac_active"] else "configured run (NCE only)": mean_over_seeds(None)}
     if "baseline" in report:
         rows["NCE baseline"] = mean_over_seeds("baseline")
     names = {"centre_prior": "centre prior", "random": "random map", "oracle": "oracle (gt-derived)"}
@@ -160,7 +166,7 @@ def _against_centre_prior(report: Mapping[str, Any]) -> str:
     """Which models beat the centre prior on which score, in one sentence."""
     names = {"ap50": "AP50", "mean_ciou": "mean cIoU", "auc": "AUC"}
     centre = report["trivial"]["centre_prior"]
-    runs = {"FNAC" if report["fnac_active"] else "the configured run": report}
+    runs = {report["method_label"] if report["fnac_active"] else "the configured run": report}
     if "baseline" in report:
         runs["the NCE baseline"] = report["baseline"]
     level = ", ".join(f"{names[k]} {centre[k]:.3f}" for k in SCORES)
@@ -182,7 +188,7 @@ def _extended_line(report: Mapping[str, Any]) -> str:
     def scores(r: Mapping[str, Any]) -> str:
         return f"AP {r['extended_ap']:.3f}, max-F1 {r['max_f1']:.3f}, precision {r['precision']:.3f}"
 
-    name = "FNAC" if report["fnac_active"] else "The configured run"
+    name = report["method_label"] if report["fnac_active"] else "The configured run"
     twin = f"; the NCE twin {scores(report['baseline'])}" if "baseline" in report else ""
     trivial = report["trivial"]
     return (f"With the {report['n_negatives']} negatives beside the {report['n_samples']} test samples (extended "
@@ -195,18 +201,19 @@ def what_this_run_shows(report: Mapping[str, Any]) -> list[str]:
     cfg = report["config"]
     trivial = report["trivial"]
     lines = []
-    name = "FNAC" if report["fnac_active"] else "The configured run (NCE only)"
+    name = report["method_label"] if report["fnac_active"] else "The configured run (NCE only)"
     lines.append(f"{name} reached test AP50 **{report['ap50']:.3f}** (mean cIoU {report['mean_ciou']:.3f}, "
                  f"AUC {report['auc']:.3f}) on {report['n_samples']} test samples, with the checkpoint of validation "
                  f"epoch {report['best_epoch']} of {report['epochs_trained']}.")
     if "baseline" in report:
         base, gain = report["baseline"], report["gain"]
-        verdict = ("exceeds twice the noise estimate: on this run FNAC beats the NCE baseline beyond noise"
+        label = report["method_label"] or "the configured run"
+        verdict = (f"exceeds twice the noise estimate: on this run {label} beats the NCE baseline beyond noise"
                    if gain["exceeds_noise"] else
-                   "does not exceed twice the noise estimate: this run does not show a difference between FNAC "
+                   f"does not exceed twice the noise estimate: this run does not show a difference between {label} "
                    "and the NCE baseline beyond noise")
         seeds = f" (mean over {gain['n_seeds']} seeds)" if gain["n_seeds"] > 1 else ""
-        lines.append(f"The NCE-only twin reached AP50 **{base['ap50']:.3f}**; FNAC's AP50 gain{seeds} is "
+        lines.append(f"The NCE-only twin reached AP50 **{base['ap50']:.3f}**; {label}'s AP50 gain{seeds} is "
                      f"**{gain['ap50']:+.3f}** against a noise estimate of {gain['noise']:.3f} from {gain['noise_source']}; "
                      f"the gain {verdict}.")
     lines.append(_against_centre_prior(report))
@@ -215,14 +222,15 @@ def what_this_run_shows(report: Mapping[str, Any]) -> list[str]:
     if "n_negatives" in report:
         lines.append(_extended_line(report))
     curve = report["val_ap50_by_epoch"]
-    w = cfg["warmup_epochs"]
+    w = TrainConfig.from_dict(cfg).build_method().warmup_epochs
     if report["fnac_active"] and w < len(curve):
         start = f"{curve[w - 1]:.3f} at the end of the {w}-epoch NCE warm-up" if w > 0 else "the start (no warm-up)"
         best = max(curve[w:])
         collapsed = w > 0 and best < 0.5 * max(curve[:w])
-        lines.append(f"Once the FNAC terms joined, validation AP50 went from {start} to at best {best:.3f} and "
+        terms = f"{report['method_label']}'s terms"
+        lines.append(f"Once {terms} joined, validation AP50 went from {start} to at best {best:.3f} and "
                      f"{curve[-1]:.3f} at the last epoch"
-                     + (": a collapse, the FNAC terms destroyed what the warm-up had learned." if collapsed else "."))
+                     + (f": a collapse, {terms} destroyed what the warm-up had learned." if collapsed else "."))
     if report.get("fn_ratio") is not None:
         lines.append(f"Training batches of {cfg['batch_size']} had a false-negative ratio of {100 * report['fn_ratio']:.1f} % "
                      f"on average (the paper's VGG-Sound batches: {100 * FN_RATIO[128]:.2f} % at 128, "

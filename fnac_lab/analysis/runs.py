@@ -12,7 +12,8 @@ import pandas as pd
 import torch
 
 from ..checkpoint import build_model, load_checkpoint
-from ..config import BUILTIN, TrainConfig, preset
+from ..config import BUILTIN, TrainConfig, preset, setting_types
+from ..methods.settings import dotted
 from ..data.real import LabelledSplit
 from ..splits import build_datasets
 from ..scoring import EvalResult, evaluate_model
@@ -21,8 +22,8 @@ from ..models import AVLocaliser
 from ..train import train
 from ..utils import FnacError
 
-#: The weights that make a configuration its NCE-only twin (the EZ-VSL baseline).
-NCE_ONLY = {"w_fns_audio": 0.0, "w_fns_visual": 0.0, "w_tne": 0.0}
+#: The FNAC weights that ``fnac_strength`` sets.
+FNAC_WEIGHTS = ("fnac.w_fns_audio", "fnac.w_fns_visual", "fnac.w_tne")
 
 
 def notebook_config(preset_name: str, *, smoke: bool, values: Mapping[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
@@ -33,22 +34,22 @@ def notebook_config(preset_name: str, *, smoke: bool, values: Mapping[str, Any])
     terms average over ``B x B`` entries, so their pull against NCE goes with ``w / B`` (the paper's 100 / 128 =
     0.78). Returns the configuration and the applied overrides."""
     name = "smoke" if smoke else preset_name
-    overrides = {k: values[k] for k in TrainConfig.field_names() if values.get(k) is not None}
+    overrides = {k: values[k] for k in setting_types() if values.get(k) is not None}
     cfg = preset(name, **overrides)
     strength = values.get("fnac_strength")
     if strength is not None:
-        named = [k for k in NCE_ONLY if k in overrides]
+        named = [k for k in FNAC_WEIGHTS if k in dotted(overrides)]
         if named:
             raise FnacError(f"fnac_strength and {', '.join(named)} both set the FNAC weights; set one of them")
-        weights = {k: float(strength) * cfg.batch_size for k in NCE_ONLY}
+        weights = {k: float(strength) * cfg.batch_size for k in FNAC_WEIGHTS}
         cfg = cfg.replace(**weights)
         overrides = {**overrides, **weights}
     return cfg, overrides
 
 
 def nce_twin(cfg: TrainConfig) -> TrainConfig:
-    """The same configuration trained with NCE alone (the three FNAC weights set to 0)."""
-    return cfg.replace(**NCE_ONLY)
+    """The same configuration trained with the ``nce`` method (EZ-VSL), the baseline of every method."""
+    return cfg.replace(method="nce")
 
 
 def seed_list(cfg: TrainConfig, n_seeds: int) -> list[int]:
@@ -87,7 +88,8 @@ NAMED_CLASSES = 12
 def describe_data(cfg: TrainConfig, split: str, data) -> str:
     """The line in which a notebook says what it looks at: the data, its split, samples and classes (a real
     split's first :data:`NAMED_CLASSES` class names too), ``tau`` and the TNE threshold."""
-    threshold = cfg.tne_threshold if cfg.tne_threshold is not None else "soft"
+    threshold = cfg.build_method().foreground_threshold
+    threshold = threshold if threshold is not None else "soft"
     names = getattr(data, "class_names", None)
     if names is None:
         what = f"{cfg.dataset} {split} split, {len(data)} samples, {cfg.n_classes} classes"
