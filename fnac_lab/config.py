@@ -25,9 +25,11 @@ from .data.catalogue import STAMPS_LAYOUT, TESTSETS, TRAINSETS
 from .coercion import ConfigError, base_type, check_backbone, coerce
 from .methods import METHODS, Method, MethodOptions, build_method, method_class
 from .methods.settings import FLAT_OPTION_KEYS, dotted
-from .utils import stamps_benchmark_root
+from .utils import FnacError, stamps_benchmark_root
 
 BUILTIN = "builtin"
+#: The kinds of torch device a ``device`` setting may name (besides ``auto``).
+DEVICE_KINDS = ("cpu", "cuda", "mps")
 
 
 class _Settings:
@@ -47,6 +49,11 @@ class _Settings:
     def _validate(self) -> None:
         raise NotImplementedError
 
+    def need(self, ok: bool, name: str, rule: str) -> None:
+        """Refuse the value of ``name`` in one line naming it, unless ``ok``."""
+        if not ok:
+            raise ConfigError(f"{name}={getattr(self, name)!r}: {rule}")
+
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
@@ -59,10 +66,30 @@ class _Settings:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def settings(self) -> dict[str, Any]:
+        """Every setting by name (the record, :meth:`to_dict`, unless a subclass nests settings there)."""
+        return self.to_dict()
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]):
         check_keys(values, cls)
         return cls(**values)
+
+    def check_resumable(self, record: dict[str, Any], *, source: Path, runtime: frozenset[str] = frozenset()
+                        ) -> None:
+        """Refuse, in one line naming ``source``, to continue a run recorded with the configuration ``record``
+        under this one: a setting this version does not know, or a changed setting other than the ``runtime`` ones
+        (which may change between a run and its continuation)."""
+        try:
+            saved = type(self).from_dict(dict(record)).settings()
+        except ConfigError as exc:
+            raise FnacError(f"{source}: its configuration has an {exc}, written by another version of fnac-lab; "
+                              f"use another --out, or --no-resume to start afresh") from None
+        current = self.settings()
+        changed = sorted(k for k in {*saved, *current} if k not in runtime and saved.get(k) != current.get(k))
+        if changed:
+            raise FnacError(f"{source}: written with a different configuration ({', '.join(changed)}); use another "
+                            f"--out, or --no-resume to start afresh")
 
 
 @dataclass(frozen=True)
@@ -186,12 +213,14 @@ class TrainConfig(_Settings):
 
 #: Settings added after runs had been recorded, written into a run's configuration only when set.
 RECORDED_WHEN_SET = ("test_negatives",)
+
+
 def _build(base: dict[str, Any], changes: dict[str, Any]) -> "TrainConfig":
     """``base`` settings (dotted) with ``changes`` applied. The method is ``changes``' or else ``base``'s (default
     fnac); ``base``'s options of another method are dropped, ``changes``' are refused in one line."""
     changes = dotted(changes)
     check_keys(changes)
-    method = str(changes.get("method", base.get("method", "fnac")))
+    method = str(changes.get("method", base.get("method", TrainConfig.method)))
     method_class(method)
     for key in changes:
         owner = key.partition(".")[0]
@@ -242,10 +271,7 @@ def coerce_setting(name: str, value: Any, cls: type = None) -> Any:
 
 
 def _validate(c: TrainConfig) -> None:
-    def need(ok: bool, name: str, rule: str) -> None:
-        if not ok:
-            raise ConfigError(f"{name}={getattr(c, name)!r}: {rule}")
-
+    need = c.need
     for name in ("visual_dropout", "audio_dropout"):
         need(0.0 <= getattr(c, name) < 1.0, name, "must be a probability below 1")
     need(0.0 <= c.class_bias_p <= 1.0, "class_bias_p", "must be a probability")
@@ -262,7 +288,7 @@ def _validate(c: TrainConfig) -> None:
                               f"clip's class label: only the built-in data has them")
     need(c.batch_size >= 2, "batch_size", "must be at least 2 for contrastive learning")
     need(c.num_workers >= 0, "num_workers", "must be non-negative")
-    need(c.device == "auto" or c.device.split(":")[0] in ("cpu", "cuda", "mps"), "device", "must be auto, cpu, cuda[:N] or mps")
+    need(c.device == "auto" or c.device.split(":")[0] in DEVICE_KINDS, "device", "must be auto, cpu, cuda[:N] or mps")
     need(c.select_metric in ("ap50", "mean_ciou", "auc"), "select_metric", "must be ap50, mean_ciou or auc")
     need(c.dataset in DATASETS, "dataset", f"must be one of {', '.join(DATASETS)}")
     need(c.audio_augment in AUDIO_AUGMENT, "audio_augment", f"must be one of {', '.join(AUDIO_AUGMENT)}")
@@ -298,22 +324,22 @@ AUDIO_AUGMENT = (*SPEC_AUGMENT_DRAWS, "off")
 #: Training sets the configuration knows about: the built-in data, or a real benchmark (trainset, testset).
 DATASETS = (BUILTIN, REAL)
 
+#: FNAC's options in the presets trained from scratch (smoke, demo, stamps): weights 10, detached targets.
+FROM_SCRATCH_FNAC = dict(w_fns_audio=10.0, w_fns_visual=10.0, w_tne=10.0, detach_targets=True)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # A minute on two CPU cores: tiny data and a shallow model, for tests and notebook smoke runs.
     "smoke": dict(
         visual_stage=2, audio_stage=2, embed_dim=64, visual_pretrained=False, centre_norm=True,
         image_size=32, n_train=192, n_val=64, n_test=64, batch_size=32, epochs=2, lr=3e-3, tau=0.1,
-        eval_batch_size=64, fnac=dict(warmup_epochs=1, w_fns_audio=10.0, w_fns_visual=10.0, w_tne=10.0, detach_targets=True),
-    ),
+        eval_batch_size=64, fnac=dict(warmup_epochs=1, **FROM_SCRATCH_FNAC)),
     # The `make demo` run: ResNet-18 cut after stage 2 on 48 px built-in data, from scratch. Chosen over
     # several seeds (README, "Results on the built-in data"): tau 0.1 (at 0.03 neither model learns within
     # 8 epochs from scratch), FNAC weights 10 with detached targets (100, or undetached targets, collapse).
     "demo": dict(
         visual_stage=2, audio_stage=2, embed_dim=128, visual_pretrained=False, centre_norm=True,
         image_size=48, n_train=3000, n_val=500, n_test=500, batch_size=64, epochs=8, lr=3e-3, tau=0.1,
-        eval_batch_size=125, fnac=dict(warmup_epochs=2, w_fns_audio=10.0, w_fns_visual=10.0, w_tne=10.0, detach_targets=True),
-    ),
+        eval_batch_size=125, fnac=dict(warmup_epochs=2, **FROM_SCRATCH_FNAC)),
     # The published objective on the built-in data, from the built-in pretrained visual stream: tau 0.03, FNAC
     # weights 100 at B = 128 (w / B = 0.78), 3 warm-up epochs, visual dropout 0.9, targets not detached, no
     # centring. Where it still differs from the paper: 48 px images cut after stage 2 (not 224 px after stage 4),
@@ -323,17 +349,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper_builtin": dict(
         visual_stage=2, audio_stage=2, embed_dim=128, visual_pretrained=False, visual_pretrain="demo",
         image_size=48, n_train=3000, n_val=500, n_test=500, batch_size=128, epochs=12,
-        lr=3e-3, eval_batch_size=125,
-    ),
+        lr=3e-3, eval_batch_size=125),
     # Tux Paint's real photographs and recordings (make stamps-benchmark), the demo's model and objective: ResNet-18
     # cut after stage 2 from scratch on both streams, tau 0.1, FNAC weights 10 with detached targets. Real frames
     # are 224 px. The data paths come from test_root (default: the benchmark's root), see preset().
     "stamps": dict(
         dataset=REAL, trainset="stamps", testset="vggss",
         visual_stage=2, audio_stage=2, embed_dim=128, visual_pretrained=False, centre_norm=True,
-        batch_size=64, epochs=8, lr=3e-3, tau=0.1, eval_batch_size=64,
-        fnac=dict(warmup_epochs=2, w_fns_audio=10.0, w_fns_visual=10.0, w_tne=10.0, detach_targets=True),
-    ),
+        batch_size=64, epochs=8, lr=3e-3, tau=0.1, eval_batch_size=64, fnac=dict(warmup_epochs=2, **FROM_SCRATCH_FNAC)),
     # The published configuration on VGG-Sound 144k, selected on half of VGG-SS and tested on the other half;
     # needs train_root (or cache_dir), test_root and test_annotations, a pretrained visual stream and a GPU.
     # Epochs, warm-up and batch size are the published training script's argument defaults (20 / 3 / 128).
@@ -368,10 +391,7 @@ class PretrainConfig(_Settings):
     device: str = "auto"
 
     def _validate(self) -> None:
-        def need(ok: bool, name: str, rule: str) -> None:
-            if not ok:
-                raise ConfigError(f"{name}={getattr(self, name)!r}: {rule}")
-
+        need = self.need
         for name in ("n_train", "n_val", "epochs", "batch_size"):
             need(getattr(self, name) >= 1, name, "must be a positive integer")
         need(0 <= self.visual_stage <= 4, "visual_stage", "must be a timm feature stage between 0 and 4")
@@ -380,7 +400,7 @@ class PretrainConfig(_Settings):
         need(math.isfinite(self.lr) and self.lr > 0, "lr", "must be a positive finite number")
         need(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "must be non-negative")
         need(self.batch_size <= self.n_train, "batch_size", f"exceeds n_train={self.n_train}")
-        need(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), "device",
+        need(self.device == "auto" or self.device.split(":")[0] in DEVICE_KINDS, "device",
              "must be auto, cpu, cuda[:N] or mps")
         check_backbone("visual_backbone", self.visual_backbone)
 
@@ -419,16 +439,3 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
         values.update({k: str(root / v) for k, v in STAMPS_LAYOUT.items() if given.get(k) is None},
                       test_root=str(root))
     return _build(values, overrides)
-
-
-def parse_overrides(items: list[str], cls: type = None) -> dict[str, str]:
-    """``["key=value", ...]`` from the command line into a dict (values stay strings until coerced); keys are
-    checked against the fields of ``cls`` (default :class:`TrainConfig`)."""
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = value.strip()
-    check_keys(out, cls)
-    return out

@@ -105,6 +105,15 @@ def foreground_features(img: torch.Tensor, own: torch.Tensor, threshold: float |
     return (img * mask.unsqueeze(1)).mean(dim=(2, 3))
 
 
+def intra_modal_embeddings(img: torch.Tensor, aud: torch.Tensor, tau: float,
+                           tne_threshold: float | None = TNE_THRESHOLD) -> dict[str, torch.Tensor]:
+    """Each sample's embedding in the three intra-modal similarities FNAC compares, ``[B, C]`` each: ``audio``
+    (``aud``), ``visual`` (the frame mean ``v``) and ``foreground`` (:func:`foreground_features` of the own-pair
+    maps at ``tau``)."""
+    own = own_maps(similarity_maps(img, aud, tau))
+    return {"audio": aud, "visual": img.mean(dim=(2, 3)), "foreground": foreground_features(img, own, tne_threshold)}
+
+
 @dataclass
 class BatchAffinities:
     """The four ``[B, B]`` matrices of one batch that the FNAC terms compare (logit scale), with the own-pair maps

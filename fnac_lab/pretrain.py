@@ -109,7 +109,6 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool, progress: bool) -
     history: list[dict[str, Any]] = []
     start = 0
     last = out / "last.pt"
-    runtime = {"device"}
     if resume and last.exists():
         try:
             state = load_torch_file(last)
@@ -119,14 +118,7 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool, progress: bool) -
         except Exception as exc:
             raise FnacError(f"{last}: cannot be read to resume ({describe(exc)}); "
                             f"delete it or rerun with --no-resume") from None
-        unknown = sorted(set(saved) - set(cfg.to_dict()))
-        if unknown:
-            raise FnacError(f"{last}: its configuration has an unknown setting {unknown[0]!r}, written by another "
-                            f"version of fnac-lab; use another --out, or --no-resume to start afresh")
-        changed = sorted(k for k, v in cfg.to_dict().items() if saved.get(k) != v and k not in runtime)
-        if changed:
-            raise FnacError(f"{last}: written with other settings ({', '.join(changed)}); use another --out "
-                            f"or --no-resume")
+        cfg.check_resumable(saved, source=last, runtime=frozenset({"device"}))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, start = state["history"], state["epoch"] + 1

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .data.contracts import InMemoryData, collate_fn
-from .losses import foreground_features, own_maps, similarity_maps
+from .losses import intra_modal_embeddings
 from .metrics import MAP_SIZE
 from .models import AVLocaliser
 from .ogl import fuse_maps
@@ -187,10 +187,8 @@ def _keep_embeddings(img: torch.Tensor, aud: torch.Tensor, tau: float, tne_thres
                      embedded: dict[str, list[torch.Tensor]], visual_maps: list[torch.Tensor], n_maps: int) -> int:
     """Append a batch's intra-modal embeddings (and its visual maps, up to :data:`CROSS_SAMPLES` in all) to the
     lists; returns how many visual maps are kept now."""
-    own = own_maps(similarity_maps(img.float(), aud.float(), tau))
-    for name, x in (("audio", aud), ("visual", img.mean(dim=(2, 3))),
-                    ("foreground", foreground_features(img, own, tne_threshold))):
-        embedded[name].append(x.float().cpu())
+    for name, x in intra_modal_embeddings(img.float(), aud.float(), tau, tne_threshold).items():
+        embedded[name].append(x.cpu())
     if n_maps < CROSS_SAMPLES:
         visual_maps.append(img[: CROSS_SAMPLES - n_maps].float().cpu())
         n_maps += len(visual_maps[-1])

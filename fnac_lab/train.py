@@ -208,15 +208,7 @@ def saved_state(cfg: TrainConfig, ckpt_dir: Path, *, resume: bool, main: bool) -
     last = ckpt_dir / LAST
 
     def check(state: dict[str, Any]) -> None:
-        try:
-            saved = TrainConfig.from_dict(state["config"]).settings()
-        except ConfigError as exc:
-            raise FnacError(f"{last}: its configuration has an {exc}, written by another version of fnac-lab; "
-                            f"use another --out, or --no-resume to start afresh") from None
-        changed = {k for k, v in cfg.settings().items() if k not in RUNTIME_FIELDS and saved.get(k) != v}
-        if changed:
-            raise FnacError(f"{last}: written with a different configuration "
-                            f"({', '.join(sorted(changed))}); use another --out, or --no-resume to start afresh")
+        cfg.check_resumable(state["config"], source=last, runtime=RUNTIME_FIELDS)
         trained = state["epoch"] + 1
         if cfg.epochs < trained:
             raise FnacError(f"{last}: {trained} epochs are trained there already and epochs={cfg.epochs} asks for "
@@ -251,7 +243,7 @@ def _train_epoch(cfg: TrainConfig, method: Method, forward_model, optimizer, bat
     the epoch's mean terms and total (averaged over ranks) and each batch's false-negative ratio. A non-finite mean
     stops the run."""
     weights = method.weights(epoch)
-    sums = torch.zeros(len(method.term_names) + 1, device=device)  # accumulated on the device: no sync per step
+    sums = torch.zeros(len(method.term_labels) + 1, device=device)  # accumulated on the device: no sync per step
     fn_ratios, n_batches = [], 0
     for batch in batches:
         terms = batch_terms(forward_model, batch, cfg, method, device)
@@ -259,13 +251,13 @@ def _train_epoch(cfg: TrainConfig, method: Method, forward_model, optimizer, bat
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        sums += torch.stack([terms[k].detach() for k in method.term_names] + [loss.detach()])
+        sums += torch.stack([terms[k].detach() for k in method.term_labels] + [loss.detach()])
         if "label" in batch:
             fn_ratios.append(false_negative_ratio(batch["label"]))
         n_batches += 1
         bar.update()
     sums = distributed.all_reduce_mean(sums)  # equal on every rank with global negatives
-    means = dict(zip((*method.term_names, "loss"), (sums / max(n_batches, 1)).tolist()))
+    means = dict(zip((*method.term_labels, "loss"), (sums / max(n_batches, 1)).tolist()))
     if not all(math.isfinite(v) for v in means.values()):
         raise FnacError(f"non-finite loss in epoch {epoch + 1} ({means}); lower lr or the method's term weights")
     return means, fn_ratios

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from fnac_lab import ablate
+from fnac_lab import ablate, analysis
 from fnac_lab.utils import FnacError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,7 +188,21 @@ def test_bundled_grids_fit_the_training_notebook():
             if path.stem != "smoke":
                 assert next(iter(grid.axes)) == knob, path
         for point in grid.points():
-            assert set(point.parameters) <= known
+            params = ablate.notebook_parameters(point.parameters, known)
+            assert set(params) <= known
+            # Every point's configuration builds, as the notebook builds it.
+            analysis.notebook_config(params.get("preset", "demo"), smoke=bool(params.get("smoke")),
+                                     method=params.get("method"), overrides=params.get("overrides"),
+                                     fnac_strength=params.get("fnac_strength"))
+
+
+def test_settings_reach_the_training_notebook_through_its_overrides():
+    known = {"preset", "method", "overrides", "out_dir"}
+    point = {"preset": "demo", "seed": 1, "w_tne": 0, "fnac.lr_typo": 3, "overrides": {"lr": 0.1}, "method": "nce"}
+    assert ablate.notebook_parameters(point, known) == {
+        "preset": "demo", "method": "nce", "fnac.lr_typo": 3, "overrides": {"lr": 0.1, "seed": 1, "w_tne": 0}}
+    # A notebook without overrides gets the parameters as they are.
+    assert ablate.notebook_parameters(point, {"preset", "seed"}) == point
 
 
 def test_paper_tables_match_the_reference_sheet():

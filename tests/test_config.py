@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from fnac_lab.config import (PRESETS, ConfigError, PretrainConfig, TrainConfig, parse_overrides, preset,
+from fnac_lab.cli import parse_overrides
+from fnac_lab.config import (PRESETS, ConfigError, PretrainConfig, TrainConfig, preset,
                              pretrain_config_for, pretrain_preset)
 
 

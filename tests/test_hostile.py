@@ -441,13 +441,13 @@ def test_no_load_path_runs_code_from_a_file(case, tmp_path, capsys):
 
 def test_the_notebooks_loaders_run_no_code_from_a_file(tmp_path):
     """Notebook 05 with ``-p checkpoint`` (papermill, as a user runs it) and the loader behind 03-05."""
-    from fnac_lab.analysis import load_model_pair
+    from fnac_lab.analysis import load_or_train_model_pair
     from fnac_lab.utils import UnsafeFileError
 
     marker = tmp_path / "ran"
     evil = malicious_file(tmp_path / "evil.pt", marker)
     with pytest.raises(UnsafeFileError, match="refused: it names posix.system"):
-        load_model_pair(checkpoint=evil, smoke=True)
+        load_or_train_model_pair(checkpoint=evil, smoke=True)
     proc = papermill_cli("05_localisation_maps.ipynb", tmp_path, "-p", "smoke", "true", "-p", "checkpoint", str(evil))
     assert proc.returncode != 0 and proc.stderr.startswith(f"UnsafeFileError: {evil}: refused: it names posix.system")
     assert not marker.exists()

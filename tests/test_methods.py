@@ -34,8 +34,8 @@ def toy_batch(seed: int = 0, dtype=torch.float32):
 def test_builds_from_its_defaults_and_refuses_bad_options_in_one_line(name):
     cls = METHODS[name]
     method = build_method(name, None, tau=0.1)
-    assert isinstance(method.options, cls.options_class) and method.label and method.term_names
-    assert set(method.weights(0)) <= set(method.term_names)
+    assert isinstance(method.options, cls.options_class) and method.label and method.term_labels
+    assert set(method.weights(0)) <= set(method.term_labels)
     with pytest.raises(ConfigError, match=rf"^unknown setting {name}\.no_such_option: ") as info:
         build_method(name, {"no_such_option": 1}, tau=0.1)
     assert "\n" not in str(info.value)
@@ -54,8 +54,8 @@ def test_terms_are_finite_with_finite_gradients_and_deterministic(name):
     img.requires_grad_(True)
     aud.requires_grad_(True)
     terms = method.terms(img, aud, labels=labels)
-    assert list(terms) == list(method.term_names)
-    assert all(t.dim() == 0 and math.isfinite(float(t)) for t in terms.values())
+    assert list(terms) == list(method.term_labels)
+    assert all(t.dim() == 0 and math.isfinite(float(t.detach())) for t in terms.values())
     last = max(method.warmup_epochs, 0)
     weighted_total(terms, method.weights(last)).backward()
     assert torch.isfinite(img.grad).all() and torch.isfinite(aud.grad).all() and img.grad.abs().sum() > 0
@@ -83,7 +83,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(name, tmp_path):
         return [{k: v for k, v in r.items() if k != "train_seconds"} for r in history]
 
     assert strip(resumed.history) == strip(whole.history) and resumed.summary == whole.summary
-    assert all(t in whole.history[-1] for t in METHODS[name].term_names)
+    assert all(t in whole.history[-1] for t in METHODS[name].term_labels)
 
 
 def test_fnac_with_its_weights_at_zero_trains_exactly_what_nce_trains(tmp_path):

@@ -218,11 +218,12 @@ def test_a_real_sample_grid_shows_the_frame_and_its_ground_truth(layout):
 
 
 def test_untrained_models_are_named_so():
-    pair = analysis.load_model_pair(smoke=True)
+    pair = analysis.load_or_train_model_pair(smoke=True)
     assert list(pair.models) == ["FNAC (untrained)", "NCE baseline (untrained)"]
     assert "untrained" in pair.source
     for name in pair.models:
-        assert viz.MODEL_COLOURS[name] == viz.MODEL_COLOURS[name.replace(analysis.UNTRAINED, "")]
+        colours = viz.model_colours()
+        assert colours[name] == colours[name.replace(analysis.UNTRAINED, "")]
 
 
 def test_long_model_names_put_their_scores_on_a_second_line():

@@ -174,11 +174,14 @@ def diagnosis_markdown(gains: pd.DataFrame) -> str:
 
 def epoch_records(results: pd.DataFrame) -> pd.DataFrame:
     """:data:`EPOCH_COLUMNS` of every finished run of an ``ablate`` results.csv, read from the ``metrics.jsonl``
-    of the training folder (``fnac/``) inside each point's folder."""
+    of the configured run's training folder inside each point's folder
+    (:func:`~fnac_lab.analysis.configured_run_folder`)."""
+    from ..analysis.runs import configured_run_folder
+
     table = compact_diagnosis(results).join(results[["folder"]])
     rows = []
     for run in table[table["status"] == "finished"].to_dict("records"):
-        path = Path(run["folder"]) / "fnac" / "metrics.jsonl"
+        path = configured_run_folder(run["folder"]) / "metrics.jsonl"
         for line in path.read_text().splitlines():
             record = json.loads(line)
             rows.append({**{k: run[k] for k in ("variant", *DIAGNOSIS_SETTING, SEED)},
@@ -242,6 +245,7 @@ def extended_records(results: pd.DataFrame, *, test_negatives: float = 0.5, prog
     without negatives; their cIoU scores are untouched."""
     from tqdm.auto import tqdm
 
+    from ..analysis.runs import configured_run_folder
     from ..checkpoint import load_checkpoint
     from ..splits import NEGATIVES_SPLIT, build_datasets
     from ..scoring import evaluate_with_negatives
@@ -252,7 +256,7 @@ def extended_records(results: pd.DataFrame, *, test_negatives: float = 0.5, prog
     splits: dict[str, dict[str, Any]] = {}
     rows = table.index[table["status"] == "finished"]
     for i in tqdm(rows, desc="extended protocol", disable=not progress):
-        model, cfg, _ = load_checkpoint(Path(table.at[i, "folder"]) / "fnac" / "checkpoints" / "best.pt")
+        model, cfg, _ = load_checkpoint(configured_run_folder(table.at[i, "folder"]) / "checkpoints" / "best.pt")
         data = cfg.replace(n_train=cfg.batch_size, n_val=1, test_negatives=test_negatives)  # only the test split
         key = json.dumps({k: v for k, v in data.to_dict().items() if k in ("data_seed", "n_classes", "n_unheard",
                           "n_scenes", "n_test", "image_size", "test_negatives")}, sort_keys=True)

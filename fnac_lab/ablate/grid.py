@@ -240,16 +240,41 @@ def load_grid(path: str | Path) -> Grid:
                      out_param=spec.get("out_param", "out_dir"), paper=spec.get("paper"), source=str(path))
 
 
-def check_parameters(grid: Grid) -> None:
-    """Refuse parameters the notebook's ``parameters`` cell does not define (papermill would only warn)."""
+#: The notebook parameter that takes configuration settings by name (notebooks/01_train.ipynb).
+OVERRIDES = "overrides"
+
+
+def parameter_names(grid: Grid) -> set[str]:
+    """The parameters of the grid's notebook (its cell tagged ``parameters``); none is refused in one line."""
     import papermill
 
     known = set(papermill.inspect_notebook(str(grid.notebook)))
     if not known:
         raise FnacError(f"{grid.notebook}: no cell tagged 'parameters'")
-    used = set(grid.base) | {grid.out_param}
+    return known
+
+
+def notebook_parameters(parameters: Mapping[str, Any], known: set[str]) -> dict[str, Any]:
+    """What papermill passes for a point's ``parameters`` to a notebook with the parameters ``known``: its own
+    parameters as they are, and, when it takes settings through :data:`OVERRIDES`, every configuration setting it has
+    no parameter of gathered into that mapping (``seed``, ``w_tne``, ``fnac.w_tne``). Grid files name settings
+    directly, so a point's name and results stay those of the grid file."""
+    if OVERRIDES not in known:
+        return dict(parameters)
+    types = setting_types(TrainConfig)
+    own = {k: v for k, v in parameters.items() if k in known or k not in types}
+    settings = {k: v for k, v in parameters.items() if k not in own}
+    merged = {**dict(own.get(OVERRIDES) or {}), **settings}
+    return {**own, **({OVERRIDES: merged} if merged else {})}
+
+
+def check_parameters(grid: Grid) -> None:
+    """Refuse parameters the notebook does not take (papermill would only warn): a name that is neither a parameter
+    of its ``parameters`` cell nor, for a notebook that takes :data:`OVERRIDES`, a configuration setting."""
+    known = parameter_names(grid)
+    used = set(notebook_parameters(grid.base, known)) | {grid.out_param}
     for point in grid.points():
-        used |= set(point.parameters)
+        used |= set(notebook_parameters(point.parameters, known))
     unknown = sorted(used - known)
     if unknown:
         hints = [f"{u!r}" + (f" (did you mean {near[0]!r}?)" if (near := difflib.get_close_matches(u, known, n=1)) else "")

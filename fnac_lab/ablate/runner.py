@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from ..papermill_engine import ENGINE_NAME
 from ..utils import FnacError, Terminated, atomic_write_text, folder_lock, output_folder, write_json
-from .grid import Grid, GridPoint, check_parameters, load_grid, value_label
+from .grid import Grid, GridPoint, check_parameters, load_grid, notebook_parameters, parameter_names, value_label
 
 DONE, ERROR, METRICS = "done.json", "error.txt", "metrics.json"
 
@@ -73,9 +73,8 @@ def _run_point(grid: Grid, point: GridPoint, folder: Path, *, kernel_name: str, 
     folder.mkdir(parents=True, exist_ok=True)
     for name in (DONE, METRICS):  # a finish of another notebook's (an earlier version's) run is not this point's
         (folder / name).unlink(missing_ok=True)
-    params = {**point.parameters, grid.out_param: str(folder)}
-    if device is not None:
-        params["device"] = device
+    values = {**point.parameters, grid.out_param: str(folder), **({"device": device} if device is not None else {})}
+    params = notebook_parameters(values, parameter_names(grid))
     write_json(folder / "params.json", params)
     t0 = time.perf_counter()
     try:

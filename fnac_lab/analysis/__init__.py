@@ -14,10 +14,10 @@ from .report import (SCORES, ap50_noise, compare_to_baseline, read_history, run_
                      what_this_run_shows, write_report)
 from .retrieval import (INTRA_MODAL, PairRetrieval, intramodal_retrieval, pair_precision_recall, pair_scores,
                         same_class_softmax_mass)
-from .runs import (PEAK_OUTCOMES, REAL_PEAK_OUTCOMES, RUN_FOLDERS, UNTRAINED, ModelPair, best_worst,
-                   class_count, describe_data, evaluation_split, has_distractors, load_model_pair, localise, nce_twin,
-                   notebook_config, peak_kinds, peak_on_ground_truth, peak_outcome, peak_outcomes, sample_table,
-                   seed_list, shared_run_dir)
+from .runs import (PEAK_OUTCOMES, REAL_PEAK_OUTCOMES, UNTRAINED, ModelPair, best_worst, class_count,
+                   configured_run_folder, describe_data, evaluation_split, has_distractors, load_or_train_model_pair,
+                   localise, nce_twin, notebook_config, peak_kinds, peak_on_ground_truth, peak_outcome, peak_outcomes,
+                   run_folder, sample_table, seed_list, shared_run_dir)
 from .real_pair import RealStamps, real_false_negative, spectral_centroid
 from .toy import labelled_table, toy_frame, unit_vector
 
@@ -27,9 +27,9 @@ __all__ = ["expected_false_negative_ratio", "false_negative_ratio", "fn_ratio_ta
            "collect_embeddings", "nearest_neighbour_accuracy", "umap_projection", "SCORES", "ap50_noise",
            "compare_to_baseline", "read_history", "run_metrics", "run_report", "scores_table", "what_this_run_shows",
            "write_report", "INTRA_MODAL", "PairRetrieval", "intramodal_retrieval", "pair_precision_recall",
-           "pair_scores", "same_class_softmax_mass", "PEAK_OUTCOMES", "RUN_FOLDERS", "ModelPair",
-           "best_worst", "evaluation_split", "load_model_pair", "localise", "nce_twin", "notebook_config",
-           "peak_outcome", "seed_list", "shared_run_dir", "REAL_PEAK_OUTCOMES", "UNTRAINED", "class_count",
+           "pair_scores", "same_class_softmax_mass", "PEAK_OUTCOMES", "ModelPair",
+           "best_worst", "evaluation_split", "load_or_train_model_pair", "localise", "nce_twin", "notebook_config", "run_folder",
+           "peak_outcome", "seed_list", "shared_run_dir", "REAL_PEAK_OUTCOMES", "UNTRAINED", "class_count", "configured_run_folder",
            "describe_data", "has_distractors", "peak_kinds", "peak_on_ground_truth", "peak_outcomes", "sample_table", "SETS", "ExampleRows", "confidence_table",
            "extended_examples", "extended_table", "localise_with_negatives", "negatives_split", "no_negatives_reason",
            "RealStamps", "real_false_negative", "spectral_centroid"]

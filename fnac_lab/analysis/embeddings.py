@@ -5,27 +5,26 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..losses import foreground_features, own_maps, similarity_maps
+from ..losses import TNE_THRESHOLD, intra_modal_embeddings
 from ..data.contracts import whole_batch
 from ..models import AVLocaliser
 from .adjacency import embed_batch
 
 
 @torch.no_grad()
-def collect_embeddings(model: AVLocaliser, dataset, *, batch_size: int = 64, tne_threshold: float | None = 0.6,
-                       device: torch.device | str = "cpu", max_samples: int | None = None) -> dict[str, np.ndarray]:
-    """Per-sample embeddings of a split: ``audio`` (the audio embedding), ``visual`` (spatial mean ``v`` of the
-    visual map), ``foreground`` (the TNE-pooled ``f``), with ``labels`` and ``ids``."""
+def collect_embeddings(model: AVLocaliser, dataset, *, batch_size: int = 64,
+                       tne_threshold: float | None = TNE_THRESHOLD, device: torch.device | str = "cpu",
+                       max_samples: int | None = None) -> dict[str, np.ndarray]:
+    """Per-sample embeddings of a split (:func:`~fnac_lab.losses.intra_modal_embeddings`: ``audio``, the frame mean
+    ``visual`` and the TNE-pooled ``foreground``), with ``labels`` and ``ids``."""
     n = len(dataset) if max_samples is None else min(len(dataset), max_samples)
     out: dict[str, list] = {"audio": [], "visual": [], "foreground": [], "labels": [], "ids": []}
     for start in range(0, n, batch_size):
         idx = list(range(start, min(start + batch_size, n)))
         batch = whole_batch(dataset, idx)
         img, aud = embed_batch(model, batch, device=device)
-        own = own_maps(similarity_maps(img, aud, 1.0))  # the mask is min-max normalised: tau cancels
-        out["audio"].append(aud.numpy())
-        out["visual"].append(img.mean(dim=(2, 3)).numpy())
-        out["foreground"].append(foreground_features(img, own, tne_threshold).numpy())
+        for name, x in intra_modal_embeddings(img, aud, model.tau, tne_threshold).items():
+            out[name].append(x.numpy())
         out["labels"].append(np.asarray(batch["label"]))
         out["ids"].extend(batch["id"])
     return {k: (np.concatenate(v) if k != "ids" else v) for k, v in out.items()}

@@ -72,23 +72,24 @@ def ap50_noise(fnac: Mapping[str, Any], nce: Mapping[str, Any], *, tail: int = 3
     return {"test_se": test_se, "epoch_jitter": jitter, "noise": max(test_se, jitter)}
 
 
-def compare_to_baseline(fnac_runs: Sequence[Mapping[str, Any]], nce_runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """FNAC's gain over its NCE twin (paired by seed) and whether it exceeds the noise.
+def compare_to_baseline(method_runs: Sequence[Mapping[str, Any]], nce_runs: Sequence[Mapping[str, Any]]
+                        ) -> dict[str, Any]:
+    """A method's gain over its NCE twin (paired by seed) and whether it exceeds the noise.
 
     With several seeds the noise is the standard error of the mean per-seed gain (standard deviation of the
     gains, ddof 1, over sqrt(n)); with one seed it is :func:`ap50_noise`. The gain counts as shown when it
     exceeds twice the noise.
     """
-    if len(fnac_runs) != len(nce_runs) or not fnac_runs:
+    if len(method_runs) != len(nce_runs) or not method_runs:
         raise ValueError("need one NCE run per FNAC run")
-    gains = {k: [f[k] - b[k] for f, b in zip(fnac_runs, nce_runs)] for k in SCORES}
-    out: dict[str, Any] = {"n_seeds": len(fnac_runs), **{k: float(np.mean(v)) for k, v in gains.items()},
+    gains = {k: [f[k] - b[k] for f, b in zip(method_runs, nce_runs)] for k in SCORES}
+    out: dict[str, Any] = {"n_seeds": len(method_runs), **{k: float(np.mean(v)) for k, v in gains.items()},
                            "ap50_per_seed": gains["ap50"]}
-    if len(fnac_runs) > 1:
-        out["noise"] = float(np.std(gains["ap50"], ddof=1) / math.sqrt(len(fnac_runs)))
-        out["noise_source"] = f"the standard error of the mean AP50 gain over {len(fnac_runs)} seeds"
+    if len(method_runs) > 1:
+        out["noise"] = float(np.std(gains["ap50"], ddof=1) / math.sqrt(len(method_runs)))
+        out["noise_source"] = f"the standard error of the mean AP50 gain over {len(method_runs)} seeds"
     else:
-        parts = ap50_noise(fnac_runs[0], nce_runs[0])
+        parts = ap50_noise(method_runs[0], nce_runs[0])
         out["noise"] = parts["noise"]
         out["noise_source"] = ("the binomial standard error of the AP50 difference on the test split"
                                if parts["test_se"] >= parts["epoch_jitter"] else
@@ -103,24 +104,23 @@ def scores_of(run: Mapping[str, Any]) -> tuple[str, ...]:
     return SCORES + (EXTENDED_SCORES if all(k in run for k in EXTENDED_SCORES) else ())
 
 
-def run_report(cfg: TrainConfig, fnac_runs: Sequence[Mapping[str, Any]], nce_runs: Sequence[Mapping[str, Any]] | None
+def run_report(cfg: TrainConfig, method_runs: Sequence[Mapping[str, Any]], nce_runs: Sequence[Mapping[str, Any]] | None
                ) -> dict[str, Any]:
     """The content of ``metrics.json``: the first seed's final scores at top level, the NCE twin under
     ``baseline``, the trivial-map levels under ``trivial``, the comparison under ``gain``, all seeds under
     ``seeds``, and the configuration."""
-    first = dict(fnac_runs[0])
+    first = dict(method_runs[0])
     report: dict[str, Any] = {k: v for k, v in first.items() if k != "trivial"}
     method = cfg.build_method()
-    report["fnac_active"] = not method.trains_nce_only(cfg.epochs)
-    report["method_label"] = method.label if report["fnac_active"] else None
+    report["method_label"] = None if method.trains_nce_only(cfg.epochs) else method.label
     report["trivial"] = first["trivial"]
     if nce_runs:
         report["baseline"] = {k: v for k, v in nce_runs[0].items() if k != "trivial"}
-        report["gain"] = compare_to_baseline(fnac_runs, nce_runs)
+        report["gain"] = compare_to_baseline(method_runs, nce_runs)
     scores = scores_of(first)
     report["seeds"] = [{"seed": cfg.seed + i, **{k: r[k] for k in scores},
                         **({"baseline": {k: nce_runs[i][k] for k in scores}} if nce_runs else {})}
-                       for i, r in enumerate(fnac_runs)]
+                       for i, r in enumerate(method_runs)]
     report["config"] = cfg.to_dict()
     return report
 
@@ -135,7 +135,7 @@ def scores_table(report: Mapping[str, Any]) -> pd.DataFrame:
         runs = [s[key] if key else s for s in report["seeds"]]
         return {k: float(np.mean([r[k] for r in runs])) for k in scores}
 
-    rows = {report["method_label"] if report["fnac_active"] else "configured run (NCE only)": mean_over_seeds(None)}
+    rows = {report["method_label"] or "configured run (NCE only)": mean_over_seeds(None)}
     if "baseline" in report:
         rows["NCE baseline"] = mean_over_seeds("baseline")
     names = {"centre_prior": "centre prior", "random": "random map", "oracle": "oracle (gt-derived)"}
@@ -166,7 +166,7 @@ def _against_centre_prior(report: Mapping[str, Any]) -> str:
     """Which models beat the centre prior on which score, in one sentence."""
     names = {"ap50": "AP50", "mean_ciou": "mean cIoU", "auc": "AUC"}
     centre = report["trivial"]["centre_prior"]
-    runs = {report["method_label"] if report["fnac_active"] else "the configured run": report}
+    runs = {report["method_label"] or "the configured run": report}
     if "baseline" in report:
         runs["the NCE baseline"] = report["baseline"]
     level = ", ".join(f"{names[k]} {centre[k]:.3f}" for k in SCORES)
@@ -188,7 +188,7 @@ def _extended_line(report: Mapping[str, Any]) -> str:
     def scores(r: Mapping[str, Any]) -> str:
         return f"AP {r['extended_ap']:.3f}, max-F1 {r['max_f1']:.3f}, precision {r['precision']:.3f}"
 
-    name = report["method_label"] if report["fnac_active"] else "The configured run"
+    name = report["method_label"] or "The configured run"
     twin = f"; the NCE twin {scores(report['baseline'])}" if "baseline" in report else ""
     trivial = report["trivial"]
     return (f"With the {report['n_negatives']} negatives beside the {report['n_samples']} test samples (extended "
@@ -201,7 +201,7 @@ def what_this_run_shows(report: Mapping[str, Any]) -> list[str]:
     cfg = report["config"]
     trivial = report["trivial"]
     lines = []
-    name = report["method_label"] if report["fnac_active"] else "The configured run (NCE only)"
+    name = report["method_label"] or "The configured run (NCE only)"
     lines.append(f"{name} reached test AP50 **{report['ap50']:.3f}** (mean cIoU {report['mean_ciou']:.3f}, "
                  f"AUC {report['auc']:.3f}) on {report['n_samples']} test samples, with the checkpoint of validation "
                  f"epoch {report['best_epoch']} of {report['epochs_trained']}.")
@@ -223,7 +223,7 @@ def what_this_run_shows(report: Mapping[str, Any]) -> list[str]:
         lines.append(_extended_line(report))
     curve = report["val_ap50_by_epoch"]
     w = TrainConfig.from_dict(cfg).build_method().warmup_epochs
-    if report["fnac_active"] and w < len(curve):
+    if report["method_label"] and w < len(curve):
         start = f"{curve[w - 1]:.3f} at the end of the {w}-epoch NCE warm-up" if w > 0 else "the start (no warm-up)"
         best = max(curve[w:])
         collapsed = w > 0 and best < 0.5 * max(curve[:w])

@@ -3,6 +3,7 @@ models (from checkpoints, a training folder, or trained on demand), and per-samp
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -12,7 +13,8 @@ import pandas as pd
 import torch
 
 from ..checkpoint import build_model, load_checkpoint
-from ..config import BUILTIN, TrainConfig, preset, setting_types
+from ..config import BUILTIN, TrainConfig, preset
+from ..methods import BASELINE, BASELINE_LABEL, METHODS, UNTRAINED
 from ..methods.settings import dotted
 from ..data.real import LabelledSplit
 from ..splits import build_datasets
@@ -20,36 +22,40 @@ from ..scoring import EvalResult, evaluate_model
 from ..metrics import vggss_box_to_pixels
 from ..models import AVLocaliser
 from ..train import train
-from ..utils import FnacError
+from ..utils import FnacError, describe
 
 #: The FNAC weights that ``fnac_strength`` sets.
 FNAC_WEIGHTS = ("fnac.w_fns_audio", "fnac.w_fns_visual", "fnac.w_tne")
 
 
-def notebook_config(preset_name: str, *, smoke: bool, values: Mapping[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
-    """The configuration of a notebook run: the ``smoke`` preset when ``smoke`` else ``preset_name``, with every
-    ``TrainConfig`` field found in ``values`` (a notebook's parameters) that is not None applied on top.
+def notebook_config(preset_name: str, *, smoke: bool, method: str | None = None,
+                    overrides: Mapping[str, Any] | None = None, fnac_strength: float | None = None
+                    ) -> tuple[TrainConfig, dict[str, Any]]:
+    """The configuration of a notebook run: the ``smoke`` preset when ``smoke`` else ``preset_name``, trained with
+    ``method`` (None: the preset's), with ``overrides`` (settings by name, ``method.option`` for a method's options)
+    applied on top.
 
-    ``values["fnac_strength"]``, when given, sets all three FNAC weights to that many times the batch size: the
-    terms average over ``B x B`` entries, so their pull against NCE goes with ``w / B`` (the paper's 100 / 128 =
-    0.78). Returns the configuration and the applied overrides."""
+    ``fnac_strength``, when given, sets all three FNAC weights to that many times the batch size: the terms average
+    over ``B x B`` entries, so their pull against NCE goes with ``w / B`` (the paper's 100 / 128 = 0.78). Returns
+    the configuration and the applied settings (the method first when given)."""
     name = "smoke" if smoke else preset_name
-    overrides = {k: values[k] for k in setting_types() if values.get(k) is not None}
-    cfg = preset(name, **overrides)
-    strength = values.get("fnac_strength")
-    if strength is not None:
-        named = [k for k in FNAC_WEIGHTS if k in dotted(overrides)]
+    applied = {**({"method": method} if method is not None else {}), **dict(overrides or {})}
+    cfg = preset(name, **applied)
+    if fnac_strength is not None:
+        if cfg.method != "fnac":
+            raise FnacError(f"fnac_strength sets the FNAC weights, and this run's method is {cfg.method!r}")
+        named = [k for k in FNAC_WEIGHTS if k in dotted(applied)]
         if named:
             raise FnacError(f"fnac_strength and {', '.join(named)} both set the FNAC weights; set one of them")
-        weights = {k: float(strength) * cfg.batch_size for k in FNAC_WEIGHTS}
+        weights = {k: float(fnac_strength) * cfg.batch_size for k in FNAC_WEIGHTS}
         cfg = cfg.replace(**weights)
-        overrides = {**overrides, **weights}
-    return cfg, overrides
+        applied = {**applied, **weights}
+    return cfg, applied
 
 
 def nce_twin(cfg: TrainConfig) -> TrainConfig:
-    """The same configuration trained with the ``nce`` method (EZ-VSL), the baseline of every method."""
-    return cfg.replace(method="nce")
+    """The same configuration trained with the baseline method (:data:`~fnac_lab.methods.BASELINE`, EZ-VSL's NCE)."""
+    return cfg.replace(method=BASELINE)
 
 
 def seed_list(cfg: TrainConfig, n_seeds: int) -> list[int]:
@@ -111,51 +117,77 @@ class ModelPair:
     source: str
 
 
-#: Folders of a ``01_train`` output directory: the configured run and its NCE-only twin.
-RUN_FOLDERS = {"FNAC": "fnac", "NCE baseline": "nce"}
-#: What follows a model's name in tables and figures when its weights are the initial ones.
-UNTRAINED = " (untrained)"
+def run_folder(cfg: TrainConfig) -> str:
+    """The folder of a notebook run inside its output directory: its method's name (``fnac/``; the twin's ``nce/``)."""
+    return cfg.method
 
 
-def load_model_pair(*, checkpoint: str | Path | None = None, baseline_checkpoint: str | Path | None = None,
-                    run_dir: str | Path | None = None, preset_name: str = "demo", smoke: bool = False,
-                    out_dir: str | Path | None = None, progress: bool = True) -> ModelPair:
+def configured_run_folder(out_dir: str | Path) -> Path:
+    """The training folder of the configured run (not its twin) of a ``01_train`` output directory: its method's
+    folder, the method read from the run's ``metrics.json`` (records written before methods were named: ``fnac``)."""
+    path = Path(out_dir) / "metrics.json"
+    try:
+        config = json.loads(path.read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise FnacError(f"{path}: no run report with a config ({describe(exc)})") from None
+    return Path(out_dir) / run_folder(TrainConfig.from_dict(config))
+
+
+def _run_dir_checkpoints(run_dir: Path) -> dict[str, Path]:
+    """The ``best.pt`` of each method's folder of a ``01_train`` output directory, by the name tables give the model:
+    the configured run by its method's label, the twin as :data:`~fnac_lab.methods.BASELINE_LABEL`."""
+    found = {name: run_dir / name / "checkpoints" / "best.pt" for name in METHODS
+             if (run_dir / name / "checkpoints" / "best.pt").is_file()}
+    if not found:
+        raise FnacError(f"{run_dir}: no <method>/checkpoints/best.pt for any method ({', '.join(METHODS)}); "
+                        f"a 01_train out_dir?")
+    twin = found.pop(BASELINE) if len(found) > 1 and BASELINE in found else None
+    named = {METHODS[name].label: path for name, path in found.items()}
+    return {**named, **({BASELINE_LABEL: twin} if twin is not None else {})}
+
+
+def load_or_train_model_pair(*, checkpoint: str | Path | None = None, baseline_checkpoint: str | Path | None = None,
+                             run_dir: str | Path | None = None, preset_name: str = "demo", smoke: bool = False,
+                             out_dir: str | Path | None = None, progress: bool = True) -> ModelPair:
     """The models a notebook looks at, by the first rule that applies:
 
     1. ``checkpoint`` and / or ``baseline_checkpoint``: those checkpoint files;
-    2. ``run_dir``: the ``best.pt`` of a ``01_train`` output directory (``fnac/`` and ``nce/``);
+    2. ``run_dir``: the ``best.pt`` of each method's folder of a ``01_train`` output directory (``fnac/``, ``nce/``);
     3. ``smoke``: fresh, untrained models of the ``smoke`` preset, named with :data:`UNTRAINED` after them;
-    4. otherwise: train ``preset_name`` and its NCE twin into ``out_dir`` (continuing what is there).
+    4. otherwise: train ``preset_name`` and its NCE twin into ``out_dir``, or reuse them where they are trained.
+
+    Models are named by their method's label (``FNAC``); the twin is :data:`~fnac_lab.methods.BASELINE_LABEL`.
     """
     paths: dict[str, Path] = {}
     if checkpoint is not None or baseline_checkpoint is not None:
-        paths = {name: Path(p) for name, p in (("FNAC", checkpoint), ("NCE baseline", baseline_checkpoint)) if p is not None}
+        paths = {name: Path(p) for name, p in ((None, checkpoint), (BASELINE_LABEL, baseline_checkpoint))
+                 if p is not None}
         source = "checkpoints " + ", ".join(str(p) for p in paths.values())
     elif run_dir is not None:
-        paths = {name: Path(run_dir) / folder / "checkpoints" / "best.pt" for name, folder in RUN_FOLDERS.items()
-                 if (Path(run_dir) / folder / "checkpoints" / "best.pt").is_file()}
-        if not paths:
-            raise FnacError(f"{run_dir}: no fnac/checkpoints/best.pt or nce/checkpoints/best.pt (a 01_train out_dir?)")
+        paths = _run_dir_checkpoints(Path(run_dir))
         source = f"the best checkpoints of the run in {run_dir}"
     if paths:
         models, cfgs = {}, {}
         for name, path in paths.items():
-            models[name], cfgs[name], _ = load_checkpoint(path)
-        return ModelPair(models=models, cfg=cfgs.get("FNAC", next(iter(cfgs.values()))), source=source)
+            model, cfg, _ = load_checkpoint(path)
+            name = name or cfg.build_method().label
+            models[name], cfgs[name] = model, cfg
+        main = next((c for name, c in cfgs.items() if name != BASELINE_LABEL), next(iter(cfgs.values())))
+        return ModelPair(models=models, cfg=main, source=source)
     if smoke:
         cfg = preset("smoke")
         models = {}
-        for i, name in enumerate(RUN_FOLDERS):
+        for i, name in enumerate((cfg.build_method().label, BASELINE_LABEL)):
             torch.manual_seed(cfg.seed + i)
             models[name + UNTRAINED] = build_model(cfg).eval()
-        return ModelPair(models=models, cfg=cfg, source="fresh, untrained models of the smoke preset (no checkpoint given)")
+        return ModelPair(models=models, cfg=cfg,
+                         source="fresh, untrained models of the smoke preset (no checkpoint given)")
     if out_dir is None:
         raise FnacError("no checkpoint, run_dir or out_dir given: nothing to load and nowhere to train")
     cfg = preset(preset_name)
-    finished = all((Path(out_dir) / folder / "summary.json").is_file() for folder in RUN_FOLDERS.values())
-    models = {}
-    for name, run_cfg in (("FNAC", cfg), ("NCE baseline", nce_twin(cfg))):
-        models[name] = train(run_cfg, Path(out_dir) / RUN_FOLDERS[name], progress=progress).model.eval()
+    pair = {cfg.build_method().label: cfg, BASELINE_LABEL: nce_twin(cfg)}
+    finished = all((Path(out_dir) / run_folder(c) / "summary.json").is_file() for c in pair.values())
+    models = {name: train(c, Path(out_dir) / run_folder(c), progress=progress).model.eval() for name, c in pair.items()}
     how = "reused from" if finished else "trained into"
     return ModelPair(models=models, cfg=cfg, source=f"the {preset_name!r} preset and its NCE twin, {how} {out_dir}")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..audio import AudioDecodeError
-from ..config import (PRESETS, PRETRAIN_PRESETS, ConfigError, PretrainConfig, TrainConfig, parse_overrides, preset,
+from ..config import (PRESETS, PRETRAIN_PRESETS, ConfigError, PretrainConfig, TrainConfig, check_keys, preset,
                      pretrain_preset)
 from ..data.catalogue import TESTSETS
 from ..models import PretrainedWeightsError
@@ -23,6 +23,19 @@ from .stamps import add_stamps_commands
 #: Errors reported as one line instead of a traceback.
 USER_ERRORS = (FnacError, ConfigError, PretrainedWeightsError, AudioDecodeError)
 
+
+
+def parse_overrides(items: list[str], cls: type = None) -> dict[str, str]:
+    """``["key=value", ...]`` from the command line into a dict (values stay strings until coerced); keys are
+    checked against the fields of ``cls`` (default :class:`TrainConfig`)."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    check_keys(out, cls)
+    return out
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from ..distributed import is_main_process

@@ -9,8 +9,8 @@ so adding a method is one file: a :class:`~fnac_lab.methods.base.MethodOptions` 
 import importlib
 import pkgutil
 
-from .base import (METHODS, Method, MethodOptions, build_method, method_class, register_method,  # noqa: F401
-                   weighted_total)
+from .base import (BASELINE, BASELINE_LABEL, METHODS, Method, MethodOptions, build_method,  # noqa: F401
+                   method_class, register_method, UNTRAINED, weighted_total)
 
 #: Modules of this package that hold no method.
 _SUPPORT = {"base", "settings"}

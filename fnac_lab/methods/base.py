@@ -67,7 +67,7 @@ class MethodOptions:
 
 class Method:
     """A training objective over one batch. Subclasses set :attr:`name` (through :func:`register_method`),
-    :attr:`label`, :attr:`options_class`, :attr:`term_names`, and implement :meth:`terms`; the rest has defaults.
+    :attr:`label`, :attr:`options_class`, :attr:`term_labels`, and implement :meth:`terms`; the rest has defaults.
 
     ``tau`` is the model's temperature (the cross-modal similarities are divided by it); ``options`` an instance of
     :attr:`options_class`.
@@ -76,9 +76,11 @@ class Method:
     name: ClassVar[str] = ""
     #: How tables, figures and progress bars name the method.
     label: ClassVar[str] = ""
+    #: The method's colour in every figure (a hex RGB string).
+    colour: ClassVar[str] = "#7f7f7f"
     options_class: ClassVar[type[MethodOptions]] = MethodOptions
-    #: The terms :meth:`terms` returns, in the order they are summed and reported.
-    term_names: ClassVar[tuple[str, ...]] = ()
+    #: The terms :meth:`terms` returns, in the order they are summed and reported, with how figures title them.
+    term_labels: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, options: MethodOptions, *, tau: float):
         if not isinstance(options, self.options_class):
@@ -102,7 +104,7 @@ class Method:
 
     def terms(self, img: torch.Tensor, aud: torch.Tensor, *, labels: torch.Tensor | None = None,
               sim: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The scalar terms of one batch, keyed as :attr:`term_names`. ``sim`` is
+        """The scalar terms of one batch, keyed as :attr:`term_labels`. ``sim`` is
         :func:`~fnac_lab.losses.similarity_maps` of ``img`` and ``aud`` at :attr:`tau` when the caller has it."""
         raise NotImplementedError
 
@@ -149,6 +151,12 @@ def weighted_total(terms: Mapping[str, torch.Tensor], weights: Mapping[str, floa
 
 #: Every registered method by name.
 METHODS: dict[str, type[Method]] = {}
+#: The method every other is measured against: a run's twin is the same configuration with this method.
+BASELINE = "nce"
+#: How tables and figures name a run's twin.
+BASELINE_LABEL = "NCE baseline"
+#: What follows a model's name in tables and figures when its weights are the initial ones.
+UNTRAINED = " (untrained)"
 
 
 def register_method(name: str):

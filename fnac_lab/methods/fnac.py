@@ -32,8 +32,8 @@ from ..losses import (DISTANCES, FN_TARGETS, NCE_FN_MASKS, TNE_THRESHOLD, batch_
                       class_target_distribution, distribution_distance, distribution_gap, nce_loss, same_class_pairs)
 from .base import Method, MethodOptions, register_method
 
-#: FNAC's weighted terms, beside ``nce``.
-FNAC_TERMS = ("fns_audio", "fns_visual", "tne")
+#: FNAC's weighted terms, beside ``nce``, with how figures title them.
+FNAC_TERMS = {"fns_audio": "FNS audio", "fns_visual": "FNS visual", "tne": "TNE"}
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,9 @@ class Fnac(Method):
     """The published FNAC objective (the module docstring gives its equations)."""
 
     label = "FNAC"
+    colour = "#d62728"
     options_class = FnacOptions
-    term_names = ("nce", *FNAC_TERMS)
+    term_labels = {"nce": "NCE", **FNAC_TERMS}
 
     def labelled_options(self) -> list[str]:
         return [name for name in ("nce_fn_mask", "fn_targets") if getattr(self.options, name) == "oracle"]

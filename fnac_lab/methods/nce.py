@@ -32,8 +32,9 @@ class Nce(Method):
     """Symmetric InfoNCE over the max-pooled cross-modal logits (EZ-VSL); one term, ``nce``, weight 1."""
 
     label = "NCE"
+    colour = "#1f77b4"
     options_class = NceOptions
-    term_names = ("nce",)
+    term_labels = {"nce": "NCE"}
 
     def labelled_options(self) -> list[str]:
         return ["nce_fn_mask"] if self.options.nce_fn_mask == "oracle" else []

@@ -15,11 +15,11 @@ from .interactive import (SET_COLOURS, ablation_figure, auroc_epoch_figure, clas
 from .render import OncePlotlyRenderer, setup_notebook, show_photo
 from .static import (adjacency_heatmaps, fn_ratio_figure, localisation_grid, map_colorbar, photos_and_spectrograms,
                      same_class_retrieval_figure, show_map)
-from .styles import (MAP_CMAP, MATRIX_TITLES, MAX_FIGURE_INCHES, MODEL_COLOURS, SHAPE_SYMBOLS, ClassStyle,
-                     class_styles)
+from .styles import (MAP_CMAP, MATRIX_TITLES, MAX_FIGURE_INCHES, SHAPE_SYMBOLS, ClassStyle, class_styles,
+                     model_colours)
 
 __all__ = ["AdjacencyExplorer", "MapBrowser", "sample_grid", "ablation_figure", "auroc_epoch_figure", "paired_gain_figure", "class_scatter", "embedding_scatter", "fn_auroc_curves", "loss_curves",
            "plotly_adjacency", "pr_curves", "scores_bars", "validation_curves", "OncePlotlyRenderer",
            "setup_notebook", "show_photo", "adjacency_heatmaps", "fn_ratio_figure", "localisation_grid", "map_colorbar", "photos_and_spectrograms",
-           "same_class_retrieval_figure", "show_map", "MAP_CMAP", "MATRIX_TITLES", "MAX_FIGURE_INCHES", "MODEL_COLOURS", "SHAPE_SYMBOLS",
+           "same_class_retrieval_figure", "show_map", "MAP_CMAP", "MATRIX_TITLES", "MAX_FIGURE_INCHES", "model_colours", "SHAPE_SYMBOLS",
            "ClassStyle", "class_styles", "SET_COLOURS", "confidence_histograms"]

@@ -16,7 +16,8 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from ..data.builtin import BuiltinSpec
-from .styles import MATRIX_TITLES, MODEL_COLOURS, ClassStyle, as_numpy, class_marker, class_styles
+from ..methods import METHODS
+from .styles import MATRIX_TITLES, ClassStyle, as_numpy, class_marker, class_styles, model_colours
 
 
 def plotly_adjacency(matrices: Mapping[str, Any], *, same_class=None, labels: Sequence[str] | None = None,
@@ -70,9 +71,11 @@ def _epoch_axes(fig: go.Figure, histories: Mapping[str, Sequence[Mapping[str, An
 
 def loss_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], *, warmup_epochs: int | None = None) -> go.Figure:
     """Mean training loss terms per epoch, one line per run (``histories``: run name -> metrics.jsonl records),
-    three panels a row."""
-    terms = [("loss", "total (weighted)"), ("nce", "NCE"), ("fns_audio", "FNS audio"), ("fns_visual", "FNS visual"),
-             ("tne", "TNE")]
+    three panels a row: the weighted total, then every registered method's terms that a run recorded, titled as the
+    method titles them (:attr:`~fnac_lab.methods.Method.term_labels`)."""
+    recorded = {k for history in histories.values() for r in history for k in r}
+    labels = {k: v for cls in METHODS.values() for k, v in cls.term_labels.items() if k in recorded}
+    terms = [("loss", "total (weighted)"), *labels.items()]
     cols = 3
     rows = math.ceil(len(terms) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[t for _, t in terms], horizontal_spacing=0.08,
@@ -80,9 +83,11 @@ def loss_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], *, warmup_
     for run, history in histories.items():
         epochs = [r["epoch"] for r in history]
         for p, (term, _) in enumerate(terms):
+            if not history or term not in history[0]:
+                continue
             fig.add_trace(go.Scatter(x=epochs, y=[r[term] for r in history], mode="lines+markers", name=run,
                                      legendgroup=run, showlegend=p == 0,
-                                     line=dict(color=MODEL_COLOURS.get(run))), row=p // cols + 1, col=p % cols + 1)
+                                     line=dict(color=model_colours().get(run))), row=p // cols + 1, col=p % cols + 1)
     if warmup_epochs:
         for p in range(len(terms)):
             fig.add_vline(x=warmup_epochs + 0.5, line_dash="dot", line_color="grey", row=p // cols + 1,
@@ -103,7 +108,7 @@ def validation_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], *, l
         epochs = [r["epoch"] for r in history]
         for c, (key, _) in enumerate(metrics, start=1):
             fig.add_trace(go.Scatter(x=epochs, y=[r[key] for r in history], mode="lines+markers", name=run,
-                                     legendgroup=run, showlegend=c == 1, line=dict(color=MODEL_COLOURS.get(run))),
+                                     legendgroup=run, showlegend=c == 1, line=dict(color=model_colours().get(run))),
                           row=1, col=c)
     for name, scores in (levels or {}).items():
         for c, (key, _) in enumerate(metrics, start=1):
@@ -128,7 +133,7 @@ def fn_auroc_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], *, war
         epochs = [r["epoch"] for r in history]
         for c, (key, _) in enumerate(panels, start=1):
             fig.add_trace(go.Scatter(x=epochs, y=[r.get(key) for r in history], mode="lines+markers", name=run,
-                                     legendgroup=run, showlegend=c == 1, line=dict(color=MODEL_COLOURS.get(run))),
+                                     legendgroup=run, showlegend=c == 1, line=dict(color=model_colours().get(run))),
                           row=1, col=c)
             fig.add_hline(y=0.5, line_dash="dash", line_color="grey", row=1, col=c)
             if warmup_epochs:
@@ -145,7 +150,7 @@ def scores_bars(table: pd.DataFrame, *, title: str = "Test scores beside the tri
     fig = go.Figure()
     for row, values in table.iterrows():
         fig.add_trace(go.Bar(x=list(table.columns), y=values.values, name=str(row), text=[f"{v:.3f}" for v in values],
-                             textposition="outside", marker_color=MODEL_COLOURS.get(str(row))))
+                             textposition="outside", marker_color=model_colours().get(str(row))))
     fig.update_layout(barmode="group", height=380, autosize=True, title=title, xaxis_title="metric",
                       yaxis=dict(range=[0, 1.1], title_text="score"), legend_title_text="model or map")
     return fig

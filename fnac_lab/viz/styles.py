@@ -15,6 +15,7 @@ import torch
 from plotly.colors import qualitative
 
 from ..data.builtin import BuiltinSpec
+from ..methods import BASELINE, BASELINE_LABEL, METHODS, UNTRAINED
 
 #: Widest matplotlib figure (inches): a JupyterLab output area is about 950 px wide, figures are drawn at 100 dpi.
 MAX_FIGURE_INCHES = 9.5
@@ -26,9 +27,16 @@ MATRIX_TITLES = {
     "cross": "cross-modal  logits",
     "foreground": "foreground  A_fg",
 }
-#: Each model's colour, the same with its weights untrained (its name followed by " (untrained)").
-MODEL_COLOURS = {f"{name}{state}": colour for name, colour in (("FNAC", "#d62728"), ("NCE baseline", "#1f77b4"))
-                 for state in ("", " (untrained)")}
+
+
+def model_colours() -> dict[str, str]:
+    """Each model's colour by the name tables and figures give it: every registered method's label and the NCE
+    baseline, each the same with its weights untrained (followed by :data:`~fnac_lab.methods.UNTRAINED`)."""
+    named = {cls.label: cls.colour for cls in METHODS.values()}
+    named[BASELINE_LABEL] = METHODS[BASELINE].colour
+    return {f"{name}{state}": colour for name, colour in named.items() for state in ("", UNTRAINED)}
+
+
 #: Plotly marker symbol of each built-in object shape.
 SHAPE_SYMBOLS = {"ellipse": "circle", "triangle": "triangle-up", "rectangle": "square", "diamond": "diamond",
                  "cross": "cross", "ring": "circle-open", "hourglass": "hourglass", "stripes": "line-ew-open"}
