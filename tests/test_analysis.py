@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from fnac_lab import analysis
-from fnac_lab.config import preset
+from fnac_lab.config import ConfigError, preset
 from fnac_lab.losses import distribution_distance
 from fnac_lab.methods import build_method
 from fnac_lab.utils import FnacError
@@ -217,15 +217,20 @@ def test_report_table_markdown_and_statements(tmp_path):
     assert "a collapse" in text
 
 
-def test_notebook_config_applies_non_none_fields():
-    values = {"smoke": True, "lr": 0.01, "epochs": None, "tne_threshold": "soft", "unrelated": 3}
-    cfg, overrides = analysis.notebook_config("demo", smoke=True, values=values)
-    assert overrides == {"lr": 0.01, "tne_threshold": "soft"}
-    assert cfg.lr == 0.01 and cfg.options.tne_threshold is None
+def test_notebook_config_applies_the_method_and_overrides():
+    cfg, applied = analysis.notebook_config("demo", smoke=True, overrides={"lr": 0.01, "fnac.tne_threshold": "soft"})
+    assert applied == {"lr": 0.01, "fnac.tne_threshold": "soft"}
+    assert cfg.lr == 0.01 and cfg.options.tne_threshold is None and cfg.method == "fnac"
     from fnac_lab.config import PRESETS
 
     assert cfg.epochs == PRESETS["smoke"]["epochs"]
-    cfg, _ = analysis.notebook_config("demo", smoke=False, values={})
+    nce, applied = analysis.notebook_config("demo", smoke=True, method="nce", overrides={"seed": 3})
+    assert applied == {"method": "nce", "seed": 3} and (nce.method, nce.seed) == ("nce", 3)
+    with pytest.raises(ConfigError, match="unknown setting 'sed'"):
+        analysis.notebook_config("demo", smoke=True, overrides={"sed": 3})
+    with pytest.raises(ConfigError, match="fnac.w_tne: an option of method 'fnac', and this run's method is 'nce'"):
+        analysis.notebook_config("demo", smoke=True, method="nce", overrides={"fnac.w_tne": 0})
+    cfg, _ = analysis.notebook_config("demo", smoke=False)
     assert cfg.image_size == PRESETS["demo"]["image_size"]
     twin = analysis.nce_twin(cfg)
     def common(c):
@@ -338,11 +343,13 @@ def test_adjacency_heatmaps_outline_exactly_the_same_class_pairs():
 
 
 def test_fnac_strength_sets_the_weights_per_batch_member():
-    cfg, overrides = analysis.notebook_config("demo", smoke=False, values={"fnac_strength": 0.4, "batch_size": 128})
+    cfg, overrides = analysis.notebook_config("demo", smoke=False, fnac_strength=0.4, overrides={"batch_size": 128})
     o = cfg.options
     assert (o.w_fns_audio, o.w_fns_visual, o.w_tne) == (0.4 * 128,) * 3 and cfg.batch_size == 128
     assert overrides["fnac.w_tne"] == 0.4 * 128
-    zero, _ = analysis.notebook_config("demo", smoke=False, values={"fnac_strength": 0})
+    zero, _ = analysis.notebook_config("demo", smoke=False, fnac_strength=0)
     assert zero.build_method().trains_nce_only(zero.epochs) and not cfg.build_method().trains_nce_only(cfg.epochs)
     with pytest.raises(FnacError, match="fnac_strength and fnac.w_tne both set"):
-        analysis.notebook_config("demo", smoke=False, values={"fnac_strength": 0.4, "w_tne": 1})
+        analysis.notebook_config("demo", smoke=False, fnac_strength=0.4, overrides={"w_tne": 1})
+    with pytest.raises(FnacError, match="fnac_strength sets the FNAC weights, and this run's method is 'nce'"):
+        analysis.notebook_config("demo", smoke=False, fnac_strength=0.4, method="nce")

@@ -3,7 +3,6 @@ models (from checkpoints, a training folder, or trained on demand), and per-samp
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -22,7 +21,7 @@ from ..scoring import EvalResult, evaluate_model
 from ..metrics import vggss_box_to_pixels
 from ..models import AVLocaliser
 from ..train import train
-from ..utils import FnacError, describe
+from ..utils import FnacError
 
 #: The FNAC weights that ``fnac_strength`` sets.
 FNAC_WEIGHTS = ("fnac.w_fns_audio", "fnac.w_fns_visual", "fnac.w_tne")
@@ -123,27 +122,26 @@ def run_folder(cfg: TrainConfig) -> str:
 
 
 def configured_run_folder(out_dir: str | Path) -> Path:
-    """The training folder of the configured run (not its twin) of a ``01_train`` output directory: its method's
-    folder, the method read from the run's ``metrics.json`` (records written before methods were named: ``fnac``)."""
-    path = Path(out_dir) / "metrics.json"
-    try:
-        config = json.loads(path.read_text())["config"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise FnacError(f"{path}: no run report with a config ({describe(exc)})") from None
-    return Path(out_dir) / run_folder(TrainConfig.from_dict(config))
+    """The training folder of the configured run of a ``01_train`` output directory: the folder of the method it
+    holds besides its twin's (:data:`~fnac_lab.methods.BASELINE`), or the twin's when the run is its own twin."""
+    found = [name for name in METHODS if (Path(out_dir) / name).is_dir()]
+    own = [name for name in found if name != BASELINE] or found
+    if len(own) != 1:
+        held = f"holds {', '.join(own)}" if own else f"holds no folder of a method ({', '.join(METHODS)})"
+        raise FnacError(f"{out_dir}: {held}; a 01_train out_dir holds one run and its twin")
+    return Path(out_dir) / own[0]
 
 
 def _run_dir_checkpoints(run_dir: Path) -> dict[str, Path]:
-    """The ``best.pt`` of each method's folder of a ``01_train`` output directory, by the name tables give the model:
-    the configured run by its method's label, the twin as :data:`~fnac_lab.methods.BASELINE_LABEL`."""
-    found = {name: run_dir / name / "checkpoints" / "best.pt" for name in METHODS
-             if (run_dir / name / "checkpoints" / "best.pt").is_file()}
+    """The ``best.pt`` of the configured run (named by its method's label) and of its twin
+    (:data:`~fnac_lab.methods.BASELINE_LABEL`) in a ``01_train`` output directory."""
+    main = configured_run_folder(run_dir)
+    paths = {METHODS[main.name].label: main, **({BASELINE_LABEL: run_dir / BASELINE} if main.name != BASELINE else {})}
+    found = {name: folder / "checkpoints" / "best.pt" for name, folder in paths.items()
+             if (folder / "checkpoints" / "best.pt").is_file()}
     if not found:
-        raise FnacError(f"{run_dir}: no <method>/checkpoints/best.pt for any method ({', '.join(METHODS)}); "
-                        f"a 01_train out_dir?")
-    twin = found.pop(BASELINE) if len(found) > 1 and BASELINE in found else None
-    named = {METHODS[name].label: path for name, path in found.items()}
-    return {**named, **({BASELINE_LABEL: twin} if twin is not None else {})}
+        raise FnacError(f"{run_dir}: no {main.name}/checkpoints/best.pt (a 01_train out_dir?)")
+    return found
 
 
 def load_or_train_model_pair(*, checkpoint: str | Path | None = None, baseline_checkpoint: str | Path | None = None,
