@@ -302,7 +302,7 @@ def map_confidence(maps: torch.Tensor, *, tau: float | None = None, reduce: str 
     protocol (SLAVC, Mo and Morgado, NeurIPS 2022).
 
     ``maps`` ``[N, H, W]`` are similarity maps ``S = cos / tau`` when ``tau`` is given, mapped to
-    ``s = (S * tau + 1) / 2`` in [0, 1]; with ``tau=None`` they are taken as already on that scale (the trivial
+    ``s = (S * tau + 1) / 2`` in [0, 1]; with ``tau=None`` they are taken as already on that scale (the reference
     maps). ``reduce="top_quarter"`` (default, the published evaluator) is the mean of the ``ceil(H * W / 4)``
     largest ``s``; ``"max"`` the largest ``s`` alone. The scale is absolute, never relative to the map or the set:
     a min-max normalised map has maximum 1 whatever it shows, and AP and max-F1 rank the clips, so only the fixed

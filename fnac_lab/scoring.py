@@ -1,4 +1,4 @@
-"""Evaluation: localisation maps of a trained model scored with the benchmark metrics, beside trivial maps.
+"""Evaluation: localisation maps of a trained model scored with the benchmark metrics, beside reference maps.
 
 A score means little alone: a centred blob or the ground truth itself (the ceiling under the median
 threshold) set the range. Every evaluation therefore scores, on the same samples:
@@ -11,7 +11,7 @@ threshold) set the range. Every evaluation therefore scores, on the same samples
 With negatives (clips in which nothing visible sounds) the extended protocol of SLAVC (Mo and Morgado, NeurIPS 2022)
 adds ``extended_ap``, ``max_f1`` and ``precision`` (:func:`fnac_lab.metrics.extended_summary`) from every clip's
 confidence (:func:`fnac_lab.metrics.map_confidence`); cIoU, AP50 and AUC stay scores of the positives alone. The
-trivial maps' confidences are taken as the protocol takes a map's: the mean of its top quarter, their values being
+reference maps' confidences are taken as the protocol takes a map's: the mean of its top quarter, their values being
 on [0, 1] already. The centre prior has one confidence for every clip (so no ranking: AP 0 under the published sum);
 the random map's ranks the clips by chance. The oracle has no map on a negative (no ground truth to draw it from) and
 is not scored on the extended protocol.
@@ -45,7 +45,7 @@ class EvalResult:
     cious: torch.Tensor  # float64 [N]
     labels: list[Any]
     scores: dict[str, float]
-    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+    reference_maps: dict[str, dict[str, float]] = field(default_factory=dict)
     maps: np.ndarray | None = None  # [N, 224, 224] float32 when kept
     #: with ``embeddings=True``: per-sample ``audio`` embeddings, ``visual`` (spatial mean of the visual map) and
     #: ``foreground`` (the TNE-pooled visual features), each ``[N, D]`` float32
@@ -56,7 +56,7 @@ class EvalResult:
     #: with ``confidences=True``: per-sample confidence of the model's maps and of the centre prior and random maps
     confidences: dict[str, np.ndarray] | None = None
     #: with ``confidences=True``: per-sample cIoU of the centre prior and random maps
-    baseline_cious: dict[str, np.ndarray] | None = None
+    reference_cious: dict[str, np.ndarray] | None = None
     #: after :func:`with_negatives`: the negatives scored beside (:func:`score_negatives`)
     negatives: dict[str, Any] | None = None
 
@@ -94,7 +94,7 @@ class EvalResult:
             write_rows(out / "negatives.csv", ["id", "kind", "label", "confidence"],
                        [[*row[:3], f"{row[3]:.6f}"] for row in zip(neg["ids"], neg["kinds"], neg["labels"],
                                                                     neg["confidence"]["model"].tolist())])
-        write_json(out / "scores.json", {**self.scores, **(extra_scores or {}), "baselines": self.baselines})
+        write_json(out / "scores.json", {**self.scores, **(extra_scores or {}), "reference_maps": self.reference_maps})
 
 
 def write_per_sample(path: Path, ids: Sequence[str], classes: Sequence[Any], columns: Mapping[str, Sequence[float]]
@@ -195,10 +195,10 @@ def _keep_embeddings(img: torch.Tensor, aud: torch.Tensor, tau: float, tne_thres
     return n_maps
 
 
-#: The trivial maps scored beside the model's (module docstring), and those scored on the extended protocol (the
+#: The reference maps scored beside the model's (module docstring), and those scored on the extended protocol (the
 #: oracle has no map on a negative).
 TRIVIAL = ("centre_prior", "random", "oracle")
-EXTENDED_TRIVIAL = ("centre_prior", "random")
+EXTENDED_REFERENCE_MAPS = ("centre_prior", "random")
 
 
 def _score_maps(maps: torch.Tensor, gt: torch.Tensor, segmentation: bool) -> dict[str, torch.Tensor]:
@@ -210,18 +210,18 @@ def _score_maps(maps: torch.Tensor, gt: torch.Tensor, segmentation: bool) -> dic
     return out
 
 
-def _score_trivial(gt: torch.Tensor | None, prior: torch.Tensor, noise: torch.Tensor, segmentation: bool,
+def _score_reference_maps(gt: torch.Tensor | None, prior: torch.Tensor, noise: torch.Tensor, segmentation: bool,
                    confidences: bool, out: dict[str, dict[str, list[torch.Tensor]]]) -> None:
     """A batch's scores of the centre prior, the random map ``noise`` and (with ground truth) the oracle, and with
     ``confidences`` the first two's confidences, appended to ``out``."""
-    trivial = {"centre_prior": prior.expand(noise.shape[0], -1, -1), "random": noise}
+    reference = {"centre_prior": prior.expand(noise.shape[0], -1, -1), "random": noise}
     if gt is not None:
-        trivial["oracle"] = oracle_maps(gt).to(gt.device)
-    for name, m in trivial.items():
+        reference["oracle"] = oracle_maps(gt).to(gt.device)
+    for name, m in reference.items():
         if gt is not None:
             for k, v in _score_maps(m, gt, segmentation).items():
                 out[name].setdefault(k, []).append(v.cpu())
-        if confidences and name in EXTENDED_TRIVIAL:
+        if confidences and name in EXTENDED_REFERENCE_MAPS:
             out[name].setdefault("confidence", []).append(metrics.map_confidence(m).cpu())
 
 
@@ -236,8 +236,8 @@ class ScoredSamples:
     #: of the model's maps: ``ciou`` [+ ``iou``, ``f_score``] (with ground truth), the same with ``_ogl`` (with an
     #: object network), ``confidence`` (with ``confidences``); CPU tensors ``[N]``
     columns: dict[str, torch.Tensor]
-    #: the same columns of each trivial map (no ``_ogl``; ``confidence`` only of :data:`EXTENDED_TRIVIAL`)
-    trivial: dict[str, dict[str, torch.Tensor]]
+    #: the same columns of each reference map (no ``_ogl``; ``confidence`` only of :data:`EXTENDED_REFERENCE_MAPS`)
+    reference_maps: dict[str, dict[str, torch.Tensor]]
     maps: np.ndarray | None = None
     ogl_maps: np.ndarray | None = None
     embeddings: dict[str, np.ndarray] | None = None
@@ -255,14 +255,14 @@ class ScoredSamples:
 @torch.no_grad()
 def score_batches(model: AVLocaliser, batches: Iterable[dict], *, total: int, device: torch.device,
                   generator: torch.Generator, ground_truth: Callable[[dict], torch.Tensor] | None = None,
-                  segmentation: bool = False, trivial: bool = True, confidences: bool = False,
+                  segmentation: bool = False, reference_maps: bool = True, confidences: bool = False,
                   keep_maps: bool = False, object_network: torch.nn.Module | None = None, embeddings: bool = False,
                   tne_threshold: float | None = 0.6, desc: str = "evaluate", progress: bool = True) -> ScoredSamples:
     """The scoring loop of every evaluation: localise each batch (``image``, ``spec``, ``id``, ``index``, optionally
     ``label`` and ``kind``) and score its maps on the device.
 
     ``ground_truth(batch)`` gives the batch's ground-truth maps on ``device``; without it (negatives) only
-    confidences are kept. Beside the model's maps: the trivial maps (``trivial``; the random map drawn from
+    confidences are kept. Beside the model's maps: the reference maps (``reference_maps``; the random map drawn from
     ``generator``, one ``[B, 224, 224]`` draw per batch), the OGL fused maps (``object_network``), each map's
     confidence (``confidences``: :func:`fnac_lab.metrics.map_confidence`), the maps themselves (``keep_maps``) and
     the intra-modal embeddings (``embeddings``, the foreground ones pooled with ``tne_threshold``). The model's
@@ -295,9 +295,9 @@ def score_batches(model: AVLocaliser, batches: Iterable[dict], *, total: int, de
                 columns.setdefault(k + suffix, []).append(v)
         if confidences:
             columns.setdefault("confidence", []).append(metrics.map_confidence(maps, tau=model.tau))
-        if trivial:
+        if reference_maps:
             noise = torch.rand(b, MAP_SIZE, MAP_SIZE, generator=generator).to(device)
-            _score_trivial(gt, prior, noise, segmentation, confidences, base)
+            _score_reference_maps(gt, prior, noise, segmentation, confidences, base)
         if keep_maps:
             kept.append(maps.float().cpu().numpy())
             if object_network is not None:
@@ -315,7 +315,7 @@ def score_batches(model: AVLocaliser, batches: Iterable[dict], *, total: int, de
     return ScoredSamples(
         order=order, ids=ids, labels=labels, kinds=kinds,
         columns={k: torch.cat(v).cpu() for k, v in columns.items()},
-        trivial={name: {k: torch.cat(v) for k, v in cols.items()} for name, cols in base.items() if cols},
+        reference_maps={name: {k: torch.cat(v) for k, v in cols.items()} for name, cols in base.items() if cols},
         maps=np.concatenate(kept) if kept else None, ogl_maps=np.concatenate(kept_ogl) if kept_ogl else None,
         embeddings={k: torch.cat(v).numpy() for k, v in embedded.items()} if embeddings and ids else None,
         visual_maps=torch.cat(visual_maps).numpy() if embeddings and ids else None)
@@ -328,7 +328,7 @@ def evaluate_model(
     batch_size: int = 64,
     device: torch.device | str = "cpu",
     keep_maps: bool = False,
-    baselines: bool = True,
+    reference_maps: bool = True,
     progress: bool = True,
     num_workers: int = 0,
     seed: int = 0,
@@ -340,17 +340,17 @@ def evaluate_model(
     """Localise every sample of ``dataset`` and score it (:func:`score_batches`).
 
     ``dataset`` yields batches with ``image`` (uint8 or float in [0, 1]), ``spec`` and ``id``; the
-    ground-truth maps ``[B, 224, 224]`` come from :func:`ground_truth`. ``baselines`` scores the trivial maps
+    ground-truth maps ``[B, 224, 224]`` come from :func:`ground_truth`. ``reference_maps`` scores the reference maps
     beside (the random map seeded by ``seed``). ``embeddings`` keeps each sample's intra-modal embeddings (the
     foreground ones pooled with ``tne_threshold``) from the same forward pass. ``confidences`` keeps each sample's
-    confidence (:func:`fnac_lab.metrics.map_confidence`) and the trivial maps' confidences and cIoUs, for the
+    confidence (:func:`fnac_lab.metrics.map_confidence`) and the reference maps' confidences and cIoUs, for the
     extended protocol (:func:`with_negatives`); no score changes with it.
     """
     device = torch.device(device)
     scored = score_batches(
         model, _batches(dataset, batch_size, num_workers, pin_memory=device.type == "cuda"),
         total=-(-len(dataset) // batch_size), device=device, generator=torch.Generator().manual_seed(seed),
-        ground_truth=lambda batch: ground_truth(dataset, batch["index"], batch, device), trivial=baselines,
+        ground_truth=lambda batch: ground_truth(dataset, batch["index"], batch, device), reference_maps=reference_maps,
         confidences=confidences, keep_maps=keep_maps, embeddings=embeddings, tne_threshold=tne_threshold, desc=desc,
         progress=progress)
     if not scored.ids:
@@ -359,12 +359,12 @@ def evaluate_model(
     result = EvalResult(ids=scored.ids, cious=cious, labels=scored.labels,
                         scores={**metrics.summarise(cious), "n_samples": len(scored.ids)},
                         maps=scored.maps, embeddings=scored.embeddings, visual_maps=scored.visual_maps)
-    if baselines:
-        result.baselines = {name: metrics.summarise(cols["ciou"]) for name, cols in scored.trivial.items()}
+    if reference_maps:
+        result.reference_maps = {name: metrics.summarise(cols["ciou"]) for name, cols in scored.reference_maps.items()}
     if confidences:
         result.confidences = {"model": scored.columns["confidence"].numpy(),
-                              **{k: v["confidence"].numpy() for k, v in scored.trivial.items() if "confidence" in v}}
-        result.baseline_cious = {k: scored.trivial[k]["ciou"].numpy() for k in EXTENDED_TRIVIAL if k in scored.trivial}
+                              **{k: v["confidence"].numpy() for k, v in scored.reference_maps.items() if "confidence" in v}}
+        result.reference_cious = {k: scored.reference_maps[k]["ciou"].numpy() for k in EXTENDED_REFERENCE_MAPS if k in scored.reference_maps}
     return result
 
 
@@ -377,7 +377,7 @@ def negatives_confidences(scored: ScoredSamples) -> dict[str, np.ndarray]:
     """Per clip of :func:`score_batches` without ground truth: the confidence of the model's map, of the centre prior
     (one value for all) and of the random map."""
     return {"model": scored.columns["confidence"].numpy(),
-            **{k: scored.trivial[k]["confidence"].numpy() for k in EXTENDED_TRIVIAL}}
+            **{k: scored.reference_maps[k]["confidence"].numpy() for k in EXTENDED_REFERENCE_MAPS}}
 
 
 def score_negatives(model: AVLocaliser, dataset, *, batch_size: int = 64, device: torch.device | str = "cpu",
@@ -409,14 +409,14 @@ def extended_scores(confidence: np.ndarray, cious: np.ndarray, negative_confiden
 
 def with_negatives(result: EvalResult, negatives: dict[str, Any]) -> EvalResult:
     """``result`` (of :func:`evaluate_model` with ``confidences=True``) with the extended protocol's scores added to
-    its ``scores`` and, for the centre prior and random maps, to its ``baselines``; the negatives kept beside."""
+    its ``scores`` and, for the centre prior and random maps, to its ``reference_maps``; the negatives kept beside."""
     if result.confidences is None:
         raise ValueError("the evaluation of the positives kept no confidences (evaluate_model(confidences=True))")
     result.scores.update(extended_scores(result.confidences["model"], result.cious.numpy(),
                                          negatives["confidence"]["model"]))
-    for name in EXTENDED_TRIVIAL:
-        if name in result.baselines and name in result.baseline_cious:
-            result.baselines[name].update(extended_scores(result.confidences[name], result.baseline_cious[name],
+    for name in EXTENDED_REFERENCE_MAPS:
+        if name in result.reference_maps and name in result.reference_cious:
+            result.reference_maps[name].update(extended_scores(result.confidences[name], result.reference_cious[name],
                                                           negatives["confidence"][name]))
     result.negatives = negatives
     return result

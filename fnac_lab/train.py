@@ -5,7 +5,7 @@ selection, and atomic checkpoints that resume exactly (:mod:`fnac_lab.checkpoint
 Output directory layout::
 
     OUT/metrics.jsonl         one JSON object per epoch (validation scores, false-negative detection, mean loss terms)
-    OUT/summary.json          best epoch, its validation scores, the test scores and trivial-map levels
+    OUT/summary.json          best epoch, its validation scores, the test scores and reference-map levels
     OUT/config.json           the configuration of the run
     OUT/checkpoints/last.pt   state after the latest epoch (resumable; holds the best epoch's weights too)
     OUT/checkpoints/best.pt   the epoch with the best validation score
@@ -38,7 +38,7 @@ from .checkpoint import (BEST, LAST, build_model, copy_weights, load_checkpoint,
 from .config import ConfigError, TrainConfig
 from .data.contracts import InMemoryData, collate_fn
 from .data.sampling import epoch_batch_sampler, false_negative_ratio
-from .splits import MISSING_REPORTS, NEGATIVES_SPLIT, build_datasets, negatives_of, write_dataset_reports
+from .datasets import MISSING_REPORTS, NEGATIVES_SPLIT, build_datasets, negatives_of, write_dataset_reports
 from .scoring import EvalResult, evaluate_model, evaluate_with_negatives
 from .methods import Method, weighted_total
 from .models import AVLocaliser
@@ -267,7 +267,7 @@ def _validate_and_select(cfg: TrainConfig, method: Method, model: AVLocaliser, v
                          epoch: int, record: dict[str, Any], run: RunState) -> tuple[float, bool]:
     """Score the validation split, add the epoch's record to the history and keep the best epoch's weights
     (ties go to the later epoch, as published). Returns the score and whether it is the best so far."""
-    val = evaluate_model(model, val_set, batch_size=cfg.eval_batch_size, device=device, baselines=False,
+    val = evaluate_model(model, val_set, batch_size=cfg.eval_batch_size, device=device, reference_maps=False,
                          progress=False, embeddings=True, tne_threshold=method.foreground_threshold)
     run.history.append({"epoch": epoch + 1, "split": "val", **{k: val.scores[k] for k in ("ap50", "mean_ciou", "auc")},
                         **record["means"], **val.fn_auroc(FN_AUROC_SAMPLES),
@@ -369,7 +369,7 @@ def finish(cfg: TrainConfig, out: Path, datasets: dict[str, Any], device: torch.
         else:
             result = evaluate_model(model, datasets[name], batch_size=cfg.eval_batch_size, device=device,
                                     progress=progress, desc=name)
-        summary[name] = {**result.scores, "baselines": result.baselines}
+        summary[name] = {**result.scores, "reference_maps": result.reference_maps}
         if name == "test":
             test = result
     summary["epochs_trained"] = len(history)

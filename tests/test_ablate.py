@@ -250,5 +250,5 @@ def test_paper_comparison_and_sweep_statement():
 
 def test_flatten_metrics_joins_nested_keys():
     flat = ablate.flatten_metrics({"ap50": 0.5, "baseline": {"ap50": 0.4, "val": {"auc": 0.3}}, "seeds": [1],
-                                   "config": {"lr": 1}, "trivial": {"random": {"ap50": 0.0}}})
-    assert flat == {"ap50": 0.5, "baseline_ap50": 0.4, "baseline_val_auc": 0.3, "trivial_random_ap50": 0.0}
+                                   "config": {"lr": 1}, "reference_maps": {"random": {"ap50": 0.0}}})
+    assert flat == {"ap50": 0.5, "baseline_ap50": 0.4, "baseline_val_auc": 0.3, "reference_maps_random_ap50": 0.0}

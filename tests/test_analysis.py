@@ -165,7 +165,7 @@ def test_peak_outcome_classifies_the_maximum():
 def _run(ap50, val, n=500, **extra):
     return {"ap50": ap50, "mean_ciou": ap50 / 2, "auc": ap50 / 3, "n_samples": n, "val_ap50_by_epoch": val,
             "best_epoch": len(val), "epochs_trained": len(val), "val": {}, "fn_ratio": 0.9, "train_seconds": 1.0,
-            "trivial": {"centre_prior": {"ap50": 0.1, "mean_ciou": 0.3, "auc": 0.3},
+            "reference_maps": {"centre_prior": {"ap50": 0.1, "mean_ciou": 0.3, "auc": 0.3},
                         "random": {"ap50": 0.0, "mean_ciou": 0.2, "auc": 0.2},
                         "oracle": {"ap50": 0.99, "mean_ciou": 0.6, "auc": 0.6}}, **extra}
 
@@ -317,7 +317,7 @@ def test_idealised_embeddings_follow_the_annotations():
 
 def test_evaluation_split_equals_the_full_build():
     from fnac_lab.config import preset
-    from fnac_lab.splits import build_datasets
+    from fnac_lab.datasets import build_datasets
 
     cfg = preset("smoke", n_train=40, n_val=8, n_test=12, batch_size=8, image_size=16)
     full = build_datasets(cfg)["test"]

@@ -17,7 +17,7 @@ ROOT = "fnac_lab"
 LAYERS = [
     {"utils", "coercion", "paper", "losses", "metrics", "audio", "distributed"},
     {"data", "models", "methods", "ogl"},
-    {"config", "parameters", "pretrain", "checkpoint", "splits", "scoring", "real_scoring", "train"},
+    {"config", "parameters", "pretrain", "checkpoint", "datasets", "scoring", "benchmark_evaluation", "train"},
     {"analysis", "viz", "ablate", "papermill_engine"},
     {"cli", "__main__"},
     {ROOT},
@@ -152,8 +152,8 @@ def test_modules_stay_small(path):
 
 def test_the_checker_sees_imports():
     """The checker itself: relative, nested and function-level imports all count."""
-    assert {"checkpoint", "splits", "scoring", "data.sampling"} <= GRAPH["train"]
-    assert "train" in GRAPH["analysis.runs"] and "real_scoring" in GRAPH["cli"]  # cli imports inside functions
+    assert {"checkpoint", "datasets", "scoring", "data.sampling"} <= GRAPH["train"]
+    assert "train" in GRAPH["analysis.runs"] and "benchmark_evaluation" in GRAPH["cli"]  # cli imports inside functions
     assert "data.catalogue" in GRAPH["config"]
 
 

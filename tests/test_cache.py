@@ -17,7 +17,7 @@ from fnac_lab.audio import spec_augment
 from fnac_lab.cli import main
 from fnac_lab.config import ConfigError, preset
 from fnac_lab.data import CachedAVDataset, decode, files, real
-from fnac_lab.splits import build_datasets
+from fnac_lab.datasets import build_datasets
 from fnac_lab.train import train
 from fnac_lab.utils import FnacError
 from references import file_log_spectrogram

@@ -22,7 +22,7 @@ from fnac_lab import distributed
 from fnac_lab.config import preset
 from fnac_lab.checkpoint import build_model
 from fnac_lab.data.sampling import ShuffledBatchSampler
-from fnac_lab.splits import build_datasets
+from fnac_lab.datasets import build_datasets
 from fnac_lab.methods import build_method
 from fnac_lab.methods import weighted_total
 from fnac_lab.train import batch_terms

@@ -19,7 +19,7 @@ from fnac_lab.checkpoint import build_model
 from fnac_lab.cli import main
 from fnac_lab.config import ConfigError, TrainConfig, preset
 from fnac_lab.data import annotations as annotation_files, builtin, negatives as negatives_module, real
-from fnac_lab.splits import NEGATIVES_SPLIT, build_datasets
+from fnac_lab.datasets import NEGATIVES_SPLIT, build_datasets
 from fnac_lab.scoring import evaluate_model, evaluate_with_negatives
 from fnac_lab.train import train
 from fnac_lab.utils import FnacError
@@ -131,7 +131,7 @@ def test_map_confidence_is_the_top_quarter_on_the_absolute_scale():
         assert got[i].item() == pytest.approx(np.sort(s)[-k:].mean(), abs=1e-12)
     peak = metrics.map_confidence(torch.as_tensor(maps), tau=tau, reduce="max")
     np.testing.assert_allclose(peak.numpy(), (maps.reshape(4, -1).max(1) * tau + 1) / 2)
-    # maps already on [0, 1] (the trivial maps): no rescaling
+    # maps already on [0, 1] (the reference maps): no rescaling
     uniform = torch.full((2, 8, 8), 0.25)
     assert metrics.map_confidence(uniform).tolist() == [0.25, 0.25]
     with pytest.raises(ValueError, match="reduce"):
@@ -205,9 +205,9 @@ def test_evaluation_with_negatives_keeps_the_positive_scores():
                                   progress=False)
     assert torch.equal(plain.cious, ext.cious)
     assert {k: ext.scores[k] for k in plain.scores} == plain.scores
-    for name, scores in plain.baselines.items():
-        assert {k: ext.baselines[name][k] for k in scores} == scores
-    assert "extended_ap" not in plain.scores and "extended_ap" not in ext.baselines["oracle"]
+    for name, scores in plain.reference_maps.items():
+        assert {k: ext.reference_maps[name][k] for k in scores} == scores
+    assert "extended_ap" not in plain.scores and "extended_ap" not in ext.reference_maps["oracle"]
     # confidences recomputed from the kept maps: the top quarter of (S tau + 1) / 2
     maps = np.concatenate([ext.maps, ext.negatives["maps"]]).reshape(96, -1).astype(np.float64)
     conf = np.sort((maps * model.tau + 1) / 2, axis=1)[:, -(224 * 224 // 4):].mean(axis=1)
@@ -220,7 +220,7 @@ def test_evaluation_with_negatives_keeps_the_positive_scores():
     assert (ext.scores["n_positives"], ext.scores["n_negatives"]) == (64, 32)
     # the centre prior gives every clip one confidence: no ranking, AP 0
     assert len(set(ext.confidences["centre_prior"]) | set(ext.negatives["confidence"]["centre_prior"])) == 1
-    assert ext.baselines["centre_prior"]["extended_ap"] == 0.0
+    assert ext.reference_maps["centre_prior"]["extended_ap"] == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -241,12 +241,12 @@ def test_a_run_scored_again_with_negatives_keeps_its_scores(trained):
     assert (out / "metrics.jsonl").read_text() == before["metrics.jsonl"]
     assert new["val"] == old["val"] and new["best_epoch"] == old["best_epoch"]
     for key, value in old["test"].items():
-        if key != "baselines":
+        if key != "reference_maps":
             assert new["test"][key] == value, key
-    for name, scores in old["test"]["baselines"].items():
-        assert {k: new["test"]["baselines"][name][k] for k in scores} == scores
+    for name, scores in old["test"]["reference_maps"].items():
+        assert {k: new["test"]["reference_maps"][name][k] for k in scores} == scores
     assert {"extended_ap", "max_f1", "precision"} <= set(new["test"]) and new["test"]["n_negatives"] == 32
-    assert "extended_ap" in new["test"]["baselines"]["random"] and "extended_ap" not in new["test"]["baselines"]["oracle"]
+    assert "extended_ap" in new["test"]["reference_maps"]["random"] and "extended_ap" not in new["test"]["reference_maps"]["oracle"]
 
 
 def test_report_adds_the_extended_columns_only_with_negatives(trained):
@@ -258,8 +258,8 @@ def test_report_adds_the_extended_columns_only_with_negatives(trained):
     assert table.loc["FNAC", "extended AP"] == report["extended_ap"] and np.isnan(table.loc["oracle (gt-derived)", "max-F1"])
     assert any("negatives beside the 64 test samples" in line for line in analysis.what_this_run_shows(report))
     plain = {k: v for k, v in first.items() if k not in ("extended_ap", "max_f1", "precision", "n_negatives")}
-    plain["trivial"] = {name: {k: v for k, v in scores.items() if k in ("ap50", "mean_ciou", "auc")}
-                        for name, scores in first["trivial"].items()}
+    plain["reference_maps"] = {name: {k: v for k, v in scores.items() if k in ("ap50", "mean_ciou", "auc")}
+                        for name, scores in first["reference_maps"].items()}
     report = analysis.run_report(cfg, [plain], [plain])
     assert list(analysis.scores_table(report).columns) == ["AP50", "mean cIoU", "AUC"]
     assert set(report["seeds"][0]) == {"seed", "ap50", "mean_ciou", "auc", "baseline"}
@@ -285,7 +285,7 @@ def test_evaluate_scores_an_existing_checkpoint_on_the_extended_protocol(trained
         assert ext[key] == plain[key]
     for key in ("extended_ap", "max_f1", "precision", "n_negatives"):
         assert ext[key] == summary[key]
-        assert ext["baselines"]["centre_prior"][key] == summary["baselines"]["centre_prior"][key]
+        assert ext["reference_maps"]["centre_prior"][key] == summary["reference_maps"]["centre_prior"][key]
     with open(tmp_path / "ext" / "negatives.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 32 and {r["kind"] for r in rows} == {"silent", "off_screen"}
@@ -390,7 +390,7 @@ def test_evaluate_an_extended_set(extended_layout, tiny_checkpoint, tmp_path, ca
     positive = [True] * 3 + [False] * 3
     assert ext["extended_ap"] == pytest.approx(naive_published_ap(conf, ciou, positive), abs=1e-5)
     assert ext["precision"] == pytest.approx(naive_pr(conf, ciou, positive, 0.5)[0], abs=1e-5)
-    assert "extended_ap" in ext["baselines"]["random"] and "extended_ap" not in ext["baselines"]["oracle"]
+    assert "extended_ap" in ext["reference_maps"]["random"] and "extended_ap" not in ext["reference_maps"]["oracle"]
     with open(tmp_path / "ext" / "missing.csv") as fh:
         assert [r["id"] for r in csv.DictReader(fh)] == ["noaudio0000_000001+missing0000_000002"]
     (root / "elsewhere").mkdir(exist_ok=True)

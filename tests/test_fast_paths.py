@@ -253,9 +253,9 @@ class BoxedSet:
 def test_batched_evaluation_from_boxes_equals_dense_and_per_sample_scores():
     cfg = preset("smoke", **CFG)
     model = fresh_model(cfg)
-    boxed = evaluate_model(model, BoxedSet(13, dense=False), batch_size=5, keep_maps=True, baselines=False,
+    boxed = evaluate_model(model, BoxedSet(13, dense=False), batch_size=5, keep_maps=True, reference_maps=False,
                            progress=False)
-    dense = evaluate_model(model, BoxedSet(13, dense=True), batch_size=4, baselines=False, progress=False)
+    dense = evaluate_model(model, BoxedSet(13, dense=True), batch_size=4, reference_maps=False, progress=False)
     assert torch.equal(boxed.cious, dense.cious) and boxed.ids == dense.ids
     data = BoxedSet(13, dense=True)
     for i in range(13):
@@ -266,7 +266,7 @@ def test_batched_evaluation_from_boxes_equals_dense_and_per_sample_scores():
 def test_non_finite_maps_are_reported_once_with_their_ids():
     cfg = preset("smoke", **CFG)
     with pytest.raises(ValueError, match=r"non-finite .* 1 samples \(first ids: s7\)"):
-        evaluate_model(fresh_model(cfg), BoxedSet(10, dense=False, nan_at=7), batch_size=4, baselines=False,
+        evaluate_model(fresh_model(cfg), BoxedSet(10, dense=False, nan_at=7), batch_size=4, reference_maps=False,
                        progress=False)
 
 
@@ -275,13 +275,13 @@ def test_non_finite_maps_are_reported_once_with_their_ids():
 def test_cuda_paths_match_the_cpu():
     cfg = preset("smoke", **CFG)
     model = fresh_model(cfg)
-    cpu = evaluate_model(model, BoxedSet(13, dense=False), batch_size=5, keep_maps=True, baselines=False,
+    cpu = evaluate_model(model, BoxedSet(13, dense=False), batch_size=5, keep_maps=True, reference_maps=False,
                          progress=False)
     model = model.cuda()
     with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        exact = evaluate_model(model, BoxedSet(13, dense=False), batch_size=5, keep_maps=True, baselines=False,
+        exact = evaluate_model(model, BoxedSet(13, dense=False), batch_size=5, keep_maps=True, reference_maps=False,
                                progress=False, device="cuda")
-    gpu = evaluate_model(model, BoxedSet(13, dense=False), batch_size=5, keep_maps=True, baselines=False,
+    gpu = evaluate_model(model, BoxedSet(13, dense=False), batch_size=5, keep_maps=True, reference_maps=False,
                          progress=False, device="cuda")
     scale = float(np.abs(cpu.maps).max())
     np.testing.assert_allclose(exact.maps, cpu.maps, rtol=0, atol=1e-5 * scale)

@@ -15,7 +15,7 @@ import fnac_lab.ablate.runner
 import fnac_lab.checkpoint
 from fnac_lab.cli import main
 from fnac_lab.config import preset
-from fnac_lab.splits import build_datasets
+from fnac_lab.datasets import build_datasets
 from fnac_lab.train import train
 from isolated import run_isolated
 

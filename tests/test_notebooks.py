@@ -133,7 +133,7 @@ def test_train_notebook_smoke(train_run):
     assert list(rows) == ["FNAC", "NCE baseline", "centre prior", "random map", "oracle (gt-derived)"]
     assert rows["FNAC"] == [round(report[k], 3) for k in ("ap50", "mean_ciou", "auc")]
     assert rows["NCE baseline"][0] == round(report["baseline"]["ap50"], 3)
-    assert rows["oracle (gt-derived)"][0] == round(report["trivial"]["oracle"]["ap50"], 3)
+    assert rows["oracle (gt-derived)"][0] == round(report["reference_maps"]["oracle"]["ap50"], 3)
     # "What this run shows" is computed, and the plotly figures carry HTML for the export.
     sources = "\n".join(c.source for c in nb.cells)
     assert "## What this run shows" in sources

@@ -190,5 +190,5 @@ def test_avsbench_with_ogl_through_cli(avsbench, object_weights, tmp_path):
         assert part["miou"] == pytest.approx(np.mean(columns["iou" + suffix]), abs=1e-6)
         assert part["f_score"] == pytest.approx(np.mean(columns["f_score" + suffix]), abs=1e-6)
         assert part["ap50"] == pytest.approx(np.mean(np.array(columns["ciou" + suffix]) >= 0.5), abs=1e-9)
-    assert scores["n_samples"] == 5 and "miou" in scores["baselines"]["oracle"]
+    assert scores["n_samples"] == 5 and "miou" in scores["reference_maps"]["oracle"]
     assert scores["ogl_object"] == "mean_abs"

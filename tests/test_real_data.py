@@ -19,7 +19,7 @@ from fnac_lab.cli import main
 from fnac_lab.config import ConfigError, preset
 from fnac_lab.checkpoint import build_model, load_checkpoint
 from fnac_lab.data import annotations, decode, files, real
-from fnac_lab.splits import build_datasets
+from fnac_lab.datasets import build_datasets
 from fnac_lab.train import train
 from fnac_lab.utils import FnacError, normalise_images
 from references import file_log_spectrogram, naive_ciou, naive_gt, naive_summary
@@ -142,8 +142,8 @@ def test_vggss_evaluation_through_cli(vggss_layout, checkpoint, tmp_path, capsys
     for k, v in naive_summary(values).items():
         assert scores[k] == pytest.approx(v, abs=1e-6)
     assert (scores["n_samples"], scores["n_missing"], scores["n_skipped"]) == (8, 2, 0)
-    assert set(scores["baselines"]) == {"centre_prior", "random", "oracle"}
-    assert scores["baselines"]["oracle"]["mean_ciou"] >= scores["baselines"]["random"]["mean_ciou"]
+    assert set(scores["reference_maps"]) == {"centre_prior", "random", "oracle"}
+    assert scores["reference_maps"]["oracle"]["mean_ciou"] >= scores["reference_maps"]["random"]["mean_ciou"]
     missing = read_csv(out / "missing.csv")
     assert [m["id"] for m in missing] == vggss_layout["absent"]
     assert "no frame" in missing[0]["reason"] and "no audio" in missing[1]["reason"]

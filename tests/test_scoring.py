@@ -1,4 +1,4 @@
-"""Evaluation of a model on a split: maps, scores, the trivial reference maps and false-negative detection, each
+"""Evaluation of a model on a split: maps, scores, the reference maps and false-negative detection, each
 against an independent computation (plain loops, numpy, scipy, scikit-learn)."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ CFG = dict(visual_stage=2, audio_stage=2, embed_dim=16, image_size=32, n_train=3
 @pytest.fixture(scope="module")
 def setting():
     cfg = preset("smoke", **CFG)
-    from fnac_lab.splits import build_datasets
+    from fnac_lab.datasets import build_datasets
 
     torch.manual_seed(0)
     return cfg, build_model(cfg).eval(), build_datasets(cfg)["test"]
@@ -68,14 +68,14 @@ def test_scores_maps_and_baselines_against_per_sample_numpy(setting):
     np.testing.assert_allclose(result.cious.numpy(), cious, atol=1e-12)
     for key, value in naive_summary(cious).items():
         assert result.scores[key] == pytest.approx(value, abs=1e-12)
-    assert result.baselines["centre_prior"]["ap50"] == pytest.approx(naive_summary(prior_cious)["ap50"], abs=1e-12)
-    assert result.baselines["oracle"]["mean_ciou"] == pytest.approx(naive_summary(oracle_cious)["mean_ciou"], abs=1e-12)
+    assert result.reference_maps["centre_prior"]["ap50"] == pytest.approx(naive_summary(prior_cious)["ap50"], abs=1e-12)
+    assert result.reference_maps["oracle"]["mean_ciou"] == pytest.approx(naive_summary(oracle_cious)["mean_ciou"], abs=1e-12)
     assert result.labels == test.labels.tolist() and result.ids == test.ids
 
 
 def test_embeddings_and_false_negative_detection(setting):
     cfg, model, test = setting
-    result = evaluate_model(model, test, batch_size=7, baselines=False, progress=False, embeddings=True,
+    result = evaluate_model(model, test, batch_size=7, reference_maps=False, progress=False, embeddings=True,
                             tne_threshold=0.6)
     batch = test.batch(list(range(len(test))))
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -155,26 +155,26 @@ def test_the_shared_scoring_loop_against_per_sample_numpy(setting):
         assert scored.columns["ciou_ogl"][k].item() == pytest.approx(naive_ciou(fused, gt), abs=1e-12)
         s = np.sort(((av.astype(np.float64) * model.tau + 1) / 2).ravel())[::-1]
         assert scored.columns["confidence"][k].item() == pytest.approx(s[: -(-s.size // 4)].mean(), rel=1e-9)
-        assert scored.trivial["random"]["ciou"][k].item() == pytest.approx(naive_ciou(draws[k], gt), abs=1e-12)
+        assert scored.reference_maps["random"]["ciou"][k].item() == pytest.approx(naive_ciou(draws[k], gt), abs=1e-12)
         r = np.sort(draws[k].astype(np.float64).ravel())[::-1]
-        assert scored.trivial["random"]["confidence"][k].item() == pytest.approx(r[: -(-r.size // 4)].mean(),
+        assert scored.reference_maps["random"]["confidence"][k].item() == pytest.approx(r[: -(-r.size // 4)].mean(),
                                                                                  rel=1e-9)
-    assert set(scored.trivial) == {"centre_prior", "random", "oracle"}
-    assert "confidence" not in scored.trivial["oracle"]
+    assert set(scored.reference_maps) == {"centre_prior", "random", "oracle"}
+    assert "confidence" not in scored.reference_maps["oracle"]
 
     # Without ground truth (negatives) only the confidences are kept, and the same draws give the same values.
     plain = score_batches(model, iter(batches), total=3, device=torch.device("cpu"),
                           generator=torch.Generator().manual_seed(4), progress=False)
-    assert set(plain.columns) == {"confidence"} and set(plain.trivial) == {"centre_prior", "random"}
+    assert set(plain.columns) == {"confidence"} and set(plain.reference_maps) == {"centre_prior", "random"}
     np.testing.assert_array_equal(plain.columns["confidence"].numpy(), scored.columns["confidence"].numpy())
-    np.testing.assert_array_equal(plain.trivial["random"]["confidence"].numpy(),
-                                  scored.trivial["random"]["confidence"].numpy())
+    np.testing.assert_array_equal(plain.reference_maps["random"]["confidence"].numpy(),
+                                  scored.reference_maps["random"]["confidence"].numpy())
 
 
 def test_both_evaluation_paths_run_the_shared_loop(setting, monkeypatch):
     """``evaluate_model`` (built-in splits), ``score_negatives`` and the real test sets' ``evaluate_testset`` and
     ``score_real_negatives`` all score through ``score_batches``: replacing it reaches every one."""
-    import fnac_lab.real_scoring as real_scoring
+    import fnac_lab.benchmark_evaluation as benchmark_evaluation
     import fnac_lab.scoring as scoring
 
     calls = []
@@ -184,7 +184,7 @@ def test_both_evaluation_paths_run_the_shared_loop(setting, monkeypatch):
         raise RuntimeError("reached")
 
     monkeypatch.setattr(scoring, "score_batches", recording)
-    monkeypatch.setattr(real_scoring, "score_batches", recording)
+    monkeypatch.setattr(benchmark_evaluation, "score_batches", recording)
     _, model, ds = setting
     for run in (lambda: scoring.evaluate_model(model, ds, progress=False, desc="model"),
                 lambda: scoring.score_negatives(model, ds, progress=False, desc="negatives")):
@@ -192,4 +192,4 @@ def test_both_evaluation_paths_run_the_shared_loop(setting, monkeypatch):
             run()
     assert calls == ["model", "negatives"]
     for name in ("evaluate_testset", "score_real_negatives"):  # a real set needs files; the source says it
-        assert "score_batches(" in inspect.getsource(getattr(real_scoring, name))
+        assert "score_batches(" in inspect.getsource(getattr(benchmark_evaluation, name))

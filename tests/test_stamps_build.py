@@ -245,5 +245,5 @@ def test_real_recordings_and_photographs_go_through_the_whole_real_pipeline(tmp_
         scores = json.loads((out / "scores.json").read_text())
         assert scores["n_samples"] == 8 and scores["n_missing"] == 0
         if testset != "avsbench_s4":  # boxes are large enough for the median threshold (a mask's pixels may not be)
-            assert scores["baselines"]["oracle"]["ap50"] >= 0.75, scores["baselines"]
+            assert scores["reference_maps"]["oracle"]["ap50"] >= 0.75, scores["reference_maps"]
         assert testset != "vggss_extended" or scores["n_negatives"] == 8

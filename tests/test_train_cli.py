@@ -13,7 +13,7 @@ import torch
 
 from fnac_lab.config import preset
 from fnac_lab.metrics import gt_map, vggss_box_to_pixels
-from fnac_lab.splits import build_datasets
+from fnac_lab.datasets import build_datasets
 from fnac_lab.train import train
 from fnac_lab.utils import FnacError
 
@@ -65,7 +65,7 @@ def test_evaluate_agrees_with_training_and_with_its_maps(smoke_run, tmp_path):
     summary = json.loads((smoke_run / "summary.json").read_text())
     for k in ("ap50", "mean_ciou", "auc", "n_samples"):
         assert scores[k] == pytest.approx(summary["test"][k], abs=1e-12)
-    assert set(scores["baselines"]) == {"centre_prior", "random", "oracle"}
+    assert set(scores["reference_maps"]) == {"centre_prior", "random", "oracle"}
     # recompute every per-sample cIoU from the saved maps with a plain numpy evaluator
     test_set = build_datasets(preset("smoke"))["test"]
     maps = np.load(tmp_path / "maps.npz")

@@ -247,7 +247,7 @@ def extended_records(results: pd.DataFrame, *, test_negatives: float = 0.5, prog
 
     from ..analysis.runs import configured_run_folder
     from ..checkpoint import load_checkpoint
-    from ..splits import NEGATIVES_SPLIT, build_datasets
+    from ..datasets import NEGATIVES_SPLIT, build_datasets
     from ..scoring import evaluate_with_negatives
 
     table = results.copy()

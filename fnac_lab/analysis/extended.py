@@ -11,8 +11,8 @@ import pandas as pd
 import torch
 
 from ..config import BUILTIN, TrainConfig
-from ..splits import NEGATIVES_SPLIT
-from ..scoring import EXTENDED_TRIVIAL, EvalResult, evaluate_with_negatives
+from ..datasets import NEGATIVES_SPLIT
+from ..scoring import EXTENDED_REFERENCE_MAPS, EvalResult, evaluate_with_negatives
 from ..metrics import EXTENDED_CONFIDENCE_THRESHOLD, EXTENDED_SCORES
 from .runs import evaluation_split
 
@@ -54,8 +54,8 @@ def extended_table(results: Mapping[str, EvalResult]) -> pd.DataFrame:
     columns = ("ap50", *EXTENDED_SCORES)
     rows = {name: {k: r.scores[k] for k in columns} for name, r in results.items()}
     first = next(iter(results.values()))
-    for key, label in zip(EXTENDED_TRIVIAL, ("centre prior", "random map")):
-        rows[label] = {k: first.baselines[key][k] for k in columns}
+    for key, label in zip(EXTENDED_REFERENCE_MAPS, ("centre prior", "random map")):
+        rows[label] = {k: first.reference_maps[key][k] for k in columns}
     table = pd.DataFrame(rows).T[list(columns)]
     table.columns = ["AP50 (positives)", "extended AP", "max-F1", f"precision at {EXTENDED_CONFIDENCE_THRESHOLD}"]
     return table

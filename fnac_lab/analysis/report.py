@@ -27,6 +27,10 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+#: The key under which summaries written by earlier versions keep the reference maps' scores.
+EARLIER_REFERENCE_MAPS_KEY = "baselines"
+
+
 def run_metrics(run_dir: str | Path, split: str = "test", *, warmup_epochs: int | None = None) -> dict[str, Any]:
     """Final scores of a finished training run (from ``summary.json`` and ``metrics.jsonl``): the test
     ``ap50``, ``mean_ciou``, ``auc``, ``n_samples`` of the best validation epoch (and, when the test split has
@@ -54,7 +58,7 @@ def run_metrics(run_dir: str | Path, split: str = "test", *, warmup_epochs: int 
         # the NCE loss of the last warm-up epoch, in full: an FNAC run and its NCE twin must agree to the last digit
         "warmup_nce": history[min(warmup, len(history)) - 1]["nce"] if warmup else None,
         "val_ap50_by_epoch": [r["ap50"] for r in history],
-        "trivial": test["baselines"],
+        "reference_maps": test["reference_maps" if "reference_maps" in test else EARLIER_REFERENCE_MAPS_KEY],
     }
 
 
@@ -107,15 +111,15 @@ def scores_of(run: Mapping[str, Any]) -> tuple[str, ...]:
 def run_report(cfg: TrainConfig, method_runs: Sequence[Mapping[str, Any]], nce_runs: Sequence[Mapping[str, Any]] | None
                ) -> dict[str, Any]:
     """The content of ``metrics.json``: the first seed's final scores at top level, the NCE twin under
-    ``baseline``, the trivial-map levels under ``trivial``, the comparison under ``gain``, all seeds under
+    ``baseline``, the reference-map levels under ``reference_maps``, the comparison under ``gain``, all seeds under
     ``seeds``, and the configuration."""
     first = dict(method_runs[0])
-    report: dict[str, Any] = {k: v for k, v in first.items() if k != "trivial"}
+    report: dict[str, Any] = {k: v for k, v in first.items() if k != "reference_maps"}
     method = cfg.build_method()
     report["method_label"] = None if method.trains_nce_only(cfg.epochs) else method.label
-    report["trivial"] = first["trivial"]
+    report["reference_maps"] = first["reference_maps"]
     if nce_runs:
-        report["baseline"] = {k: v for k, v in nce_runs[0].items() if k != "trivial"}
+        report["baseline"] = {k: v for k, v in nce_runs[0].items() if k != "reference_maps"}
         report["gain"] = compare_to_baseline(method_runs, nce_runs)
     scores = scores_of(first)
     report["seeds"] = [{"seed": cfg.seed + i, **{k: r[k] for k in scores},
@@ -126,7 +130,7 @@ def run_report(cfg: TrainConfig, method_runs: Sequence[Mapping[str, Any]], nce_r
 
 
 def scores_table(report: Mapping[str, Any]) -> pd.DataFrame:
-    """AP50 / mean cIoU / AUC of the run, its NCE twin and the trivial maps (rows), from a :func:`run_report`; when
+    """AP50 / mean cIoU / AUC of the run, its NCE twin and the reference maps (rows), from a :func:`run_report`; when
     the test split has negatives also the extended protocol's AP, max-F1 and precision (the oracle has none: NaN).
     With several seeds the run rows are seed means."""
     scores = scores_of(report["seeds"][0])
@@ -140,7 +144,7 @@ def scores_table(report: Mapping[str, Any]) -> pd.DataFrame:
         rows["NCE baseline"] = mean_over_seeds("baseline")
     names = {"centre_prior": "centre prior", "random": "random map", "oracle": "oracle (gt-derived)"}
     for key, label in names.items():
-        rows[label] = {k: report["trivial"][key].get(k, math.nan) for k in scores}
+        rows[label] = {k: report["reference_maps"][key].get(k, math.nan) for k in scores}
     table = pd.DataFrame(rows).T[list(scores)]
     table.columns = [COLUMNS[k] for k in scores]
     return table
@@ -165,7 +169,7 @@ def write_report(out_dir: str | Path, report: Mapping[str, Any]) -> pd.DataFrame
 def _against_centre_prior(report: Mapping[str, Any]) -> str:
     """Which models beat the centre prior on which score, in one sentence."""
     names = {"ap50": "AP50", "mean_ciou": "mean cIoU", "auc": "AUC"}
-    centre = report["trivial"]["centre_prior"]
+    centre = report["reference_maps"]["centre_prior"]
     runs = {report["method_label"] or "the configured run": report}
     if "baseline" in report:
         runs["the NCE baseline"] = report["baseline"]
@@ -184,22 +188,22 @@ def _against_centre_prior(report: Mapping[str, Any]) -> str:
 
 
 def _extended_line(report: Mapping[str, Any]) -> str:
-    """The extended protocol's scores of the run, its twin and the trivial maps, in one sentence."""
+    """The extended protocol's scores of the run, its twin and the reference maps, in one sentence."""
     def scores(r: Mapping[str, Any]) -> str:
         return f"AP {r['extended_ap']:.3f}, max-F1 {r['max_f1']:.3f}, precision {r['precision']:.3f}"
 
     name = report["method_label"] or "The configured run"
     twin = f"; the NCE twin {scores(report['baseline'])}" if "baseline" in report else ""
-    trivial = report["trivial"]
+    reference = report["reference_maps"]
     return (f"With the {report['n_negatives']} negatives beside the {report['n_samples']} test samples (extended "
             f"protocol), {name} reached {scores(report)}{twin}; the centre prior reaches "
-            f"{scores(trivial['centre_prior'])}, the random map {scores(trivial['random'])}.")
+            f"{scores(reference['centre_prior'])}, the random map {scores(reference['random'])}.")
 
 
 def what_this_run_shows(report: Mapping[str, Any]) -> list[str]:
     """Plain statements computed from a :func:`run_report` (markdown bullet texts)."""
     cfg = report["config"]
-    trivial = report["trivial"]
+    reference = report["reference_maps"]
     lines = []
     name = report["method_label"] or "The configured run (NCE only)"
     lines.append(f"{name} reached test AP50 **{report['ap50']:.3f}** (mean cIoU {report['mean_ciou']:.3f}, "
@@ -217,8 +221,8 @@ def what_this_run_shows(report: Mapping[str, Any]) -> list[str]:
                      f"**{gain['ap50']:+.3f}** against a noise estimate of {gain['noise']:.3f} from {gain['noise_source']}; "
                      f"the gain {verdict}.")
     lines.append(_against_centre_prior(report))
-    lines.append(f"Random maps score AP50 {trivial['random']['ap50']:.3f} and the gt-derived oracle "
-                 f"{trivial['oracle']['ap50']:.3f} (the ceiling under the median threshold).")
+    lines.append(f"Random maps score AP50 {reference['random']['ap50']:.3f} and the gt-derived oracle "
+                 f"{reference['oracle']['ap50']:.3f} (the ceiling under the median threshold).")
     if "n_negatives" in report:
         lines.append(_extended_line(report))
     curve = report["val_ap50_by_epoch"]

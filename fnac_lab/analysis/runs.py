@@ -16,7 +16,7 @@ from ..config import BUILTIN, TrainConfig, preset
 from ..methods import BASELINE, BASELINE_LABEL, METHODS, UNTRAINED
 from ..methods.settings import dotted
 from ..data.real import LabelledSplit
-from ..splits import build_datasets
+from ..datasets import build_datasets
 from ..scoring import EvalResult, evaluate_model
 from ..metrics import vggss_box_to_pixels
 from ..models import AVLocaliser
@@ -200,7 +200,7 @@ def shared_run_dir(preset_name: str, root: str | Path | None = None) -> Path:
 def localise(model: AVLocaliser, dataset, *, batch_size: int = 64, device: torch.device | str = "cpu",
              progress: bool = False) -> EvalResult:
     """Maps ``[N, 224, 224]`` and per-sample cIoU of a split (the benchmark evaluation, maps kept)."""
-    return evaluate_model(model, dataset, batch_size=batch_size, device=device, keep_maps=True, baselines=False,
+    return evaluate_model(model, dataset, batch_size=batch_size, device=device, keep_maps=True, reference_maps=False,
                           progress=progress)
 
 

@@ -73,7 +73,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if args.testset is not None:
         return _cmd_evaluate_benchmark(args)
     from ..checkpoint import load_checkpoint
-    from ..splits import build_datasets, negatives_of
+    from ..datasets import build_datasets, negatives_of
     from ..scoring import evaluate_model, evaluate_with_negatives, remove_results
     from ..utils import atomic_savez, folder_lock, resolve_device
 
@@ -129,7 +129,7 @@ def extended_line(s: dict) -> str:
 
 
 def _cmd_evaluate_benchmark(args: argparse.Namespace) -> None:
-    from ..real_scoring import evaluate_checkpoint
+    from ..benchmark_evaluation import evaluate_checkpoint
 
     for flag in ("data_root", "annotations"):
         if getattr(args, flag) is None:

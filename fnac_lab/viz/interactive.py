@@ -145,7 +145,7 @@ def fn_auroc_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], *, war
     return fig
 
 
-def scores_bars(table: pd.DataFrame, *, title: str = "Test scores beside the trivial maps") -> go.Figure:
+def scores_bars(table: pd.DataFrame, *, title: str = "Test scores beside the reference maps") -> go.Figure:
     """Grouped bars of a scores table (rows: models and reference maps; columns: metrics)."""
     fig = go.Figure()
     for row, values in table.iterrows():

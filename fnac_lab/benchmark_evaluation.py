@@ -1,5 +1,5 @@
 """Scoring a checkpoint on a real benchmark's test set (Flickr-SoundNet, VGG-SS, AVSBench-S4), batched on the device,
-with the published conventions of :mod:`fnac_lab.metrics`, beside the trivial maps of :mod:`fnac_lab.scoring`
+with the published conventions of :mod:`fnac_lab.metrics`, beside the reference maps of :mod:`fnac_lab.scoring`
 and, optionally, object-guided localisation (:mod:`fnac_lab.ogl`). The extended sets (``flickr_extended``,
 ``vggss_extended``; SLAVC, Mo and Morgado, NeurIPS 2022) add their negatives and the extended protocol's scores of
 the audio-visual map (:func:`fnac_lab.scoring.extended_scores`). Writes the result files of
@@ -19,7 +19,7 @@ from . import metrics
 from .checkpoint import load_checkpoint
 from .data.catalogue import EXTENDED_TESTSETS
 from .data.real import RealAVDataset, open_negatives, open_testset
-from .scoring import (EXTENDED_TRIVIAL, extended_scores, negatives_confidences, negatives_generator, remove_results,
+from .scoring import (EXTENDED_REFERENCE_MAPS, extended_scores, negatives_confidences, negatives_generator, remove_results,
                       score_batches, write_per_sample)
 from .ogl import load_object_network
 from .utils import FnacError, atomic_savez, folder_lock, output_folder, resolve_device, write_json, write_rows
@@ -47,7 +47,7 @@ class BenchmarkResult:
     maps: np.ndarray | None = None
     ogl_maps: np.ndarray | None = None
     #: with ``confidences``: per-sample ``ciou`` and ``confidence`` of the centre prior and random maps
-    trivial: dict[str, dict[str, np.ndarray]] | None = None
+    reference_maps: dict[str, dict[str, np.ndarray]] | None = None
     #: of an extended set: its negatives as :func:`score_real_negatives` gives them
     negatives: dict[str, Any] | None = None
 
@@ -115,10 +115,10 @@ def evaluate_testset(model: torch.nn.Module, dataset: RealAVDataset, *, batch_si
 
     Batches group clips whose spectrograms share a width, so that native sample rates may differ. Scores: cIoU
     (AP50, mean, AUC) and, for masks, mIoU and F-score; beside them the centred Gaussian, random and oracle maps
-    (``baselines``), and with ``object_network`` the OGL fused maps (``ogl``). An undecodable file raises
+    (``reference_maps``), and with ``object_network`` the OGL fused maps (``ogl``). An undecodable file raises
     :class:`FnacError` naming it, or with ``skip_bad`` is listed in ``result.skipped``. ``confidences`` adds each
     sample's confidence (:func:`fnac_lab.metrics.map_confidence`) as a column and keeps the centre prior's and random
-    map's per-sample cIoU and confidence (``result.trivial``), for the extended protocol; no score changes with it.
+    map's per-sample cIoU and confidence (``result.reference_maps``), for the extended protocol; no score changes with it.
     """
     device = torch.device(device)
     skipped = list(dataset.skipped)
@@ -136,7 +136,7 @@ def evaluate_testset(model: torch.nn.Module, dataset: RealAVDataset, *, batch_si
                               "n_skipped": len(skipped)}
     if object_network is not None:
         scores["ogl"] = _summary(scored.columns, "_ogl")
-    scores["baselines"] = {name: _summary(cols) for name, cols in scored.trivial.items()}
+    scores["reference_maps"] = {name: _summary(cols) for name, cols in scored.reference_maps.items()}
     return BenchmarkResult(
         testset=dataset.name, ids=[dataset.ids[i] for i in positions],
         labels=[dataset.samples[i].label for i in positions],
@@ -144,8 +144,8 @@ def evaluate_testset(model: torch.nn.Module, dataset: RealAVDataset, *, batch_si
         missing=list(dataset.missing), skipped=skipped,
         maps=scored.maps[restore] if keep_maps else None,
         ogl_maps=scored.ogl_maps[restore] if keep_maps and object_network is not None else None,
-        trivial={name: {k: scored.trivial[name][k].numpy()[restore] for k in ("ciou", "confidence")}
-                 for name in EXTENDED_TRIVIAL} if confidences else None)
+        reference_maps={name: {k: scored.reference_maps[name][k].numpy()[restore] for k in ("ciou", "confidence")}
+                 for name in EXTENDED_REFERENCE_MAPS} if confidences else None)
 
 
 def score_real_negatives(model: torch.nn.Module, dataset: RealAVDataset, *, batch_size: int = 64,
@@ -177,9 +177,9 @@ def add_negatives(result: BenchmarkResult, negatives: dict[str, Any], missing: l
     ``n_negatives_skipped``; the negatives' missing and skipped files join the result's lists."""
     result.scores.update(extended_scores(result.per_sample["confidence"], result.per_sample["ciou"],
                                          negatives["confidence"]["model"]))
-    for name in EXTENDED_TRIVIAL:
-        result.scores["baselines"][name].update(extended_scores(result.trivial[name]["confidence"],
-                                                                result.trivial[name]["ciou"],
+    for name in EXTENDED_REFERENCE_MAPS:
+        result.scores["reference_maps"][name].update(extended_scores(result.reference_maps[name]["confidence"],
+                                                                result.reference_maps[name]["ciou"],
                                                                 negatives["confidence"][name]))
     result.scores.update(n_negatives_missing=len(missing), n_negatives_skipped=len(negatives["skipped"]))
     result.missing, result.skipped = result.missing + list(missing), result.skipped + negatives["skipped"]
