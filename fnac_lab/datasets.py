@@ -17,6 +17,7 @@ from .data.annotations import read_labels
 from .data.builtin import BuiltinSpec, builtin_splits
 from .data.cache import CachedAVDataset
 from .data.catalogue import EXTENDED_TESTSETS
+from .data.contracts import ListsMissing
 from .data.negatives import BuiltinNegatives, negatives_count
 from .data.real import open_testset, open_trainset, validation_split
 from .utils import FnacError, write_rows
@@ -119,7 +120,7 @@ def write_dataset_reports(datasets: dict[str, Any], out_dir: str | os.PathLike) 
     """``missing_<split>.csv`` for every split with listed ids absent on disk (count printed to stderr); a split
     with none has no such file (an earlier one, from before its files were found, is removed)."""
     for name, ds in datasets.items():
-        missing = getattr(ds, "missing", None)
+        missing = ds.missing if isinstance(ds, ListsMissing) else None
         path = Path(out_dir) / MISSING_REPORTS.replace("*", name)
         if missing:
             write_rows(path, ["id", "reason"], missing)

@@ -36,7 +36,7 @@ from .audio import spec_augment
 from .checkpoint import (BEST, LAST, build_model, copy_weights, load_checkpoint, load_training_state,
                          save_training_state, training_state)
 from .config import ConfigError, TrainConfig
-from .data.contracts import InMemoryData, collate_fn
+from .data.contracts import ClassLabelled, InMemoryData, collate_fn
 from .data.sampling import epoch_batch_sampler, false_negative_ratio
 from .datasets import MISSING_REPORTS, NEGATIVES_SPLIT, build_datasets, negatives_of, write_dataset_reports
 from .scoring import EvalResult, evaluate_model, evaluate_with_negatives
@@ -304,7 +304,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, p
         write_json(out / "config.json", cfg.to_dict())
         _write_history(out, run.history)
     train_set, val_set = datasets["train"], datasets["val"]
-    labels = train_set.labels if hasattr(train_set, "labels") else None
+    labels = train_set.labels if isinstance(train_set, ClassLabelled) else None
     sampler = batch_sampler(cfg, labels if labels is not None else torch.zeros(len(train_set)), run.start,
                             rank=rank, world_size=world_size)
     loader = train_loader(train_set, sampler, cfg, device)

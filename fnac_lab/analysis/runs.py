@@ -15,6 +15,7 @@ from ..checkpoint import build_model, load_checkpoint
 from ..config import BUILTIN, TrainConfig, preset
 from ..methods import BASELINE, BASELINE_LABEL, METHODS, UNTRAINED
 from ..methods.settings import dotted
+from ..data.contracts import ClassNamed, WithDistractors
 from ..data.real import LabelledSplit
 from ..datasets import build_datasets
 from ..scoring import EvalResult, evaluate_model
@@ -82,8 +83,7 @@ def evaluation_split(cfg: TrainConfig, split: str = "test"):
 def class_count(cfg: TrainConfig, data) -> int:
     """The classes a notebook's data holds: the configuration's ``n_classes`` on the built-in data, the distinct
     classes of the split on real data."""
-    names = getattr(data, "class_names", None)
-    return cfg.n_classes if names is None else len(names)
+    return len(data.class_names) if isinstance(data, ClassNamed) else cfg.n_classes
 
 
 #: Class names that :func:`describe_data` writes out (the rest counted).
@@ -95,7 +95,7 @@ def describe_data(cfg: TrainConfig, split: str, data) -> str:
     split's first :data:`NAMED_CLASSES` class names too), ``tau`` and the TNE threshold."""
     threshold = cfg.build_method().foreground_threshold
     threshold = threshold if threshold is not None else "soft"
-    names = getattr(data, "class_names", None)
+    names = data.class_names if isinstance(data, ClassNamed) else None
     if names is None:
         what = f"{cfg.dataset} {split} split, {len(data)} samples, {cfg.n_classes} classes"
     else:
@@ -243,7 +243,7 @@ REAL_PEAK_OUTCOMES = (PEAK_OUTCOMES[0], PEAK_OUTCOMES[2])
 
 def has_distractors(data) -> bool:
     """Whether ``data`` knows its frames' silent objects (the built-in data's distractor boxes; real data does not)."""
-    return hasattr(data, "distractor_boxes")
+    return isinstance(data, WithDistractors)
 
 
 def peak_kinds(data) -> tuple[str, ...]:

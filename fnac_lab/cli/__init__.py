@@ -15,6 +15,7 @@ from ..audio import AudioDecodeError
 from ..config import (PRESETS, PRETRAIN_PRESETS, ConfigError, PretrainConfig, TrainConfig, check_keys, preset,
                      pretrain_preset)
 from ..data.catalogue import TESTSETS
+from ..data.contracts import NegativesSplit
 from ..models import PretrainedWeightsError
 from ..ogl import OBJECT_REDUCTIONS
 from ..utils import FnacError, Terminated, out_of_memory_as_error, output_folder
@@ -84,7 +85,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     negatives = negatives_of(datasets, args.split)
     if args.split not in datasets:
         raise FnacError(f"split {args.split!r} does not exist for this run (available: {', '.join(datasets)})")
-    if getattr(datasets[args.split], "negatives", False):
+    if isinstance(datasets[args.split], NegativesSplit) and datasets[args.split].negatives:
         raise FnacError(f"split {args.split!r} holds the extended protocol's negatives, which have no ground truth; "
                         f"they are scored with --split test")
     out = output_folder(args.out)

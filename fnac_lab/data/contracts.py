@@ -7,6 +7,11 @@ Every dataset is map-style (``len(ds)``, ``ds[i]`` a dict with ``image`` uint8 `
 - :class:`InMemoryData` hands out whole batches (``batch(indices)``), as the built-in data does, generated in
   memory: the loops then build no ``DataLoader``;
 - :class:`CollatedData` needs its own ``collate`` (the real clips: boxes of varying count, spectrogram widths).
+
+What some datasets know besides: each sample's class code up front (:class:`ClassLabelled`: class-biased sampling
+and false-negative ratios), class names (:class:`ClassNamed`), the silent objects in each frame
+(:class:`WithDistractors`, the built-in data), listed ids absent on disk (:class:`ListsMissing`), and whether a split
+holds the extended protocol's negatives (:class:`NegativesSplit`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,31 @@ class InMemoryData(Protocol):
 @runtime_checkable
 class CollatedData(Protocol):
     def collate(self, items: list[dict]) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class ClassLabelled(Protocol):
+    labels: torch.Tensor  #: each sample's integer class code, ``[N]``
+
+
+@runtime_checkable
+class ClassNamed(Protocol):
+    class_names: Sequence[str]  #: the name of each class code
+
+
+@runtime_checkable
+class WithDistractors(Protocol):
+    distractor_boxes: torch.Tensor  #: each frame's silent objects' boxes, padded with -1
+
+
+@runtime_checkable
+class ListsMissing(Protocol):
+    missing: list[tuple[str, str]]  #: (id, reason) of each listed id absent on disk
+
+
+@runtime_checkable
+class NegativesSplit(Protocol):
+    negatives: bool  #: True for a split of the extended protocol's negatives (no ground truth)
 
 
 def collate_fn(dataset) -> Callable[[list[dict]], dict] | None:
