@@ -2,8 +2,8 @@
 
 A method turns the model's outputs for one batch, the visual maps ``img`` ``[B, C, H, W]`` and the audio embeddings
 ``aud`` ``[B, C]`` (both L2-normalised over ``C``), into named scalar terms. The training loop knows no method: it
-asks :meth:`Method.weights` for the epoch's weights and minimises ``sum_k weights[k] * terms[k]`` over the terms with
-a weight above 0 (:func:`weighted_total`); every term is still reported, weighted or not. A method's math lives in
+asks :meth:`Method.weights` for the epoch's weights and minimises ``sum_k weights[k] * terms[k]`` over the terms the
+weights name (:func:`weighted_total`); every term is still reported, weighted or not. A method's math lives in
 :mod:`fnac_lab.losses`, one function per term; the method file states which terms it uses and when.
 
 Methods register by name (:func:`register_method`) and are built from the configuration's ``method`` and that
