@@ -24,12 +24,16 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from ..methods import BASELINE, METHODS
+from ..methods.fnac import FNAC_TERMS
 from ..utils import FnacError
 from .effects import EFFECT_FN_AUROC, SEED, t_interval
 
 DIAGNOSIS_SETTING = ("class_bias_p",)
-WEIGHTS = ("w_fns_audio", "w_fns_visual", "w_tne")
-TERM_NAMES = {"w_fns_audio": "FNS-audio", "w_fns_visual": "FNS-visual", "w_tne": "TNE"}
+#: FNAC's weights as the grid and its results name them, with the term each weighs as variant names write it
+#: (``FNS-audio only``), from FNAC's own term labels.
+TERM_NAMES = {f"w_{term}": label.replace(" ", "-") for term, label in FNAC_TERMS.items()}
+WEIGHTS = tuple(TERM_NAMES)
 #: Loss settings a variant is made of, with the published value a missing column stands for.
 VARIANT_DEFAULTS: dict[str, Any] = {"nce_fn_mask": "none", "fn_targets": "learned", "normalise_targets": False,
                                     "target_tau": math.nan}
@@ -45,9 +49,9 @@ DIAGNOSIS_COLUMNS = ("variant", *DIAGNOSIS_SETTING, SEED, *VARIANT_DEFAULTS, *WE
 NUMERIC_COLUMNS = (*DIAGNOSIS_SETTING, SEED, *WEIGHTS, "ap50", "warmup_nce")
 #: The columns of ``data/results/fnac_diagnosis_epochs.csv`` (one row per run and epoch).
 EPOCH_COLUMNS = ("variant", *DIAGNOSIS_SETTING, SEED, "epoch", "ap50", *DIAGNOSIS_FN_AUROC, "nce", "loss")
-NCE = "NCE"
+NCE, FNAC = METHODS[BASELINE].label, METHODS["fnac"].label
 #: The three main contrasts beside the NCE twin, in the order the README's decomposition reads them.
-ORACLE_MASK, ORACLE_TARGETS, LEARNED = "NCE + oracle mask", "FNAC, oracle targets", "FNAC"
+ORACLE_MASK, ORACLE_TARGETS, LEARNED = f"{NCE} + oracle mask", f"{FNAC}, oracle targets", FNAC
 
 
 def _missing(value: Any) -> bool:
@@ -64,12 +68,12 @@ def variant_name(settings: Mapping[str, Any]) -> str:
     if not active:
         return NCE + mask
     if len(active) == len(WEIGHTS):
-        name = "FNAC" + mask
+        name = FNAC + mask
     elif len(active) == 1:
         name = f"{TERM_NAMES[active[0]]} only" + mask
     else:
         left_out = next(k for k in WEIGHTS if k not in active)
-        name = f"FNAC without {TERM_NAMES[left_out]}" + mask
+        name = f"{FNAC} without {TERM_NAMES[left_out]}" + mask
     if s["fn_targets"] == "oracle":
         name += ", oracle targets"
     if str(s["normalise_targets"]).lower() == "true":
