@@ -9,6 +9,7 @@ max pooling, dropout (p = 0), a linear layer to D = 512 and an L2 normalisation.
 from __future__ import annotations
 
 import os
+from typing import Protocol
 from pathlib import Path
 
 import timm
@@ -145,6 +146,21 @@ class AudioStream(nn.Module):
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
         feat = self.pool(self.backbone(spec)[-1])
         return F.normalize(self.norm(self.proj(self.dropout(feat))), dim=1)
+
+
+class Localiser(Protocol):
+    """What training, scoring and analysis ask of a model (PEP 544): ``model(image, spec)`` gives the L2-normalised
+    visual maps ``[B, C, h, w]`` and audio embeddings ``[B, C]``, ``tau`` is its temperature, and ``eval()`` /
+    ``train(mode)`` switch dropout and batch norm as a torch module does. :class:`AVLocaliser` is one."""
+
+    tau: float
+    training: bool
+
+    def __call__(self, image: torch.Tensor, spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def eval(self) -> "Localiser": ...
+
+    def train(self, mode: bool = True) -> "Localiser": ...
 
 
 class AVLocaliser(nn.Module):

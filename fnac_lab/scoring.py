@@ -32,7 +32,7 @@ from . import metrics
 from .data.contracts import InMemoryData, collate_fn
 from .losses import intra_modal_embeddings
 from .metrics import MAP_SIZE
-from .models import AVLocaliser
+from .models import Localiser
 from .ogl import fuse_maps
 from .utils import normalise_images, write_json, write_rows
 
@@ -253,7 +253,7 @@ class ScoredSamples:
 
 
 @torch.no_grad()
-def score_batches(model: AVLocaliser, batches: Iterable[dict], *, total: int, device: torch.device,
+def score_batches(model: Localiser, batches: Iterable[dict], *, total: int, device: torch.device,
                   generator: torch.Generator, ground_truth: Callable[[dict], torch.Tensor] | None = None,
                   segmentation: bool = False, reference_maps: bool = True, confidences: bool = False,
                   keep_maps: bool = False, object_network: torch.nn.Module | None = None, embeddings: bool = False,
@@ -322,7 +322,7 @@ def score_batches(model: AVLocaliser, batches: Iterable[dict], *, total: int, de
 
 
 def evaluate_model(
-    model: AVLocaliser,
+    model: Localiser,
     dataset,
     *,
     batch_size: int = 64,
@@ -362,9 +362,10 @@ def evaluate_model(
     if reference_maps:
         result.reference_maps = {name: metrics.summarise(cols["ciou"]) for name, cols in scored.reference_maps.items()}
     if confidences:
+        reference = scored.reference_maps
         result.confidences = {"model": scored.columns["confidence"].numpy(),
-                              **{k: v["confidence"].numpy() for k, v in scored.reference_maps.items() if "confidence" in v}}
-        result.reference_cious = {k: scored.reference_maps[k]["ciou"].numpy() for k in EXTENDED_REFERENCE_MAPS if k in scored.reference_maps}
+                              **{k: v["confidence"].numpy() for k, v in reference.items() if "confidence" in v}}
+        result.reference_cious = {k: reference[k]["ciou"].numpy() for k in EXTENDED_REFERENCE_MAPS if k in reference}
     return result
 
 
@@ -380,7 +381,7 @@ def negatives_confidences(scored: ScoredSamples) -> dict[str, np.ndarray]:
             **{k: scored.reference_maps[k]["confidence"].numpy() for k in EXTENDED_REFERENCE_MAPS}}
 
 
-def score_negatives(model: AVLocaliser, dataset, *, batch_size: int = 64, device: torch.device | str = "cpu",
+def score_negatives(model: Localiser, dataset, *, batch_size: int = 64, device: torch.device | str = "cpu",
                     seed: int = 0, keep_maps: bool = False, progress: bool = True, num_workers: int = 0,
                     desc: str = "negatives") -> dict[str, Any]:
     """Confidences of clips without a visible sounding object: ``{"ids", "kinds", "labels", "confidence", "maps"}``.
@@ -422,7 +423,7 @@ def with_negatives(result: EvalResult, negatives: dict[str, Any]) -> EvalResult:
     return result
 
 
-def evaluate_with_negatives(model: AVLocaliser, dataset, negatives, *, batch_size: int = 64,
+def evaluate_with_negatives(model: Localiser, dataset, negatives, *, batch_size: int = 64,
                             device: torch.device | str = "cpu", seed: int = 0, keep_maps: bool = False,
                             progress: bool = True, desc: str = "evaluate", **kwargs: Any) -> EvalResult:
     """:func:`evaluate_model` of the positives ``dataset`` (its scores unchanged) and :func:`score_negatives` of

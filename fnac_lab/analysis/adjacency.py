@@ -21,7 +21,7 @@ import torch
 
 from ..losses import (TNE_THRESHOLD, BatchAffinities, batch_affinities, distribution_distance, nce_loss,
                       same_class_pairs)
-from ..models import AVLocaliser
+from ..models import Localiser
 from ..utils import normalise_images
 
 MATRICES = ("audio", "visual", "cross", "foreground")
@@ -63,7 +63,7 @@ def descend_logits(start: torch.Tensor, *, fns_target: torch.Tensor | None = Non
 
 
 @torch.no_grad()
-def embed_batch(model: AVLocaliser, batch: Mapping[str, Any], *, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def embed_batch(model: Localiser, batch: Mapping[str, Any], *, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """The model's normalised visual maps and audio embeddings of a batch (eval mode, float32, on the CPU)."""
     device = torch.device(device)
     was_training = model.training

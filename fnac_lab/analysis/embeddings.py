@@ -7,12 +7,12 @@ import torch
 
 from ..losses import TNE_THRESHOLD, intra_modal_embeddings
 from ..data.contracts import whole_batch
-from ..models import AVLocaliser
+from ..models import Localiser
 from .adjacency import embed_batch
 
 
 @torch.no_grad()
-def collect_embeddings(model: AVLocaliser, dataset, *, batch_size: int = 64,
+def collect_embeddings(model: Localiser, dataset, *, batch_size: int = 64,
                        tne_threshold: float | None = TNE_THRESHOLD, device: torch.device | str = "cpu",
                        max_samples: int | None = None) -> dict[str, np.ndarray]:
     """Per-sample embeddings of a split (:func:`~fnac_lab.losses.intra_modal_embeddings`: ``audio``, the frame mean

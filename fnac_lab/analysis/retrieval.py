@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from ..data.contracts import whole_batch
-from ..models import AVLocaliser
+from ..models import Localiser
 from .adjacency import batch_adjacency, embed_batch, same_class_mask
 
 INTRA_MODAL = ("audio", "visual", "foreground")
@@ -89,7 +89,7 @@ def _dataset_batches(dataset, batch_size: int, max_batches: int | None) -> Itera
         yield idx, whole_batch(dataset, idx)
 
 
-def intramodal_retrieval(model: AVLocaliser, dataset, *, batch_size: int, tau: float, tne_threshold: float | None = 0.6,
+def intramodal_retrieval(model: Localiser, dataset, *, batch_size: int, tau: float, tne_threshold: float | None = 0.6,
                          device: torch.device | str = "cpu", max_batches: int | None = None
                          ) -> tuple[pd.DataFrame, dict[str, PairRetrieval]]:
     """How well each intra-modal similarity finds the same-class pairs of training-sized batches.

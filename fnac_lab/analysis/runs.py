@@ -20,7 +20,7 @@ from ..data.real import LabelledSplit
 from ..datasets import build_datasets
 from ..scoring import EvalResult, evaluate_model
 from ..metrics import vggss_box_to_pixels
-from ..models import AVLocaliser
+from ..models import Localiser
 from ..train import train
 from ..utils import FnacError
 
@@ -111,7 +111,7 @@ class ModelPair:
     """The FNAC model and its NCE baseline (either may be missing), the configuration of the data they are
     evaluated on, and a sentence saying where they came from."""
 
-    models: dict[str, AVLocaliser]
+    models: dict[str, Localiser]
     cfg: TrainConfig
     source: str
 
@@ -197,7 +197,7 @@ def shared_run_dir(preset_name: str, root: str | Path | None = None) -> Path:
     return Path(root if root is not None else Path.cwd()) / "runs" / f"analysis-{preset_name}"
 
 
-def localise(model: AVLocaliser, dataset, *, batch_size: int = 64, device: torch.device | str = "cpu",
+def localise(model: Localiser, dataset, *, batch_size: int = 64, device: torch.device | str = "cpu",
              progress: bool = False) -> EvalResult:
     """Maps ``[N, 224, 224]`` and per-sample cIoU of a split (the benchmark evaluation, maps kept)."""
     return evaluate_model(model, dataset, batch_size=batch_size, device=device, keep_maps=True, reference_maps=False,
