@@ -55,23 +55,23 @@ def run_metrics(run_dir: str | Path, split: str = "test", *, warmup_epochs: int 
         "val": summary["val"],
         "fn_ratio": float(np.mean(ratios)) if ratios else None,
         "train_seconds": round(sum(r.get("train_seconds", 0.0) for r in history), 1),
-        # the NCE loss of the last warm-up epoch, in full: an FNAC run and its NCE twin must agree to the last digit
+        # the NCE loss of the last warm-up epoch, in full: a run and its NCE twin must agree to the last digit
         "warmup_nce": history[min(warmup, len(history)) - 1]["nce"] if warmup else None,
         "val_ap50_by_epoch": [r["ap50"] for r in history],
         "reference_maps": test["reference_maps" if "reference_maps" in test else EARLIER_REFERENCE_MAPS_KEY],
     }
 
 
-def ap50_noise(fnac: Mapping[str, Any], nce: Mapping[str, Any], *, tail: int = 3) -> dict[str, float]:
+def ap50_noise(run: Mapping[str, Any], nce: Mapping[str, Any], *, tail: int = 3) -> dict[str, float]:
     """Noise of the AP50 difference of two single-seed runs, from two sources (the larger is used):
 
     - ``test_se``: binomial standard error of the difference, ``sqrt(p1 (1 - p1) / n + p2 (1 - p2) / n)``;
     - ``epoch_jitter``: ``sqrt(s1^2 + s2^2)``, ``s`` the standard deviation (ddof 1) of a run's validation
       AP50 over its last ``tail`` epochs, a stand-in for how much a rerun with another seed moves.
     """
-    n = fnac["n_samples"]
-    test_se = math.sqrt(sum(r["ap50"] * (1 - r["ap50"]) / n for r in (fnac, nce)))
-    tails = [r["val_ap50_by_epoch"][-tail:] for r in (fnac, nce)]
+    n = run["n_samples"]
+    test_se = math.sqrt(sum(r["ap50"] * (1 - r["ap50"]) / n for r in (run, nce)))
+    tails = [r["val_ap50_by_epoch"][-tail:] for r in (run, nce)]
     jitter = math.sqrt(sum(float(np.std(t, ddof=1)) ** 2 for t in tails)) if all(len(t) >= 2 for t in tails) else 0.0
     return {"test_se": test_se, "epoch_jitter": jitter, "noise": max(test_se, jitter)}
 
@@ -85,7 +85,7 @@ def compare_to_baseline(method_runs: Sequence[Mapping[str, Any]], nce_runs: Sequ
     exceeds twice the noise.
     """
     if len(method_runs) != len(nce_runs) or not method_runs:
-        raise ValueError("need one NCE run per FNAC run")
+        raise ValueError("need one NCE run per run of the method")
     gains = {k: [f[k] - b[k] for f, b in zip(method_runs, nce_runs)] for k in SCORES}
     out: dict[str, Any] = {"n_seeds": len(method_runs), **{k: float(np.mean(v)) for k, v in gains.items()},
                            "ap50_per_seed": gains["ap50"]}
