@@ -199,7 +199,7 @@ def test_ablation_notebook_smoke(workdir):
     assert list(results["distance"]) == ["l1", "l2"] and list(results["status"]) == ["finished", "finished"]
     for row in results.itertuples():
         metrics = json.loads((Path(row.folder) / "metrics.json").read_text())
-        assert row.ap50 == pytest.approx(metrics["ap50"]) and metrics["config"]["distance"] == row.distance
+        assert row.ap50 == pytest.approx(metrics["ap50"]) and metrics["config"]["fnac"]["distance"] == row.distance
     assert any("Distance D of the FNAC terms" in m for m in outputs(nb, "text/markdown"))
 
 
