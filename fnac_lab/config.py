@@ -282,10 +282,14 @@ def _validate(c: TrainConfig) -> None:
     need(math.isfinite(c.weight_decay) and c.weight_decay >= 0, "weight_decay", "must be a non-negative finite number")
     need(math.isfinite(c.tau) and c.tau > 0, "tau", "must be a positive finite number")
     need(math.isfinite(c.lr) and c.lr > 0, "lr", "must be a positive finite number")
-    for name in c.build_method().labelled_options():
-        if c.dataset != BUILTIN:
+    method = c.build_method()
+    if c.dataset != BUILTIN:
+        for name in method.labelled_options():
             raise ConfigError(f"{c.method}.{name}={getattr(c.options, name)!r}: is a diagnostic that reads every "
                               f"clip's class label: only the built-in data has them")
+        if method.reads_labels:
+            raise ConfigError(f"method={c.method!r}: is a diagnostic that reads every clip's class label: only the "
+                              f"built-in data has them")
     need(c.batch_size >= 2, "batch_size", "must be at least 2 for contrastive learning")
     need(c.num_workers >= 0, "num_workers", "must be non-negative")
     need(c.device == "auto" or c.device.split(":")[0] in DEVICE_KINDS, "device", "must be auto, cpu, cuda[:N] or mps")

@@ -14,6 +14,7 @@ combine these functions into their terms. Everything here is pure: the distribut
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,10 @@ NCE_FN_MASKS = ("none", "oracle")
 FN_TARGETS = ("learned", "oracle")
 #: The published threshold of TNE's foreground mask (also the foreground pooling of false-negative detection).
 TNE_THRESHOLD = 0.6
+#: The intra-modal similarities from which a label-free remedy detects false negatives (:func:`detection_similarity`).
+DETECTION_SIMILARITIES = ("audio", "visual", "foreground", "product")
+#: How detected pairs are chosen from that similarity (:func:`detect_false_negatives`).
+DETECTION_RULES = ("topk", "threshold", "reciprocal")
 
 
 def similarity_maps(img: torch.Tensor, aud: torch.Tensor, tau: float) -> torch.Tensor:
@@ -159,3 +164,101 @@ def batch_affinities(img: torch.Tensor, aud: torch.Tensor, *, tau: float, sim: t
         v, f = F.normalize(v, dim=1), F.normalize(f, dim=1)
     return BatchAffinities(audio=aud @ aud.t() / t, visual=v @ v.t() / t, cross=max_pooled_logits(sim),
                            foreground=f @ f.t() / t, own=own, mask=mask)
+
+
+def detection_similarity(img: torch.Tensor, aud: torch.Tensor, source: str, *, tau: float,
+                         sim: torch.Tensor | None = None, tne_threshold: float | None = TNE_THRESHOLD) -> torch.Tensor:
+    """``[B, B]`` cosine similarity between the batch's samples in one of :data:`DETECTION_SIMILARITIES`, detached
+    (detection steers the loss; it is not trained): ``audio`` ``<aud[b], aud[k]>``; ``visual`` and ``foreground``
+    the cosines of the frame mean ``v`` and of the foreground-pooled ``f`` (:func:`intra_modal_embeddings`);
+    ``product`` ``max(0, cos_audio) * max(0, cos_visual)``, a pair alike in both modalities. ``sim`` is
+    :func:`similarity_maps` at ``tau`` when the caller has it (only ``foreground`` reads it)."""
+
+    def cosine(e: torch.Tensor) -> torch.Tensor:
+        e = F.normalize(e, dim=1)
+        return e @ e.t()
+
+    with torch.no_grad():
+        if source == "audio":
+            return cosine(aud)
+        if source == "visual":
+            return cosine(img.mean(dim=(2, 3)))
+        if source == "foreground":
+            own = own_maps(similarity_maps(img, aud, tau) if sim is None else sim)
+            return cosine(foreground_features(img, own, tne_threshold))
+        if source == "product":
+            return cosine(aud).clamp(min=0) * cosine(img.mean(dim=(2, 3))).clamp(min=0)
+    raise ValueError(f"unknown detection similarity {source!r} (one of {', '.join(DETECTION_SIMILARITIES)})")
+
+
+def detect_false_negatives(similarity: torch.Tensor, rule: str, *, k: int = 1,
+                           threshold: float = 0.9) -> torch.Tensor:
+    """``[B, B]`` bool, symmetric, False on the diagonal: the pairs taken for false negatives by ``rule``
+    (:data:`DETECTION_RULES`) over ``similarity`` ``[B, B]``:
+
+        topk        j among the k most similar of i (i excluded), or i among those of j
+        threshold   similarity[i, j] > threshold
+        reciprocal  j among the k most similar of i, and i among those of j (k-reciprocal neighbours)
+
+    Ties among the nearest go to the lower index (a stable sort); ``k`` is capped at ``B - 1``."""
+    n = len(similarity)
+    own = torch.eye(n, dtype=torch.bool, device=similarity.device)
+    if rule == "threshold":
+        return (similarity > threshold) & ~own
+    if rule not in ("topk", "reciprocal"):
+        raise ValueError(f"unknown detection rule {rule!r} (one of {', '.join(DETECTION_RULES)})")
+    nearest = torch.zeros_like(own)
+    if n > 1 and k > 0:
+        ranked = similarity.masked_fill(own, float("-inf")).sort(dim=1, descending=True, stable=True).indices
+        ranked = ranked[:, :min(k, n - 1)]
+        nearest.scatter_(1, ranked, True)
+    return nearest | nearest.t() if rule == "topk" else nearest & nearest.t()
+
+
+def multi_positive_nce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Symmetric contrastive loss in which every pair of ``positives`` (``[B, B]`` bool, symmetric; the diagonal is
+    always a positive) attracts like the own pair, the supervised-contrastive form (Khosla et al., NeurIPS 2020,
+    ``L_out``), used for false-negative attraction (Huynh et al., WACV 2022):
+
+        row(b) = -1 / |P(b)| * sum_{p in P(b)} log softmax_k(logits[b, k])[p],   P(b) = {b} + {p: positives[b, p]}
+        loss   = mean_b row(b) over ``logits`` + the same over ``logits^T``
+
+    With no positive beside the diagonal it is :func:`nce_loss`."""
+    pos = positives | torch.eye(len(logits), dtype=torch.bool, device=logits.device)
+
+    def side(lg: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        weight = p.to(lg.dtype) / p.sum(dim=1, keepdim=True)
+        return -(weight * lg.log_softmax(dim=1)).sum(dim=1).mean()
+
+    return side(logits, pos) + side(logits.t(), pos.t())
+
+
+def reweighted_negative_nce(logits: torch.Tensor, *, tau: float, tau_plus: float = 0.0,
+                            beta: float = 0.0) -> torch.Tensor:
+    """Symmetric contrastive loss with a debiased, hard-negative-reweighted negative term, over the max-pooled
+    logits. For a row ``b`` with ``pos = exp(logits[b, b])``, ``neg_k = exp(logits[b, k])`` over the ``N = B - 1``
+    other columns and importance ``w_k = exp(beta * logits[b, k])``:
+
+        Ng(b)  = max( (N * sum_k w_k neg_k / sum_k w_k  -  N * tau_plus * pos) / (1 - tau_plus),  N * exp(-1 / tau) )
+        row(b) = -log( pos / (pos + Ng(b)) )
+        loss   = mean_b row(b) over ``logits`` + the same over ``logits^T``
+
+    ``tau_plus`` is the class prior of the debiased contrastive loss (Chuang et al., NeurIPS 2020), ``beta`` the
+    concentration on hard negatives (Robinson et al., ICLR 2021); ``exp(-1 / tau)`` is the smallest ``neg_k`` a
+    cosine at temperature ``tau`` can give. With ``tau_plus = beta = 0`` the clamp aside, it is :func:`nce_loss`.
+    The importance weights are not detached, as published."""
+    n = len(logits) - 1
+    own = torch.eye(n + 1, dtype=torch.bool, device=logits.device)
+
+    def side(lg: torch.Tensor) -> torch.Tensor:
+        pos = lg.diagonal()
+        def log_sum_exp_others(x: torch.Tensor) -> torch.Tensor:
+            return x.masked_fill(own, float("-inf")).logsumexp(dim=1)
+
+        # log of N * sum_k w_k neg_k / sum_k w_k, in the log domain
+        log_reweighted = math.log(n) + log_sum_exp_others((1 + beta) * lg) - log_sum_exp_others(beta * lg)
+        neg = (log_reweighted.exp() - n * tau_plus * pos.exp()) / (1 - tau_plus)
+        neg = neg.clamp(min=n * math.exp(-1 / tau))
+        return (torch.log(pos.exp() + neg) - pos).mean()
+
+    return side(logits) + side(logits.t())

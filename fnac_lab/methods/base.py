@@ -81,6 +81,8 @@ class Method:
     options_class: ClassVar[type[MethodOptions]] = MethodOptions
     #: The terms :meth:`terms` returns, in the order they are summed and reported, with how figures title them.
     term_labels: ClassVar[Mapping[str, str]] = {}
+    #: Whether the method itself reads every batch's class labels (a diagnostic with an oracle), whatever its options.
+    reads_labels: ClassVar[bool] = False
 
     def __init__(self, options: MethodOptions, *, tau: float):
         if not isinstance(options, self.options_class):
@@ -94,7 +96,7 @@ class Method:
     @property
     def needs_labels(self) -> bool:
         """Whether :meth:`terms` reads the batch's class labels."""
-        return bool(self.labelled_options())
+        return self.reads_labels or bool(self.labelled_options())
 
     @property
     def foreground_threshold(self) -> float | None:
