@@ -96,14 +96,15 @@ def amp_context(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
 
 
-def batch_terms(model: AVLocaliser, batch: dict, cfg: TrainConfig, method: Method, device: torch.device, *,
-                train: bool = True, amp: bool | None = None) -> dict[str, torch.Tensor]:
-    """The terms ``method`` gives one batch (inputs moved and normalised on ``device``).
+def batch_outputs(model: AVLocaliser, batch: dict, cfg: TrainConfig, method: Method, device: torch.device, *,
+                  train: bool = True, amp: bool | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The model's ``img`` and ``aud`` for one batch (inputs moved and normalised on ``device``), and the batch's
+    class labels when the method reads or monitors them (None otherwise, or when the batch has none).
 
-    The model runs under bfloat16 autocast when ``amp`` (default: ``cfg.amp`` on CUDA); the method's terms are
-    then computed in float32 from its outputs. Under DDP with ``cfg.global_negatives`` the outputs (and the class
-    labels a method reads) are first gathered over ranks, so that every term sees the global batch (see
-    :mod:`fnac_lab.distributed` for why the gradients need no rescaling).
+    The model runs under bfloat16 autocast when ``amp`` (default: ``cfg.amp`` on CUDA); the outputs are returned in
+    float32. Under DDP with ``cfg.global_negatives`` the outputs and labels are first gathered over ranks, so that
+    every term sees the global batch (see :mod:`fnac_lab.distributed` for why the gradients need no rescaling).
     """
     image = normalise_images(batch["image"].to(device, non_blocking=True))
     spec = batch["spec"].to(device, non_blocking=True).float()
@@ -118,11 +119,18 @@ def batch_terms(model: AVLocaliser, batch: dict, cfg: TrainConfig, method: Metho
     if cfg.global_negatives:
         img, aud = distributed.all_gather_with_grad(img), distributed.all_gather_with_grad(aud)
     labels = None
-    if method.needs_labels:
+    if (method.needs_labels or method.monitors) and "label" in batch:
         labels = batch["label"].to(device, non_blocking=True)
         if cfg.global_negatives:
             labels = distributed.all_gather_with_grad(labels)
-    return method.terms(img, aud, labels=labels)
+    return img, aud, labels
+
+
+def batch_terms(model: AVLocaliser, batch: dict, cfg: TrainConfig, method: Method, device: torch.device, *,
+                train: bool = True, amp: bool | None = None) -> dict[str, torch.Tensor]:
+    """The terms ``method`` gives one batch (:func:`batch_outputs`, then :meth:`~fnac_lab.methods.Method.terms`)."""
+    img, aud, labels = batch_outputs(model, batch, cfg, method, device, train=train, amp=amp)
+    return method.terms(img, aud, labels=labels if method.needs_labels else None)
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True, progress: bool = True,
@@ -244,14 +252,20 @@ def _train_epoch(cfg: TrainConfig, method: Method, forward_model, optimizer, bat
     stops the run."""
     weights = method.weights(epoch)
     sums = torch.zeros(len(method.term_labels) + 1, device=device)  # accumulated on the device: no sync per step
+    counts: dict[str, torch.Tensor] = {}  # the method's monitors, summed over the epoch's batches
     fn_ratios, n_batches = [], 0
     for batch in batches:
-        terms = batch_terms(forward_model, batch, cfg, method, device)
+        img, aud, labels = batch_outputs(forward_model, batch, cfg, method, device)
+        terms = method.terms(img, aud, labels=labels if method.needs_labels else None)
         loss = weighted_total(terms, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         sums += torch.stack([terms[k].detach() for k in method.term_labels] + [loss.detach()])
+        if labels is not None and method.monitors:
+            with torch.no_grad():
+                for key, value in method.monitor(img.detach(), aud.detach(), labels).items():
+                    counts[key] = counts[key] + value if key in counts else value
         if "label" in batch:
             fn_ratios.append(false_negative_ratio(batch["label"]))
         n_batches += 1
@@ -260,6 +274,9 @@ def _train_epoch(cfg: TrainConfig, method: Method, forward_model, optimizer, bat
     means = dict(zip((*method.term_labels, "loss"), (sums / max(n_batches, 1)).tolist()))
     if not all(math.isfinite(v) for v in means.values()):
         raise FnacError(f"non-finite loss in epoch {epoch + 1} ({means}); lower lr or the method's term weights")
+    if counts:
+        totals = distributed.all_reduce_mean(torch.stack(list(counts.values()))).tolist()
+        means.update(method.monitor_record(dict(zip(counts, totals))))
     return means, fn_ratios
 
 

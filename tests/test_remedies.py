@@ -218,3 +218,20 @@ def test_remedy_options_are_checked_in_one_line():
         preset("paper", method="supcon_oracle")
     with pytest.raises(ConfigError, match=r"^fn_elimination\.warmup_epochs=2 with epochs=2: the remedy would never"):
         build_method("fn_elimination", None, tau=0.1).check_epochs(2)
+
+
+def test_detection_is_monitored_against_the_labels_pooled_over_the_epoch(tmp_path):
+    img, aud, labels = batch(8)
+    method = build_method("fn_elimination", {"k": 2}, tau=0.1)
+    detected = naive_detection(detection_similarity(img, aud, "audio", tau=0.1).tolist(), "topk", 2, 0.9)
+    same = [[i != j and int(labels[i]) == int(labels[j]) for j in range(8)] for i in range(8)]
+    hits = sum(detected[i][j] and same[i][j] for i in range(8) for j in range(8))
+    counts = {k: float(v) for k, v in method.monitor(img, aud, labels).items()}
+    assert counts == {"detected": sum(map(sum, detected)), "detected_same_class": hits, "same_class": sum(map(sum, same))}
+    record = method.monitor_record({k: 2 * v for k, v in counts.items()})
+    assert record == {"fn_precision": hits / sum(map(sum, detected)), "fn_recall": hits / sum(map(sum, same))}
+    tiny = dict(n_train=32, n_val=16, n_test=16, batch_size=16, eval_batch_size=16, epochs=2)
+    run = train(preset("smoke", method="fn_attraction", **tiny, **{"fn_attraction.warmup_epochs": 1}), tmp_path,
+                progress=False)
+    assert all(0 <= r["fn_precision"] <= 1 and 0 <= r["fn_recall"] <= 1 for r in run.history)
+    assert "fn_precision" not in train(preset("smoke", method="nce", **tiny), tmp_path / "nce", progress=False).history[0]

@@ -114,6 +114,18 @@ class Method:
         """Each minimised term's weight in epoch ``epoch`` (0-based); a term left out is reported, not minimised."""
         raise NotImplementedError
 
+    #: Whether the method watches itself against the class labels during training (:meth:`monitor`); the loop then
+    #: hands it the labels of batches that have them, never to its terms.
+    monitors: ClassVar[bool] = False
+
+    def monitor(self, img: torch.Tensor, aud: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Counts of one batch against its class labels (scalar tensors, no gradient), summed over the epoch."""
+        return {}
+
+    def monitor_record(self, sums: Mapping[str, float]) -> dict[str, Any]:
+        """The fields of an epoch's line of ``metrics.jsonl`` made from the epoch's summed :meth:`monitor` counts."""
+        return {}
+
     def epoch_record(self, epoch: int) -> dict[str, Any]:
         """Fields the method adds to epoch ``epoch``'s line of ``metrics.jsonl`` (none by default)."""
         return {}

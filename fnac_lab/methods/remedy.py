@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
 
 from ..coercion import ConfigError
 from ..losses import (DETECTION_RULES, DETECTION_SIMILARITIES, detect_false_negatives, detection_similarity,
-                      max_pooled_logits, nce_loss, similarity_maps)
+                      max_pooled_logits, nce_loss, same_class_pairs, similarity_maps)
 from .base import Method, MethodOptions
 
 
@@ -80,10 +81,24 @@ class Remedy(Method):
 
 
 class DetectingRemedy(Remedy):
-    """A remedy that acts on the pairs it detects as false negatives (:class:`DetectionOptions`)."""
+    """A remedy that acts on the pairs it detects as false negatives (:class:`DetectionOptions`). On data with class
+    labels it reports, every epoch, the precision and recall of its detection against the batches' same-class pairs
+    (``fn_precision``, ``fn_recall``; pooled over the epoch's pairs; None when nothing was detected)."""
 
-    def detected_pairs(self, img: torch.Tensor, aud: torch.Tensor, sim: torch.Tensor) -> torch.Tensor:
+    monitors = True
+
+    def detected_pairs(self, img: torch.Tensor, aud: torch.Tensor, sim: torch.Tensor | None) -> torch.Tensor:
         """``[B, B]`` bool: the batch's pairs taken for false negatives (symmetric, none on the diagonal)."""
         o = self.options
         similarity = detection_similarity(img, aud, o.detect_from, tau=self.tau, sim=sim)
         return detect_false_negatives(similarity, o.rule, k=o.k, threshold=o.threshold)
+
+    def monitor(self, img: torch.Tensor, aud: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        detected, same = self.detected_pairs(img, aud, None), same_class_pairs(labels)
+        return {"detected": detected.sum().double(), "detected_same_class": (detected & same).sum().double(),
+                "same_class": same.sum().double()}
+
+    def monitor_record(self, sums: Mapping[str, float]) -> dict[str, Any]:
+        hit = sums["detected_same_class"]
+        return {"fn_precision": hit / sums["detected"] if sums["detected"] else None,
+                "fn_recall": hit / sums["same_class"] if sums["same_class"] else None}
