@@ -19,6 +19,7 @@ from ..data.contracts import NegativesSplit
 from ..models import PretrainedWeightsError
 from ..ogl import OBJECT_REDUCTIONS
 from ..utils import FnacError, Terminated, out_of_memory_as_error, output_folder
+from .remedies import add_remedies_command
 from .stamps import add_stamps_commands
 
 #: Errors reported as one line instead of a traceback.
@@ -347,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
                      out_help="output directory (visual_backbone.pt, metrics.jsonl, summary.json)", last="OUT/last.pt")
     _add_evaluate_command(sub)
     _add_data_commands(sub)
+    add_remedies_command(sub)
     add_stamps_commands(sub)
     _add_study_commands(sub)
 

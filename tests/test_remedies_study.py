@@ -1,0 +1,132 @@
+"""The remedies study's tables (fnac_lab.ablate.remedies, ``fnac-lab remedies``): variants named from the grid's
+columns, gains paired by seed against scipy's t interval, the oracle mask's share recovered, the twin check and the
+knob chosen on validation."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from fnac_lab.ablate.remedies import (ORACLE_MASK, chosen_knobs, compact_remedies, paired_gains, recovered_share,
+                                      twin_mismatches, variant_name)
+
+SEEDS = range(5)
+
+
+def results(warmup=8.4) -> pd.DataFrame:
+    """A results.csv as the grid writes it: axis columns, each point's options, its metrics."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for seed in SEEDS:
+        base = 0.4 + 0.05 * rng.standard_normal()
+        points = [({"method": "nce"}, 0.0, 0.50), ({"method": "nce", "nce.nce_fn_mask": "oracle"}, 0.2, 0.60),
+                  ({"method": "fn_elimination", "fn_elimination.k": 1}, 0.1, 0.55),
+                  ({"method": "fn_elimination", "fn_elimination.k": 3}, -0.05 + 0.02 * seed, 0.52),
+                  ({"method": "debiased_nce", "debiased_nce.tau_plus": 0.05}, 0.03 * rng.standard_normal(), 0.5)]
+        for settings, gain, val in points:
+            rows.append({"seed": seed, "class_bias_p": 0.5, **settings, "status": "finished", "ap50": base + gain,
+                         "val_ap50": val, "warmup_nce": warmup + seed, "mean_ciou": 0.4, "auc": 0.4})
+    return pd.DataFrame(rows)
+
+
+def epochs(table: pd.DataFrame) -> pd.DataFrame:
+    """The twins' epochs: their NCE loss in epoch 2 (the remedies' default warm-up) is the runs' warm-up NCE."""
+    twins = compact_remedies(table)
+    twins = twins[twins["variant"] == "NCE"]
+    return pd.DataFrame([{"variant": "NCE", "class_bias_p": r["class_bias_p"], "seed": r["seed"], "epoch": e,
+                          "nce": r["warmup_nce"] + (0 if e == 2 else 0.3)}
+                         for r in twins.to_dict("records") for e in (1, 2, 3)])
+
+
+def test_committed_pilot_runs_are_twins_and_name_their_knobs():
+    """The committed pilot (data/results/fn_remedies_knobs*.csv): every remedy's warm-up NCE is its twin's."""
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[1] / "data" / "results"
+    table = pd.read_csv(results / "fn_remedies_knobs.csv")
+    twin_epochs = pd.read_csv(results / "fn_remedies_knobs_epochs.csv")
+    assert twin_mismatches(table, twin_epochs) == [] and len(table) == 9
+    assert (table["warmup_epochs"][table["method"] != "nce"] == 2).all()
+    nce = twin_epochs[twin_epochs["variant"] == "NCE"].set_index("epoch")["nce"]
+    assert (table.loc[table["method"] != "nce", "warmup_nce"] == nce[2]).all()
+
+
+def test_variants_are_named_from_the_method_and_the_options_the_point_set():
+    assert variant_name({"method": "nce", "nce.nce_fn_mask": math.nan}) == "NCE"
+    assert variant_name({"method": "nce", "nce.nce_fn_mask": "oracle"}) == ORACLE_MASK == "NCE + oracle mask"
+    assert variant_name({"method": "fn_elimination", "fn_elimination.k": 3.0, "debiased_nce.tau_plus": math.nan}) \
+        == "FN elimination (k 3)"
+    assert variant_name({"method": "debiased_nce", "debiased_nce.tau_plus": 0.05}) == "Debiased NCE (tau_plus 0.05)"
+
+
+def test_gains_are_paired_by_seed_with_the_t_interval():
+    table = results()
+    gains = paired_gains(table).set_index("variant")
+    for variant, settings in [("FN elimination (k 3)", {"fn_elimination.k": 3}),
+                              ("Debiased NCE (tau_plus 0.05)", {"debiased_nce.tau_plus": 0.05})]:
+        key = next(iter(settings))
+        runs = table[table[key] == settings[key]].set_index("seed")["ap50"]
+        twins = table[(table["method"] == "nce") & table["nce.nce_fn_mask"].isna()].set_index("seed")["ap50"]
+        diffs = (runs - twins).to_numpy()
+        low, high = scipy.stats.t.interval(0.95, len(diffs) - 1, loc=diffs.mean(), scale=scipy.stats.sem(diffs))
+        row = gains.loc[variant]
+        assert row["n"] == 5 and row["gain"] == pytest.approx(diffs.mean(), abs=1e-12)
+        assert (row["low"], row["high"]) == pytest.approx((low, high), abs=1e-12)
+    assert "NCE" not in gains.index and gains.loc[ORACLE_MASK, "gain"] == pytest.approx(0.2)
+
+
+def test_the_share_recovered_is_the_ratio_of_mean_gains_with_a_bootstrap_interval():
+    gains = paired_gains(results()).set_index("variant")
+    half = gains.loc["FN elimination (k 1)"]  # every seed gains 0.1 where the oracle gains 0.2
+    assert (half["recovered"], half["recovered_low"], half["recovered_high"]) == pytest.approx((0.5, 0.5, 0.5))
+    k3 = gains.loc["FN elimination (k 3)"]
+    assert k3["recovered"] == pytest.approx(np.mean([-0.05 + 0.02 * s for s in SEEDS]) / 0.2)
+    assert k3["recovered_low"] < k3["recovered"] < k3["recovered_high"]
+    one = recovered_share({0: 0.1}, {0: 0.2})  # one seed: a share, no interval
+    assert one[0] == pytest.approx(0.5) and math.isnan(one[1]) and one[3] == 1
+    assert math.isnan(recovered_share({0: 0.1, 1: 0.2}, {0: 0.1, 1: -0.1})[0])
+
+
+def test_the_twin_check_names_a_remedy_whose_warm_up_differs_and_spares_the_oracle_mask():
+    table = results()
+    twin_epochs = epochs(table)
+    assert twin_mismatches(table, twin_epochs) == []
+    table.loc[(table["method"] == "nce") & table["nce.nce_fn_mask"].notna(), "warmup_nce"] += 1.0
+    assert twin_mismatches(table, twin_epochs) == []  # the mask changes NCE itself
+    table.loc[(table["method"] == "debiased_nce") & (table["seed"] == 2), "warmup_nce"] += 1e-9
+    found = twin_mismatches(table, twin_epochs)
+    assert len(found) == 1 and found[0].startswith("Debiased NCE (tau_plus 0.05) (class_bias_p 0.5, seed 2)")
+
+
+def test_knobs_are_chosen_on_validation_with_ties_to_the_first():
+    table = results()
+    assert chosen_knobs(table) == {"fn_elimination": "FN elimination (k 1)",
+                                   "debiased_nce": "Debiased NCE (tau_plus 0.05)"}
+    table.loc[table["fn_elimination.k"] == 3, "val_ap50"] = 0.55  # a tie: the first in the grid's order
+    assert chosen_knobs(table)["fn_elimination"] == "FN elimination (k 1)"
+
+
+def test_the_command_prints_the_table_writes_the_compact_csv_and_refuses_broken_twins(tmp_path):
+    table = results()
+    table.to_csv(tmp_path / "results.csv", index=False)
+    out, twin_epochs = tmp_path / "compact.csv", tmp_path / "epochs.csv"
+    epochs(table).to_csv(twin_epochs, index=False)
+    proc = subprocess.run([sys.executable, "-m", "fnac_lab", "remedies", str(tmp_path), "--write", str(out),
+                           "--epochs", str(twin_epochs)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "| 0.5 | FN elimination (k 1) | 5 |" in proc.stdout and "fn_elimination: best validation AP50" in proc.stdout
+    assert list(pd.read_csv(out)["variant"]) == list(compact_remedies(table)["variant"])
+    table.loc[table["method"] == "debiased_nce", "warmup_nce"] += 0.5
+    table.to_csv(tmp_path / "results.csv", index=False)
+    proc = subprocess.run([sys.executable, "-m", "fnac_lab", "remedies", str(tmp_path), "--epochs", str(twin_epochs)],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "5 runs are not twins of their NCE run" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    proc = subprocess.run([sys.executable, "-m", "fnac_lab", "remedies", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode != 0 and "the twin check needs the runs' epochs; pass --epochs CSV" in proc.stderr
