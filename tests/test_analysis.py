@@ -214,7 +214,23 @@ def test_report_table_markdown_and_statements(tmp_path):
     assert ("Against the centre prior (AP50 0.100, mean cIoU 0.300, AUC 0.300): FNAC beats it on none" in text)
     assert "the NCE baseline beats it on AP50 but not on mean cIoU and AUC" in text  # 0.6, 0.3 (a tie), 0.2
     assert "from 0.400 at the end of the 1-epoch NCE warm-up to at best 0.100 and 0.050 at the last epoch" in text
-    assert "a collapse" in text
+    assert "a collapse, while the NCE twin reached 0.600 over the same epochs: FNAC's terms destroyed" in text
+    assert "come from the NCE warm-up" not in text
+
+
+def test_a_fall_the_twin_shares_is_not_blamed_on_the_method():
+    """The twin's curve over the same epochs decides: both fell after a 1-epoch warm-up whose checkpoint both kept."""
+    from fnac_lab.config import preset
+
+    cfg = preset("smoke", warmup_epochs=1)
+    fnac, nce = _run(0.05, [0.4, 0.1, 0.05]), _run(0.06, [0.4, 0.1, 0.1])
+    fnac["best_epoch"] = nce["best_epoch"] = 1
+    text = " ".join(analysis.what_this_run_shows(analysis.run_report(cfg, [fnac], [nce])))
+    assert "; the NCE twin fell as well, to at best 0.100: a collapse of the training itself, not of FNAC's terms." \
+        in text and "destroyed" not in text
+    assert "Both selected checkpoints come from the NCE warm-up (epochs 1 and 1 of 1)" in text
+    alone = " ".join(analysis.what_this_run_shows(analysis.run_report(cfg, [fnac], [])))
+    assert "no NCE twin was trained to tell whether the terms caused it" in alone
 
 
 def test_notebook_config_applies_the_method_and_overrides():

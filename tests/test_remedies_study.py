@@ -14,7 +14,7 @@ import pytest
 import scipy.stats
 
 from fnac_lab.ablate.remedies import (ORACLE_MASK, chosen_knobs, compact_remedies, paired_gains, recovered_share,
-                                      twin_mismatches, variant_name)
+                                      remedies_markdown, twin_mismatches, variant_name)
 
 SEEDS = range(5)
 
@@ -55,6 +55,8 @@ def test_committed_pilot_runs_are_twins_and_name_their_knobs():
     assert (table["warmup_epochs"][table["method"] != "nce"] == 2).all()
     nce = twin_epochs[twin_epochs["variant"] == "NCE"].set_index("epoch")["nce"]
     assert (table.loc[table["method"] != "nce", "warmup_nce"] == nce[2]).all()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert remedies_markdown(paired_gains(table)) in readme  # the README's pilot table is made from the csv
 
 
 def test_variants_are_named_from_the_method_and_the_options_the_point_set():

@@ -229,14 +229,36 @@ def what_this_run_shows(report: Mapping[str, Any]) -> list[str]:
     w = TrainConfig.from_dict(cfg).build_method().warmup_epochs
     if report["method_label"] and w < len(curve):
         start = f"{curve[w - 1]:.3f} at the end of the {w}-epoch NCE warm-up" if w > 0 else "the start (no warm-up)"
-        best = max(curve[w:])
-        collapsed = w > 0 and best < 0.5 * max(curve[:w])
         terms = f"{report['method_label']}'s terms"
-        lines.append(f"Once {terms} joined, validation AP50 went from {start} to at best {best:.3f} and "
-                     f"{curve[-1]:.3f} at the last epoch"
-                     + (f": a collapse, {terms} destroyed what the warm-up had learned." if collapsed else "."))
+        lines.append(f"Once {terms} joined, validation AP50 went from {start} to at best {max(curve[w:]):.3f} and "
+                     f"{curve[-1]:.3f} at the last epoch" + _collapse_clause(curve, report.get("baseline"), w, terms))
+        base = report.get("baseline")
+        if w > 0 and report["best_epoch"] <= w and base and base["best_epoch"] <= w:
+            lines.append(f"Both selected checkpoints come from the NCE warm-up (epochs {report['best_epoch']} and "
+                         f"{base['best_epoch']} of {w}), where the run and its twin train the same network: the "
+                         f"scores above compare NCE with itself, not {report['method_label']} with NCE.")
     if report.get("fn_ratio") is not None:
         lines.append(f"Training batches of {cfg['batch_size']} had a false-negative ratio of {100 * report['fn_ratio']:.1f} % "
                      f"on average (the paper's VGG-Sound batches: {100 * FN_RATIO[128]:.2f} % at 128, "
                      f"{100 * FN_RATIO[256]:.2f} % at 256).")
     return lines
+
+
+def _collapsed(curve: list[float], warmup: int) -> bool:
+    """Whether validation AP50 after the warm-up stays below half its best during the warm-up."""
+    return warmup > 0 and max(curve[warmup:]) < 0.5 * max(curve[:warmup])
+
+
+def _collapse_clause(curve: list[float], baseline: dict[str, Any] | None, warmup: int, terms: str) -> str:
+    """How a fall after the warm-up reads beside the NCE twin's curve over the same epochs: the terms' doing only
+    when the twin did not fall as well; without a twin, a fall and no cause."""
+    if not _collapsed(curve, warmup):
+        return "."
+    twin = baseline.get("val_ap50_by_epoch") if baseline else None
+    if not twin or len(twin) <= warmup:
+        return ": a collapse after the warm-up (no NCE twin was trained to tell whether the terms caused it)."
+    if _collapsed(twin, warmup):
+        return (f"; the NCE twin fell as well, to at best {max(twin[warmup:]):.3f}: a collapse of the training "
+                f"itself, not of {terms}.")
+    return (f": a collapse, while the NCE twin reached {max(twin[warmup:]):.3f} over the same epochs: "
+            f"{terms} destroyed what the warm-up had learned.")
