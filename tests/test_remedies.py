@@ -227,11 +227,13 @@ def test_detection_is_monitored_against_the_labels_pooled_over_the_epoch(tmp_pat
     same = [[i != j and int(labels[i]) == int(labels[j]) for j in range(8)] for i in range(8)]
     hits = sum(detected[i][j] and same[i][j] for i in range(8) for j in range(8))
     counts = {k: float(v) for k, v in method.monitor(img, aud, labels).items()}
-    assert counts == {"detected": sum(map(sum, detected)), "detected_same_class": hits, "same_class": sum(map(sum, same))}
+    assert counts == {"detected": sum(map(sum, detected)), "detected_same_class": hits, "same_class": sum(map(sum, same)),
+                      "pairs": 8 * 7}
     record = method.monitor_record({k: 2 * v for k, v in counts.items()})
-    assert record == {"fn_precision": hits / sum(map(sum, detected)), "fn_recall": hits / sum(map(sum, same))}
+    assert record == {"fn_precision": hits / sum(map(sum, detected)), "fn_recall": hits / sum(map(sum, same)),
+                      "fn_detected_share": sum(map(sum, detected)) / (8 * 7)}
     tiny = dict(n_train=32, n_val=16, n_test=16, batch_size=16, eval_batch_size=16, epochs=2)
     run = train(preset("smoke", method="fn_attraction", **tiny, **{"fn_attraction.warmup_epochs": 1}), tmp_path,
                 progress=False)
-    assert all(0 <= r["fn_precision"] <= 1 and 0 <= r["fn_recall"] <= 1 for r in run.history)
+    assert all(0 <= r[k] <= 1 for r in run.history for k in ("fn_precision", "fn_recall", "fn_detected_share"))
     assert "fn_precision" not in train(preset("smoke", method="nce", **tiny), tmp_path / "nce", progress=False).history[0]

@@ -34,10 +34,11 @@ MASK_OPTION = f"{BASELINE}.nce_fn_mask"
 #: The columns of a compact remedies table, before each method's option columns (``method.option``).
 REMEDY_COLUMNS = ("variant", "method", SETTING, SEED, "warmup_epochs", "ap50", "mean_ciou", "auc", "val_ap50", "best_epoch",
                   *EFFECT_FN_AUROC, "fn_auroc_cross", "warmup_nce", "fn_ratio", "train_seconds", "status")
-#: The columns of the epochs table (one row per run and epoch); ``fn_precision`` and ``fn_recall`` are the detecting
-#: remedies' detection against the batches' same-class pairs (empty for the others).
-EPOCH_COLUMNS = ("variant", SETTING, SEED, "epoch", "ap50", "fn_auroc_audio", "fn_precision", "fn_recall", "nce",
-                 "loss")
+#: The columns of the epochs table (one row per run and epoch); ``fn_precision``, ``fn_recall`` and
+#: ``fn_detected_share`` are the detecting remedies' detection against the batches' same-class pairs (empty for the
+#: others).
+EPOCH_COLUMNS = ("variant", SETTING, SEED, "epoch", "ap50", "fn_auroc_audio", "fn_precision", "fn_recall",
+                 "fn_detected_share", "nce", "loss")
 BOOTSTRAP = 10_000
 
 

@@ -83,7 +83,8 @@ class Remedy(Method):
 class DetectingRemedy(Remedy):
     """A remedy that acts on the pairs it detects as false negatives (:class:`DetectionOptions`). On data with class
     labels it reports, every epoch, the precision and recall of its detection against the batches' same-class pairs
-    (``fn_precision``, ``fn_recall``; pooled over the epoch's pairs; None when nothing was detected)."""
+    (``fn_precision``, ``fn_recall``; None when nothing was detected) and the share of the batches' off-diagonal
+    pairs it detects (``fn_detected_share``), each pooled over the epoch's pairs."""
 
     monitors = True
 
@@ -95,10 +96,12 @@ class DetectingRemedy(Remedy):
 
     def monitor(self, img: torch.Tensor, aud: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         detected, same = self.detected_pairs(img, aud, None), same_class_pairs(labels)
+        b = labels.shape[0]
         return {"detected": detected.sum().double(), "detected_same_class": (detected & same).sum().double(),
-                "same_class": same.sum().double()}
+                "same_class": same.sum().double(), "pairs": detected.new_tensor(b * (b - 1), dtype=torch.float64)}
 
     def monitor_record(self, sums: Mapping[str, float]) -> dict[str, Any]:
         hit = sums["detected_same_class"]
         return {"fn_precision": hit / sums["detected"] if sums["detected"] else None,
-                "fn_recall": hit / sums["same_class"] if sums["same_class"] else None}
+                "fn_recall": hit / sums["same_class"] if sums["same_class"] else None,
+                "fn_detected_share": sums["detected"] / sums["pairs"]}
