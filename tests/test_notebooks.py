@@ -79,7 +79,7 @@ def train_run(workdir) -> tuple[Path, nbformat.NotebookNode]:
 def test_notebooks_are_parameterised_and_stripped():
     assert ALL == ["00_false_negatives_tutorial.ipynb", "01_train.ipynb", "02_ablations.ipynb",
                    "03_false_negative_explorer.ipynb", "04_embeddings.ipynb", "05_localisation_maps.ipynb",
-                   "06_why_fnac_fails.ipynb"]
+                   "06_why_fnac_fails.ipynb", "07_what_recovers_the_gap.ipynb"]
     for name in ALL:
         nb = nbformat.read(NOTEBOOKS / name, as_version=4)
         assert nb.metadata.kernelspec.name == "python3", name
@@ -216,6 +216,25 @@ def test_diagnosis_notebook_reads_the_committed_results(workdir):
     assert diagnosis_markdown(paired_gains(table)).strip() in shown
     assert all(line in shown for line in diagnosis_statements(table))
     assert sum("Plotly.newPlot" in h for h in outputs(nb, "text/html")) == 2
+
+
+def test_remedies_notebook_reads_the_committed_results(workdir):
+    """07 shows the remedies' table that the committed results make, its three figures, and ends with the
+    sentences computed from them."""
+    import pandas as pd
+
+    from fnac_lab.ablate.remedies import compact_remedies, paired_gains, remedies_markdown, remedies_statements
+
+    results = REPO / "data" / "results"
+    nb = execute("07_what_recovers_the_gap.ipynb", workdir)
+    table = compact_remedies(pd.read_csv(results / "fn_remedies.csv"))
+    statements = remedies_statements(table, pd.read_csv(results / "fn_remedies_epochs.csv"))
+    shown = "\n".join(outputs(nb, "text/markdown"))
+    assert remedies_markdown(paired_gains(table)).strip() in shown
+    assert all(line in shown for line in statements)
+    last = [o["data"]["text/markdown"] for o in nb.cells[-1].outputs if "text/markdown" in o.get("data", {})]
+    assert last == ["\n".join(f"- {line}" for line in statements)]  # the notebook ends with them
+    assert sum("Plotly.newPlot" in h for h in outputs(nb, "text/html")) == 3
 
 
 def test_tutorial_smoke(workdir):

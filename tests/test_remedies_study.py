@@ -1,6 +1,7 @@
 """The remedies study's tables (fnac_lab.ablate.remedies, ``fnac-lab remedies``): variants named from the grid's
 columns, gains paired by seed against scipy's t interval, the oracle mask's share recovered, the twin check and the
-knob chosen on validation."""
+knob chosen on validation, detection and validation gaps epoch by epoch, the goal's verdict and the sentences of
+the conclusion."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from fnac_lab.ablate.remedies import (ORACLE_MASK, chosen_knobs, compact_remedies, paired_gains, recovered_share,
-                                      remedies_markdown, twin_mismatches, variant_name)
+from fnac_lab.ablate.remedies import (ORACLE_MASK, chosen_knobs, compact_remedies, detection_by_epoch, goal_verdicts,
+                                      paired_gains, recovered_share, remedies_markdown, remedies_statements,
+                                      twin_mismatches, validation_gaps, variant_name)
 
 SEEDS = range(5)
 
@@ -132,3 +134,77 @@ def test_the_command_prints_the_table_writes_the_compact_csv_and_refuses_broken_
     assert len(proc.stderr.strip().splitlines()) == 1
     proc = subprocess.run([sys.executable, "-m", "fnac_lab", "remedies", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode != 0 and "the twin check needs the runs' epochs; pass --epochs CSV" in proc.stderr
+
+
+def run_epochs() -> pd.DataFrame:
+    """Epochs of two seeds: the twin, and FN elimination detecting with known counts (d detected, h of them
+    same-class, s same-class, P pairs per epoch)."""
+    rows = []
+    for seed in (0, 1):
+        for epoch in (1, 2, 3):
+            rows.append({"variant": "NCE", "class_bias_p": 0.5, "seed": seed, "epoch": epoch, "ap50": 0.3 + 0.1 * epoch})
+            d, h, s, pairs = 40 + seed, 10 + epoch, 200, 4032
+            rows.append({"variant": "FN elimination (k 1)", "class_bias_p": 0.5, "seed": seed, "epoch": epoch,
+                         "ap50": 0.3 + 0.1 * epoch + (0 if epoch < 3 else 0.05 - 0.2 * seed),
+                         "fn_precision": h / d, "fn_recall": h / s, "fn_detected_share": d / pairs})
+    return pd.DataFrame(rows)
+
+
+def test_detection_by_epoch_averages_seeds_and_recovers_the_share_of_same_class_pairs():
+    detection = detection_by_epoch(run_epochs(), 0.5).set_index("epoch")
+    for epoch in (1, 2, 3):
+        h = 10 + epoch
+        assert detection.loc[epoch, "fn_precision"] == pytest.approx((h / 40 + h / 41) / 2)
+        assert detection.loc[epoch, "fn_recall"] == pytest.approx(h / 200)
+        assert detection.loc[epoch, "fn_detected_share"] == pytest.approx((40 / 4032 + 41 / 4032) / 2)
+        assert detection.loc[epoch, "same_class_share"] == pytest.approx(200 / 4032)
+        assert detection.loc[epoch, "n"] == 2
+    assert list(detection["variant"].unique()) == ["FN elimination (k 1)"]  # the twin detects nothing
+
+
+def test_validation_gaps_pair_each_epoch_with_the_twin():
+    gaps = validation_gaps(run_epochs(), 0.5).set_index("epoch")
+    assert gaps.loc[1, "gap"] == pytest.approx(0) and gaps.loc[2, "gap"] == pytest.approx(0)
+    values = [0.05, 0.05 - 0.2]
+    half = scipy.stats.t.ppf(0.975, 1) * np.std(values, ddof=1) / math.sqrt(2)
+    assert gaps.loc[3, "gap"] == pytest.approx(np.mean(values))
+    assert (gaps.loc[3, "low"], gaps.loc[3, "high"]) == pytest.approx((np.mean(values) - half, np.mean(values) + half))
+
+
+def gain_rows(**variants) -> pd.DataFrame:
+    """paired_gains rows: variant -> {class_bias_p: (n, low, high)}."""
+    rows = [{"class_bias_p": bias, "variant": name, "method": "debiased_nce", "n": n, "gain": (low + high) / 2,
+             "low": low, "high": high} for name, at in variants.items() for bias, (n, low, high) in at.items()]
+    rows.append({"class_bias_p": 0.5, "variant": ORACLE_MASK, "method": "nce", "n": 5, "gain": 0.2, "low": 0.1,
+                 "high": 0.3})  # a bound with the labels: never a verdict
+    return pd.DataFrame(rows)
+
+
+def test_the_goal_needs_five_seeds_above_zero_and_no_loss_without_bias():
+    verdicts = goal_verdicts(gain_rows(
+        won={0.5: (5, 0.01, 0.2), 0.0: (3, -0.05, 0.04)},
+        loses_unbiased={0.5: (5, 0.01, 0.2), 0.0: (3, -0.05, -0.01)},
+        too_few={0.5: (4, 0.01, 0.2), 0.0: (5, 0.0, 0.1)},
+        holds_zero={0.5: (5, -0.01, 0.2), 0.0: (5, 0.0, 0.1)},
+        below={0.5: (2, -0.3, -0.1)},
+        unbiased_missing={0.5: (5, 0.01, 0.2)}))
+    assert verdicts == {"won": "met", "loses_unbiased": "not met", "too_few": "open", "holds_zero": "not met",
+                        "below": "not met", "unbiased_missing": "open"}
+
+
+def test_the_statements_check_the_twins_and_give_each_remedys_figures():
+    table = results()
+    lines = remedies_statements(table, epochs(table))
+    assert lines[0] == ("Twins: each of the 15 runs with a warm-up trained it exactly as its NCE twin (warm-up NCE "
+                        "equal to the last digit).")
+    gains = paired_gains(table).set_index("variant")
+    k1 = gains.loc["FN elimination (k 1)"]
+    line = next(x for x in lines if x.startswith("FN elimination (k 1) at class_bias_p 0.5"))
+    assert f"{k1['gain']:+.3f} [{k1['low']:+.3f}, {k1['high']:+.3f}] over 5 seeds" in line
+    assert f"{k1['recovered']:.2f} [" in line and "not yet run at class_bias_p 0." in line
+    assert not any(x.startswith(ORACLE_MASK + " at") for x in lines)  # the bound is stated as a bound
+    assert any(x.startswith(f"Bound with the labels, {ORACLE_MASK}") for x in lines)
+    assert lines[-1].startswith("Goal met by no label-free remedy so far") and "still open" in lines[-1]
+    broken = table.copy()
+    broken.loc[broken["method"] == "debiased_nce", "warmup_nce"] += 1e-6
+    assert remedies_statements(broken, epochs(table))[0].startswith("Twins: 5 of the 15 runs with a warm-up differ")

@@ -105,3 +105,33 @@ def test_the_notebook_renderer_carries_plotly_js_once(monkeypatch):
     assert all("application/vnd.plotly.v1+json" in b for b in bundles)
     pio.renderers._build_mime_bundle({"data": [{"type": "scatter3d"}], "layout": {}})  # outside the cartesian bundle
     assert len(shown) == 2 and "full library" in shown[1]
+
+
+def test_study_figures_draw_each_variant_in_its_methods_colour_with_its_interval():
+    from fnac_lab.methods import METHODS
+
+    gains = pd.DataFrame([
+        {"class_bias_p": b, "variant": v, "method": m, "n": 5, "gain": g, "low": g - 0.1, "high": g + 0.05,
+         "gains": "", "recovered": g / 0.2, "recovered_low": -9.0, "recovered_high": 1.5}
+        for b in (0.5, 0.0) for v, m, g in (("FN elimination (k 1)", "fn_elimination", 0.1),
+                                            ("Debiased NCE (tau_plus 0.05)", "debiased_nce", -0.04))])
+    fig = viz.remedy_gain_figure(gains)
+    assert fig.layout.width is None and {t.type for t in fig.data} <= viz.render.CARTESIAN_TRACES
+    points = [t for t in fig.data if t.mode == "markers"]
+    assert len(points) == 8  # each variant at each bias, in both panels
+    for trace in points:
+        row = gains[gains["variant"] == trace.y[0]].iloc[0]
+        assert trace.marker.color == METHODS[row["method"]].colour
+    gain_trace = next(t for t in points if t.y[0] == "FN elimination (k 1)" and t.xaxis == "x")
+    assert gain_trace.x[0] == pytest.approx(0.1)
+    assert (gain_trace.error_x.array[0], gain_trace.error_x.arrayminus[0]) == pytest.approx((0.05, 0.1))
+    colours = {"FN elimination (k 1)": "#2ca02c"}
+    detection = pd.DataFrame({"variant": "FN elimination (k 1)", "epoch": [1, 2], "fn_precision": [0.5, 0.6],
+                              "fn_recall": [0.1, 0.2], "fn_detected_share": [0.01, 0.02], "same_class_share": 0.2})
+    gaps = pd.DataFrame({"variant": "FN elimination (k 1)", "epoch": [1, 2], "gap": [0.0, 0.1], "low": [0.0, 0.0],
+                         "high": [0.0, 0.2], "n": 5})
+    for fig in (viz.detection_epoch_figure(detection, colours, warmup_epochs=1),
+                viz.validation_gap_figure(gaps, colours, warmup_epochs=1)):
+        assert fig.layout.width is None and {t.type for t in fig.data} <= viz.render.CARTESIAN_TRACES
+        lines = [t for t in fig.data if t.name == "FN elimination (k 1)"]
+        assert lines and all(t.line.color == "#2ca02c" for t in lines)

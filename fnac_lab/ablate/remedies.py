@@ -115,8 +115,9 @@ def recovered_share(gains: Mapping[int, float], oracle: Mapping[int, float], *,
 
 
 def paired_gains(table: pd.DataFrame, metric: str = "ap50") -> pd.DataFrame:
-    """One row per ``class_bias_p`` and variant other than the NCE twin: ``n`` pairs, both means, the mean gain
-    with its 95 % interval, the gains by seed, and the share of the oracle mask's gain recovered (with interval)."""
+    """One row per ``class_bias_p`` and variant other than the NCE twin: its method, ``n`` pairs, both means, the
+    mean gain with its 95 % interval, the gains by seed, and the share of the oracle mask's gain recovered (with
+    interval)."""
     done = _finished(table)
     rows = []
     for (bias, variant), group in done[~_is_twin(done)].groupby([SETTING, "variant"], sort=False):
@@ -126,7 +127,7 @@ def paired_gains(table: pd.DataFrame, metric: str = "ap50") -> pd.DataFrame:
         twins = done[_is_twin(done) & (done[SETTING] == bias)].set_index(SEED)[metric]
         mean, low, high = t_interval(list(gains.values()))
         share = recovered_share(gains, _gains_by_seed(done, bias, ORACLE_MASK, metric))
-        rows.append({SETTING: bias, "variant": variant, "n": len(gains),
+        rows.append({SETTING: bias, "variant": variant, "method": group["method"].iloc[0], "n": len(gains),
                      "NCE": float(np.mean([twins[s] for s in gains])),
                      "variant_score": float(group.set_index(SEED)[metric].loc[list(gains)].mean()),
                      "gain": mean, "low": low, "high": high, "seeds": ",".join(map(str, gains)),
@@ -188,3 +189,133 @@ def epoch_records(results: pd.DataFrame) -> pd.DataFrame:
             rows.append({**{k: run[k] for k in ("variant", SETTING, SEED)},
                          **{k: record.get(k) for k in EPOCH_COLUMNS if k not in ("variant", SETTING, SEED)}})
     return pd.DataFrame(rows, columns=list(EPOCH_COLUMNS))
+
+
+#: The detection columns of the epochs table, and what each is (``same_class_share``: the share of the batches' pairs
+#: that are same-class, the precision a random detection would have; computed, see :func:`detection_by_epoch`).
+DETECTION = {"fn_precision": "precision", "fn_recall": "recall", "fn_detected_share": "share of pairs detected",
+             "same_class_share": "share of pairs same-class"}
+#: Seeds a main claim needs.
+MAIN_SEEDS = 5
+
+
+def detection_by_epoch(epochs: pd.DataFrame, class_bias_p: float) -> pd.DataFrame:
+    """Per detecting variant and epoch at ``class_bias_p``: the mean over seeds of :data:`DETECTION` and the seeds
+    ``n``. ``same_class_share`` follows from the other three, pooled over one run's epoch: with ``d`` detected,
+    ``h`` of them same-class, ``s`` same-class and ``P`` pairs, ``d/P * (h/d) / (h/s) = s/P``."""
+    epochs = epochs.reindex(columns=list(dict.fromkeys([*epochs.columns, *DETECTION])))  # absent: NaN
+    here = epochs[(epochs[SETTING] == class_bias_p) & epochs["fn_precision"].notna()].copy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        here["same_class_share"] = here["fn_detected_share"] * here["fn_precision"] / here["fn_recall"]
+    grouped = here.groupby(["variant", "epoch"], sort=False)
+    out = grouped[list(DETECTION)].mean()
+    out["n"] = grouped.size()
+    return out.reset_index()
+
+
+def validation_gaps(epochs: pd.DataFrame, class_bias_p: float) -> pd.DataFrame:
+    """Per variant other than the NCE twin and epoch at ``class_bias_p``: its validation AP50 minus its twin's
+    (same seed, same epoch), the mean over seeds with its 95 % interval, and ``n`` seeds: when in training a variant
+    gains or loses."""
+    here = epochs[epochs[SETTING] == class_bias_p]
+    if "ap50" not in here:
+        return pd.DataFrame(columns=["variant", "epoch", "gap", "low", "high", "n"])
+    twin = here[here["variant"] == NCE].set_index([SEED, "epoch"])["ap50"]
+    rows = []
+    for (variant, epoch), group in here[here["variant"] != NCE].groupby(["variant", "epoch"], sort=False):
+        gaps = [float(r.ap50 - twin[(r.seed, epoch)]) for r in group.itertuples() if (r.seed, epoch) in twin.index]
+        if gaps:
+            mean, low, high = t_interval(gaps)
+            rows.append({"variant": variant, "epoch": int(epoch), "gap": mean, "low": low, "high": high,
+                         "n": len(gaps)})
+    return pd.DataFrame(rows, columns=["variant", "epoch", "gap", "low", "high", "n"])
+
+
+def _label_free(gains: pd.DataFrame) -> pd.DataFrame:
+    reads_labels = gains["method"].map(lambda m: METHODS[m].reads_labels)
+    return gains[(gains["variant"] != ORACLE_MASK) & ~reads_labels]
+
+
+def goal_verdicts(gains: pd.DataFrame, *, biased: float = 0.5, unbiased: float = 0.0) -> dict[str, str]:
+    """For each label-free variant of :func:`paired_gains`: ``met`` when its gain interval at ``biased`` lies above
+    zero over at least :data:`MAIN_SEEDS` seeds and its interval at ``unbiased`` (at least two seeds) does not lie
+    below zero; ``not met`` when either fails; ``open`` when the seeds do not decide it yet."""
+    free = _label_free(gains)
+    out = {}
+    for variant in dict.fromkeys(free["variant"]):
+        rows = free[free["variant"] == variant].set_index(SETTING)
+        at_biased = rows.loc[biased] if biased in rows.index else None
+        at_unbiased = rows.loc[unbiased] if unbiased in rows.index else None
+        if at_biased is not None and at_biased["high"] <= 0 or at_unbiased is not None and at_unbiased["high"] < 0:
+            out[variant] = "not met"
+        elif (at_biased is not None and at_biased["n"] >= MAIN_SEEDS and at_biased["low"] > 0
+              and at_unbiased is not None and at_unbiased["n"] >= 2):
+            out[variant] = "met"
+        elif at_biased is not None and at_biased["n"] >= MAIN_SEEDS and not at_biased["low"] > 0:
+            out[variant] = "not met"
+        else:
+            out[variant] = "open"
+    return out
+
+
+def _gain_text(row: Mapping[str, Any]) -> str:
+    return f"{row['gain']:+.3f}{_interval(row['low'], row['high'])} over {row['n']} seed{'s' * (row['n'] != 1)}"
+
+
+def _share_text(row: Mapping[str, Any]) -> str:
+    if math.isnan(row["recovered"]):
+        return "no share of the oracle mask's gain (no oracle runs of these seeds)"
+    return f"{row['recovered']:.2f}{_interval(row['recovered_low'], row['recovered_high'])} of the oracle mask's gain"
+
+
+def remedies_statements(table: pd.DataFrame, epochs: pd.DataFrame, *, class_bias_p: float = 0.5,
+                        unbiased: float = 0.0) -> list[str]:
+    """What the remedies study shows, in sentences computed from ``table`` (its results) and ``epochs`` (their
+    epochs): the twin check, the bounds, each label-free remedy's gain and share of the oracle mask's gain, its
+    detection at the last epoch, when in training it falls behind its twin, and the verdict of the goal
+    (:func:`goal_verdicts`)."""
+    gains = paired_gains(table)
+    done = _finished(table)
+    checked = int((~_is_twin(done) & (done["variant"] != ORACLE_MASK) & (done["warmup_epochs"] > 0)).sum())
+    mismatches = twin_mismatches(table, epochs)
+    out = [f"Twins: {len(mismatches)} of the {checked} runs with a warm-up differ from their NCE twin's (first: "
+           f"{mismatches[0]})." if mismatches else f"Twins: each of the {checked} runs with a warm-up trained it "
+           f"exactly as its NCE twin (warm-up NCE equal to the last digit)."]
+    bounds = gains[(gains[SETTING] == class_bias_p) & ~gains.index.isin(_label_free(gains).index)]
+    for row in bounds.to_dict("records"):
+        out.append(f"Bound with the labels, {row['variant']}, at class_bias_p {class_bias_p:g}: test AP50 "
+                   f"{_gain_text(row)} over the NCE twin.")
+    detection = detection_by_epoch(epochs, class_bias_p)
+    gaps = validation_gaps(epochs, class_bias_p)
+    for variant, row in _label_free(gains[gains[SETTING] == class_bias_p]).set_index("variant").iterrows():
+        row = {**row, "variant": variant}
+        other = gains[(gains[SETTING] == unbiased) & (gains["variant"] == variant)]
+        line = f"{variant} at class_bias_p {class_bias_p:g}: {_gain_text(row)}, {_share_text(row)}"
+        line += (f"; at class_bias_p {unbiased:g}: {_gain_text(other.iloc[0])}." if len(other)
+                 else f"; not yet run at class_bias_p {unbiased:g}.")
+        last = detection[detection["variant"] == variant].tail(1)
+        if len(last):
+            d = last.iloc[0]
+            took = ("" if math.isnan(d["fn_detected_share"]) else
+                    f" took {d['fn_detected_share']:.1%} of the pairs for false negatives,")
+            chance = "" if math.isnan(d["same_class_share"]) else f" (a random pair: {d['same_class_share']:.2f})"
+            line += (f" In its last epoch ({int(d['epoch'])}) it{took} precision {d['fn_precision']:.2f}{chance}, "
+                     f"recall {d['fn_recall']:.2f}.")
+        own = gaps[gaps["variant"] == variant]
+        if len(own) and row["gain"] < 0:
+            first = own[own["gap"] < 0].head(1)
+            if len(first):
+                line += (f" Its validation AP50 first falls below the twin's in epoch {int(first['epoch'].iloc[0])} "
+                         f"({first['gap'].iloc[0]:+.3f}, mean over seeds) and ends {own['gap'].iloc[-1]:+.3f}.")
+        out.append(line)
+    verdicts = goal_verdicts(gains, biased=class_bias_p, unbiased=unbiased)
+    met = [v for v, s in verdicts.items() if s == "met"]
+    still = [v for v, s in verdicts.items() if s == "open"]
+    if met:
+        out.append(f"Goal met (gain interval above zero over {MAIN_SEEDS} or more seeds at class_bias_p "
+                   f"{class_bias_p:g}, not below zero at {unbiased:g}): {', '.join(met)}.")
+    else:
+        out.append(f"Goal met by no label-free remedy so far (gain interval above zero over {MAIN_SEEDS} or more seeds "
+                   f"at class_bias_p {class_bias_p:g}, not below zero at {unbiased:g})"
+                   + (f"; still open, for want of seeds: {', '.join(still)}." if still else "."))
+    return out

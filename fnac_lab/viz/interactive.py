@@ -1,6 +1,6 @@
 """Interactive plotly figures: adjacency heatmaps, training curves, scores, embeddings, precision-recall and
-ablations. None has a fixed width: each takes the width of its output area (about 950 px in JupyterLab), and wide
-rows of panels wrap."""
+ablations (the paired studies' figures are in :mod:`.studies`). None has a fixed width: each takes the width of its
+output area (about 950 px in JupyterLab), and wide rows of panels wrap."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pandas as pd
 import plotly.graph_objects as go
 import seaborn as sns
 import torch
-from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from ..data.builtin import BuiltinSpec
@@ -285,63 +284,4 @@ def ablation_figure(ours: pd.DataFrame, *, knob: str, paper: Mapping[str, Sequen
     fig.update_yaxes(title_text="score (0-1)", row=1, col=1)
     fig.update_yaxes(title_text="cIoU (%)", row=1, col=2)
     fig.update_layout(height=400, autosize=True, title=title)
-    return fig
-
-
-# -- the diagnosis of FNAC against its NCE twins --------------------------------------------------------------------
-
-
-def paired_gain_figure(gains: pd.DataFrame, *, metric: str = "test AP50",
-                       title: str = "Paired gain over the NCE twin") -> go.Figure:
-    """One marker per variant (rows of :func:`fnac_lab.ablate.diagnosis.paired_gains`) at its mean gain with the
-    95 % interval as error bars, one colour per ``class_bias_p``; zero dashed. Variants read top to bottom."""
-    fig = go.Figure()
-    order = list(dict.fromkeys(gains["variant"]))
-    for k, (bias, group) in enumerate(gains.groupby("class_bias_p", sort=True)):
-        hover = [f"{v}, class_bias_p {bias:g}<br>gain {g:+.3f} [{lo:+.3f}, {hi:+.3f}], {n} seeds<br>by seed: {s}"
-                 for v, g, lo, hi, n, s in zip(group["variant"], group["gain"], group["low"], group["high"],
-                                               group["n"], group["gains"])]
-        fig.add_trace(go.Scatter(
-            x=group["gain"], y=group["variant"], mode="markers", name=f"class_bias_p {bias:g}",
-            marker=dict(size=9, symbol=("circle", "diamond", "square")[k % 3]), hovertext=hover, hoverinfo="text",
-            error_x=dict(type="data", symmetric=False, array=(group["high"] - group["gain"]).fillna(0),
-                         arrayminus=(group["gain"] - group["low"]).fillna(0))))
-    fig.add_vline(x=0, line_dash="dash", line_color="grey")
-    fig.update_yaxes(categoryorder="array", categoryarray=order[::-1], title_text=None)
-    fig.update_xaxes(title_text=f"{metric} gain (variant minus NCE twin, mean over seeds)", zeroline=False)
-    fig.update_layout(height=130 + 34 * len(order), autosize=True, margin=dict(l=10, t=80),
-                      title=f"{title}<br><sup>95 % Student-t intervals over paired seeds</sup>",
-                      legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
-    return fig
-
-
-#: Same-class AUROCs of a run per epoch: FNAC's targets and the cross-modal logits NCE contrasts.
-AUROC_LINES = {"fn_auroc_audio": "audio target  aud aud^T", "fn_auroc_visual": "visual target  v v^T",
-               "fn_auroc_foreground": "foreground  f f^T", "fn_auroc_cross": "cross-modal logits (NCE)"}
-
-
-def auroc_epoch_figure(epochs: pd.DataFrame, variants: Sequence[str], *, warmup_epochs: int | None = None,
-                       title: str = "Which similarity finds the false negatives") -> go.Figure:
-    """Per variant a panel (two a row): the same-class AUROC of each of :data:`AUROC_LINES` per epoch, mean over
-    the seeds of ``epochs`` (rows of ``fnac_diagnosis_epochs.csv``); 0.5 is chance."""
-    cols = min(2, len(variants))
-    rows = math.ceil(len(variants) / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(variants), shared_yaxes=True,
-                        horizontal_spacing=0.06, vertical_spacing=0.16)
-    colours = dict(zip(AUROC_LINES, qualitative.D3))
-    for p, variant in enumerate(variants):
-        mean = epochs[epochs["variant"] == variant].groupby("epoch").mean(numeric_only=True)
-        row, col = p // cols + 1, p % cols + 1
-        for key, label in AUROC_LINES.items():
-            if key in mean and mean[key].notna().any():
-                fig.add_trace(go.Scatter(x=mean.index, y=mean[key], mode="lines+markers", name=label, legendgroup=key,
-                                         showlegend=p == 0, line=dict(color=colours[key])), row=row, col=col)
-        fig.add_hline(y=0.5, line_dash="dash", line_color="grey", row=row, col=col)
-        if warmup_epochs:
-            fig.add_vline(x=warmup_epochs + 0.5, line_dash="dot", line_color="grey", row=row, col=col)
-    fig.update_xaxes(title_text="epoch", dtick=1)
-    fig.update_yaxes(title_text="same-class AUROC", col=1)
-    fig.update_layout(height=300 * rows + 130, autosize=True, margin=dict(t=90), title=(
-        f"{title}<br><sup>validation pairs, mean over seeds; dotted: end of the warm-up; dashed: chance</sup>"),
-        legend=dict(orientation="h", y=-0.08, yanchor="top"))
     return fig
