@@ -135,3 +135,18 @@ def test_study_figures_draw_each_variant_in_its_methods_colour_with_its_interval
         assert fig.layout.width is None and {t.type for t in fig.data} <= viz.render.CARTESIAN_TRACES
         lines = [t for t in fig.data if t.name == "FN elimination (k 1)"]
         assert lines and all(t.line.color == "#2ca02c" for t in lines)
+
+
+def test_precision_recall_curves_draw_each_model_in_its_colour_and_each_matrix_in_its_dash():
+    from fnac_lab.analysis import pair_precision_recall
+
+    rng = np.random.default_rng(0)
+    is_same = rng.random(200) < 0.2
+    pr = {m: pair_precision_recall(rng.random(200) + is_same * k, is_same) for m, k in (("audio", 1.0), ("visual", 0.2))}
+    fig = viz.pr_curves({"FNAC": pr, "NCE baseline": pr})
+    colours = viz.model_colours()
+    for trace in fig.data:
+        model, matrix = trace.name.split(" (AP")[0].split(": ")
+        assert trace.line.color == colours[model]
+        assert trace.line.dash == {"audio": "solid", "visual": "dash"}[matrix]
+    assert colours["FNAC"] != colours["NCE baseline"]

@@ -10,7 +10,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-import seaborn as sns
 import torch
 from plotly.subplots import make_subplots
 
@@ -241,14 +240,20 @@ def class_scatter(table: pd.DataFrame, x: str, y: str, *, styles: Mapping[int, C
     return fig
 
 
-def pr_curves(curves: Mapping[str, Any], *, title: str = "Finding same-class pairs by intra-modal similarity") -> go.Figure:
-    """Precision-recall curves (name -> :class:`~fnac_lab.analysis.PairRetrieval`) with each base rate dotted."""
+def pr_curves(curves: Mapping[str, Mapping[str, Any]], *,
+              title: str = "Finding same-class pairs by intra-modal similarity") -> go.Figure:
+    """Precision-recall curves (model -> matrix -> :class:`~fnac_lab.analysis.PairRetrieval`): each model in its
+    colour (:func:`~fnac_lab.viz.styles.model_colours`), each matrix in its own dash, the base rate dotted."""
     fig = go.Figure()
-    palette = sns.color_palette("tab10", len(curves)).as_hex()
-    for (name, pr), colour in zip(curves.items(), palette):
-        fig.add_trace(go.Scatter(x=pr.recall, y=pr.precision, mode="lines", line=dict(color=colour),
-                                 name=f"{name} (AP {pr.average_precision:.2f})"))
-    base = next(iter(curves.values())).base_rate
+    colours = model_colours()
+    dashes = {}
+    for model, by_matrix in curves.items():
+        for matrix, pr in by_matrix.items():
+            dash = dashes.setdefault(matrix, ("solid", "dash", "dot", "dashdot")[len(dashes) % 4])
+            fig.add_trace(go.Scatter(x=pr.recall, y=pr.precision, mode="lines",
+                                     line=dict(color=colours.get(model, "#7f7f7f"), dash=dash),
+                                     name=f"{model}: {matrix} (AP {pr.average_precision:.2f})"))
+    base = next(iter(next(iter(curves.values())).values())).base_rate
     fig.add_hline(y=base, line_dash="dot", line_color="grey", annotation_text=f"random score ({base:.2f})",
                   annotation_position="bottom right")
     fig.update_layout(height=420, autosize=True, title=title, xaxis_title="recall (share of same-class pairs found)",
