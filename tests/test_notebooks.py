@@ -201,6 +201,12 @@ def test_ablation_notebook_smoke(workdir):
         metrics = json.loads((Path(row.folder) / "metrics.json").read_text())
         assert row.ap50 == pytest.approx(metrics["ap50"]) and metrics["config"]["fnac"]["distance"] == row.distance
     assert any("Distance D of the FNAC terms" in m for m in outputs(nb, "text/markdown"))
+    from fnac_lab.ablate import sweep_statement
+
+    conclusion = [o["data"]["text/markdown"] for o in nb.cells[-1].outputs if "text/markdown" in o.get("data", {})]
+    assert conclusion == [f"- **smoke**: {sweep_statement(results, 'distance')}"]  # the notebook ends with it
+    table = next(h for h in outputs(nb, "text/html") if "<table" in h and "ours: ap50" in h)
+    assert "paper: VGG-SS cIoU (%)" in table and "nan" not in table.lower()  # a value one side lacks: left empty
 
 
 def test_diagnosis_notebook_reads_the_committed_results(workdir):

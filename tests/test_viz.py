@@ -47,8 +47,8 @@ def plotly_figures():
         "scores_bars": viz.scores_bars(table),
         "embedding_scatter": viz.embedding_scatter({"a": np.random.rand(20, 2), "b": np.random.rand(20, 2)}, labels,
                                                    spec=BuiltinSpec()),
-        "ablation_figure": viz.ablation_figure(pd.DataFrame({"k": [1, 2], "ap50": [0.1, 0.2]}), knob="k", paper=None,
-                                               paper_values=None, title="t"),
+        "ablation_figure": viz.ablation_figure(pd.DataFrame({"ours: ap50": [0.1, 0.2]}, index=["1", "2"]), knob="k",
+                                               title="t"),
     }
 
 
@@ -150,3 +150,18 @@ def test_precision_recall_curves_draw_each_model_in_its_colour_and_each_matrix_i
         assert trace.line.color == colours[model]
         assert trace.line.dash == {"audio": "solid", "visual": "dash"}[matrix]
     assert colours["FNAC"] != colours["NCE baseline"]
+
+
+def test_both_panels_of_an_ablation_figure_share_the_tables_order_of_values():
+    from fnac_lab.ablate import paper_comparison
+    from fnac_lab.paper import PaperTable
+
+    ours = pd.DataFrame({"distance": ["l1", "l2"], "ap50": [0.3, 0.4]})
+    paper = PaperTable(title="t", knob="distance", values=["l2", "smooth_l1", "l1"], columns={"cIoU": [1.0, 2.0, 3.0]})
+    table = paper_comparison(ours, "distance", paper, metrics=["ap50"])
+    fig = viz.ablation_figure(table, knob="distance", title="t")
+    assert list(fig.layout.xaxis.categoryarray) == list(fig.layout.xaxis2.categoryarray) == ["l1", "l2", "smooth_l1"]
+    paper_trace = next(t for t in fig.data if t.name.startswith("paper"))
+    assert list(paper_trace.x) == ["l1", "l2", "smooth_l1"] and list(paper_trace.y) == [3.0, 1.0, 2.0]
+    ours_trace = next(t for t in fig.data if t.name.startswith("ours"))
+    assert list(ours_trace.y[:2]) == [0.3, 0.4] and np.isnan(ours_trace.y[2])

@@ -264,28 +264,26 @@ def pr_curves(curves: Mapping[str, Mapping[str, Any]], *,
 # -- ablations -------------------------------------------------------------------------------------------------------
 
 
-def ablation_figure(ours: pd.DataFrame, *, knob: str, paper: Mapping[str, Sequence[float]] | None,
-                    paper_values: Sequence[Any] | None, title: str, ours_metrics: Sequence[str] = ("ap50", "mean_ciou"),
-                    ours_label: str = "this workbench") -> go.Figure:
-    """Two panels for one knob: left, our scores against the knob's values (``ours`` rows, metric columns and a
-    ``knob`` column); right, the paper's published figures for the same knob (column name -> values)."""
+def ablation_figure(table: pd.DataFrame, *, knob: str, title: str, ours_label: str = "this workbench") -> go.Figure:
+    """Two panels for one knob, drawn from its comparison table (:func:`fnac_lab.ablate.paper_comparison`: one row
+    per knob value, ``ours: metric`` and ``paper: column (%)`` columns): left our scores, right the paper's
+    published figures, both over the table's values in the table's order (a value one side lacks is a gap)."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=[ours_label, "paper (published)"], horizontal_spacing=0.1)
-    x = [str(v) for v in ours[knob]]
+    x = [str(v) for v in table.index]
     names = {"ap50": "AP50", "mean_ciou": "mean cIoU", "auc": "AUC", "baseline_ap50": "NCE twin AP50",
              "fn_ratio": "FN ratio"}
-    for metric in ours_metrics:
-        if metric in ours:
-            fig.add_trace(go.Scatter(x=x, y=ours[metric], mode="lines+markers", name=f"ours: {names.get(metric, metric)}"),
+    for column in table.columns:
+        side, name = column.split(": ", 1)
+        if side == "ours":
+            fig.add_trace(go.Scatter(x=x, y=table[column], mode="lines+markers", name=f"ours: {names.get(name, name)}"),
                           row=1, col=1)
-    if paper and paper_values is not None:
-        px = [str(v) for v in paper_values]
-        for column, values in paper.items():
-            fig.add_trace(go.Scatter(x=px, y=values, mode="lines+markers", name=f"paper: {column}",
-                                     line=dict(dash="dash")), row=1, col=2)
-    else:
+        else:
+            fig.add_trace(go.Scatter(x=x, y=table[column], mode="lines+markers", name=column, line=dict(dash="dash")),
+                          row=1, col=2)
+    if not any(c.startswith("paper: ") for c in table.columns):
         fig.add_annotation(text="no published numbers for this knob", showarrow=False, xref="x2 domain",
                            yref="y2 domain", x=0.5, y=0.5)
-    fig.update_xaxes(title_text=knob, type="category")
+    fig.update_xaxes(title_text=knob, type="category", categoryorder="array", categoryarray=x)
     fig.update_yaxes(title_text="score (0-1)", row=1, col=1)
     fig.update_yaxes(title_text="cIoU (%)", row=1, col=2)
     fig.update_layout(height=400, autosize=True, title=title)
