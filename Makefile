@@ -46,8 +46,12 @@ stamps: $(STAMP)
 stamps-benchmark: stamps
 	$(VENV)/bin/fnac-lab stamps build --prepare $(STAMPS_ARGS)
 
+# Closing a notebook's tab shuts its kernel down (JupyterLab's default settings in notebooks/lab-settings/), and a
+# kernel no tab is connected to is shut down after 10 idle minutes (a closed browser).
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
+	$(VENV)/bin/jupyter lab notebooks/ --LabApp.app_settings_dir=notebooks/lab-settings \
+		--MappingKernelManager.cull_idle_timeout=600 --MappingKernelManager.cull_interval=60 \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

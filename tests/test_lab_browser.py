@@ -88,7 +88,8 @@ def screenshots(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def lab(sync_api, tmp_path_factory):
-    """``jupyter lab`` on 127.0.0.1 with a token, serving smoke copies of the notebooks; stopped at the end."""
+    """``jupyter lab`` on 127.0.0.1 with a token and the default settings ``make lab`` gives it, serving smoke copies
+    of the notebooks; stopped at the end."""
     root = tmp_path_factory.mktemp("lab")
     work, settings = root / "work", root / "settings"
     work.mkdir()
@@ -102,7 +103,7 @@ def lab(sync_api, tmp_path_factory):
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     cmd = [str(Path(sys.executable).with_name("jupyter")), "lab", "--no-browser", "--ip=127.0.0.1",
            f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
-           "--ServerApp.port_retries=0"]
+           "--ServerApp.port_retries=0", f"--LabApp.app_settings_dir={REPO / 'notebooks' / 'lab-settings'}"]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
     log = (root / "server.log").open("w")
@@ -194,12 +195,16 @@ def output_image(output) -> str:
     return img.first.get_attribute("src") if img.count() else ""
 
 
+def running_kernels(url: str, token: str) -> list[dict]:
+    request = urllib.request.Request(f"{url}/api/kernels", headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        return json.load(r)
+
+
 def shut_down_kernels(url: str, token: str) -> None:
     """Shut the lab's kernels down (the next notebook gets both CPU cores)."""
     headers = {"Authorization": f"token {token}"}
-    with urllib.request.urlopen(urllib.request.Request(f"{url}/api/kernels", headers=headers), timeout=10) as r:
-        kernels = json.load(r)
-    for kernel in kernels:
+    for kernel in running_kernels(url, token):
         urllib.request.urlopen(urllib.request.Request(f"{url}/api/kernels/{kernel['id']}", method="DELETE",
                                                       headers=headers), timeout=30)
 
@@ -315,3 +320,23 @@ def test_offline_html_draws_its_figures(browser, screenshots, tmp_path):
         assert page.evaluate("typeof window.Plotly.newPlot") == "function"
     finally:
         context.close()
+
+
+def test_closing_a_notebooks_tab_shuts_its_kernel_down(page, lab):
+    """notebooks/lab-settings/overrides.json, the default settings of ``make lab``: a closed tab leaves no kernel."""
+    url, token = lab
+    shut_down_kernels(url, token)
+    name = "05_localisation_maps.ipynb"
+    page.goto(f"{url}/lab/workspaces/close/tree/{name}?reset&token={token}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+
+    def wait_for(condition) -> None:
+        deadline = time.monotonic() + 60
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+    wait_for(lambda: len(running_kernels(url, token)) == 1)
+    assert len(running_kernels(url, token)) == 1, "the notebook's kernel did not start"
+    page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text=name).locator(".lm-TabBar-tabCloseIcon").click()
+    wait_for(lambda: not running_kernels(url, token))
+    assert running_kernels(url, token) == []
