@@ -165,3 +165,18 @@ def test_both_panels_of_an_ablation_figure_share_the_tables_order_of_values():
     assert list(paper_trace.x) == ["l1", "l2", "smooth_l1"] and list(paper_trace.y) == [3.0, 1.0, 2.0]
     ours_trace = next(t for t in fig.data if t.name.startswith("ours"))
     assert list(ours_trace.y[:2]) == [0.3, 0.4] and np.isnan(ours_trace.y[2])
+
+
+def test_map_figures_say_what_each_outline_is_and_edge_boxes_in_black():
+    images = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+    boxes = torch.tensor([[0.1, 0.1, 0.5, 0.5], [0.2, 0.2, 0.6, 0.6]])
+    distractors = torch.tensor([[[0.6, 0.6, 0.9, 0.9]], [[-1.0, -1.0, -1.0, -1.0]]])
+    fig = viz.localisation_grid(images, {"FNAC": torch.rand(2, 224, 224)}, boxes=boxes, distractor_boxes=distractors)
+    labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert labels == ["sounding object", "silent distractor", "map >= its median (the region cIoU scores)"]
+    patches = [p for ax in fig.axes for p in ax.patches]
+    assert len(patches) == 2 * 2 + 2  # both panels of row 1: box and distractor; of row 2: the box (no distractor)
+    assert all(p.get_path_effects() for p in patches)
+    truth = viz.localisation_grid(images, {}, ground_truth=torch.ones(2, 224, 224))
+    assert [t.get_text() for legend in truth.legends for t in legend.get_texts()] == ["ground truth"]
+    matplotlib.pyplot.close("all")

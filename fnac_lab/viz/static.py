@@ -7,6 +7,7 @@ import textwrap
 from typing import Any, Mapping, Sequence
 
 import matplotlib.patches as mpatches
+import matplotlib.patheffects as path_effects
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ import seaborn as sns
 import torch
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
+from matplotlib.lines import Line2D
 
 from ..audio import NOVERLAP, NPERSEG
 from ..metrics import MAP_SIZE, binarise, vggss_box_to_pixels
@@ -68,10 +70,32 @@ def _fit_title(fig: plt.Figure, heading, head: str, note: str) -> None:
         heading.set_text(textwrap.fill(head, width=chars) + "\n" + note)
 
 
+#: A thin black edge under coloured outlines, so that a green box shows on a green object and a white one on white.
+OUTLINE_EDGE = [path_effects.Stroke(linewidth=3.5, foreground="black"), path_effects.Normal()]
+
+
 def _box_patch(box, *, colour: str, dashed: bool = False) -> mpatches.Rectangle:
     x0, y0, x1, y1 = vggss_box_to_pixels(list(box), MAP_SIZE)
-    return mpatches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=2,
-                              linestyle="--" if dashed else "-")
+    patch = mpatches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=2,
+                               linestyle="--" if dashed else "-")
+    patch.set_path_effects(OUTLINE_EDGE)
+    return patch
+
+
+def outline_legend(*, box: bool, distractors: bool, ground_truth: bool, maps: bool) -> list[Line2D]:
+    """Legend handles for what :func:`show_map` draws: the sounding object's box or the ground truth's outline,
+    the distractors' boxes, and the region of each map that the cIoU scores."""
+    handles = []
+    if box:
+        handles.append(Line2D([], [], color="lime", linewidth=2, path_effects=OUTLINE_EDGE, label="sounding object"))
+    if ground_truth:
+        handles.append(Line2D([], [], color="lime", linewidth=2, label="ground truth"))
+    if distractors:
+        handles.append(Line2D([], [], color="white", linewidth=2, linestyle="--", path_effects=OUTLINE_EDGE,
+                              label="silent distractor"))
+    if maps:
+        handles.append(Line2D([], [], color="black", linewidth=1, label="map >= its median (the region cIoU scores)"))
+    return handles
 
 
 def _min_max(m: np.ndarray) -> np.ndarray:
@@ -149,8 +173,8 @@ def localisation_grid(images, maps: Mapping[str, Any], *, boxes=None, distractor
     median-thresholded region outlined) with its cIoU and, given ``confidences``, the confidence of the extended
     protocol; one colour bar for the maps. ``boxes`` holds None for a clip without a sounding object (a negative of
     the extended protocol; its cIoU NaN, not shown). Real data gives ``ground_truth`` maps ``[N, 224, 224]`` instead
-    of boxes (:func:`show_map`). Panels shrink from ``panel_inches`` as far as the figure needs to stay
-    :data:`MAX_FIGURE_INCHES` wide; ``title`` sits above the panel titles."""
+    of boxes (:func:`show_map`). A legend below says what each outline is. Panels shrink from ``panel_inches`` as
+    far as the figure needs to stay :data:`MAX_FIGURE_INCHES` wide; ``title`` sits above the panel titles."""
     n = len(images)
     cols = 1 + len(maps)
     side = min(panel_inches, (MAX_FIGURE_INCHES - 1.0) / cols)
@@ -158,7 +182,7 @@ def localisation_grid(images, maps: Mapping[str, Any], *, boxes=None, distractor
     width = int(side * TITLE_CHARS_PER_INCH)
     two_lines = confidences is not None or (cious is not None and any(len(f"{n} cIoU 0.00") > width for n in maps))
     lines = 0.15 if two_lines else 0.0
-    fig, axes = plt.subplots(n, cols, figsize=(side * cols + 1.0, (side + 0.3 + lines) * n + head), squeeze=False,
+    fig, axes = plt.subplots(n, cols, figsize=(side * cols + 1.0, (side + 0.3 + lines) * n + head + 0.3), squeeze=False,
                              layout="constrained")
     for i in range(n):
         outlines = dict(box=boxes[i] if boxes is not None else None,
@@ -171,6 +195,11 @@ def localisation_grid(images, maps: Mapping[str, Any], *, boxes=None, distractor
             show_map(axes[i, c], images[i], m[i], **outlines, title=_panel_title(name, ciou, conf, width))
     if maps:
         map_colorbar(fig, axes[:, 1:])
+    handles = outline_legend(box=boxes is not None and any(b is not None for b in boxes),
+                             distractors=distractor_boxes is not None, ground_truth=ground_truth is not None,
+                             maps=bool(maps))
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
