@@ -180,3 +180,16 @@ def test_map_figures_say_what_each_outline_is_and_edge_boxes_in_black():
     truth = viz.localisation_grid(images, {}, ground_truth=torch.ones(2, 224, 224))
     assert [t.get_text() for legend in truth.legends for t in legend.get_texts()] == ["ground truth"]
     matplotlib.pyplot.close("all")
+
+
+def test_confidence_histograms_share_one_x_range_and_one_bin_grid_without_blending():
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"set": np.repeat(["positive", "silent", "off screen"], 20),
+                          "confidence FNAC": np.r_[rng.uniform(0.5, 0.6, 30), rng.uniform(0.5, 0.55, 30)],
+                          "confidence NCE baseline": rng.uniform(0.42, 0.52, 60)})
+    fig = viz.confidence_histograms(table, ["FNAC", "NCE baseline"], threshold=0.5)
+    assert fig.layout.barmode == "group" and all(t.opacity is None for t in fig.data)
+    assert fig.layout.xaxis2.matches == "x" and tuple(fig.layout.xaxis.range) == tuple(fig.layout.xaxis2.range)
+    low, high = fig.layout.xaxis.range
+    assert low < 0.42 and high > 0.6  # both models' values, from 0.42 to 0.6, on the one range
+    assert len({(t.xbins.start, t.xbins.size) for t in fig.data}) == 1

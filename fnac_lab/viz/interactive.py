@@ -161,8 +161,8 @@ SET_COLOURS = {"positive": "#2ca02c", "silent": "#7f7f7f", "off screen": "#ff7f0
 def confidence_histograms(table: pd.DataFrame, models: Sequence[str], *, threshold: float | None = None,
                           bins: int = 30) -> go.Figure:
     """Each model's per-clip confidence (the extended protocol's; ``table`` with ``set`` and ``confidence NAME``
-    columns) as overlaid histograms of the positives, silent and off-screen clips, one panel per model (two a row),
-    on one bin grid; ``threshold`` dashed."""
+    columns) as histograms of the positives, silent and off-screen clips side by side in each bin, one panel per
+    model (two a row), every panel on one bin grid and one x range; ``threshold`` dashed."""
     cols = min(2, len(models))
     rows = math.ceil(len(models) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(models), shared_xaxes=True,
@@ -176,16 +176,17 @@ def confidence_histograms(table: pd.DataFrame, models: Sequence[str], *, thresho
             part = table.loc[table["set"] == name, f"confidence {model}"]
             if part.empty:
                 continue
-            fig.add_trace(go.Histogram(x=part, name=name, legendgroup=name, showlegend=p == 0, opacity=0.6,
+            fig.add_trace(go.Histogram(x=part, name=name, legendgroup=name, showlegend=p == 0,
                                        marker_color=colour, xbins=dict(start=lo, end=hi + size, size=size),
                                        hovertemplate=f"{name}<br>confidence %{{x}}<br>%{{y}} clips<extra></extra>"),
                           row=row, col=col)
         if threshold is not None:
             fig.add_vline(x=threshold, line_dash="dash", line_color="black", row=row, col=col)
-    fig.update_xaxes(title_text="confidence (top quarter of the map, (cos + 1) / 2)")
+    fig.update_xaxes(title_text="confidence (top quarter of the map, (cos + 1) / 2)", range=[lo - size, hi + 2 * size])
+    fig.update_xaxes(matches="x", selector=lambda axis: axis.plotly_name != "xaxis")  # zoom the panels together
     fig.update_yaxes(title_text="clips", col=1)
     note = f"; dashed: the confidence threshold {threshold}" if threshold is not None else ""
-    fig.update_layout(barmode="overlay", height=340 * rows + 60, autosize=True, margin=dict(t=90),
+    fig.update_layout(barmode="group", bargap=0.15, height=340 * rows + 60, autosize=True, margin=dict(t=90),
                       title=f"Confidence per clip: positives against negatives<br><sup>a model that knows when nothing "
                             f"visible sounds keeps the negatives to the left{note}</sup>")
     return fig
@@ -214,9 +215,9 @@ def embedding_scatter(projections: Mapping[str, np.ndarray], labels, *, class_na
                           row=p // cols + 1, col=p % cols + 1)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
-    legend_rows = math.ceil(len(styles) / 5)
-    fig.update_layout(height=300 * rows + 100 + 22 * legend_rows, title=title, autosize=True,
-                      margin=dict(t=80, l=20, r=20, b=20 + 22 * legend_rows), plot_bgcolor="#f4f4f4",
+    legend_rows = math.ceil(len(styles) / 5)  # five 170-px entries a row fit the 950-px output area
+    fig.update_layout(height=300 * rows + 100 + 30 * legend_rows, title=title, autosize=True,
+                      margin=dict(t=80, l=20, r=20, b=30 + 30 * legend_rows), plot_bgcolor="#f4f4f4",
                       legend=dict(orientation="h", yanchor="top", y=-0.02, x=0, font=dict(size=11),
                                   itemsizing="constant", entrywidth=170))
     return fig
