@@ -193,3 +193,14 @@ def test_confidence_histograms_share_one_x_range_and_one_bin_grid_without_blendi
     low, high = fig.layout.xaxis.range
     assert low < 0.42 and high > 0.6  # both models' values, from 0.42 to 0.6, on the one range
     assert len({(t.xbins.start, t.xbins.size) for t in fig.data}) == 1
+
+
+def test_paired_gains_of_two_class_biases_sit_apart_within_their_variants_row():
+    gains = pd.DataFrame([{"class_bias_p": b, "variant": v, "n": 5, "gain": 0.1, "low": 0.0, "high": 0.2, "gains": ""}
+                          for b in (0.0, 0.5) for v in ("A", "B", "C")])
+    fig = viz.paired_gain_figure(gains)
+    ticks = dict(zip(fig.layout.yaxis.ticktext, fig.layout.yaxis.tickvals))
+    assert ticks == {"A": 2, "B": 1, "C": 0}  # the first variant on top
+    for variant in "ABC":
+        ys = [y for trace in fig.data for v, y in zip(trace.hovertext, trace.y) if v.startswith(f"{variant},")]
+        assert len(ys) == 2 and ys[0] != ys[1] and all(abs(y - ticks[variant]) < 0.5 for y in ys)

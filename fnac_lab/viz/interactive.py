@@ -182,13 +182,14 @@ def confidence_histograms(table: pd.DataFrame, models: Sequence[str], *, thresho
                           row=row, col=col)
         if threshold is not None:
             fig.add_vline(x=threshold, line_dash="dash", line_color="black", row=row, col=col)
-    fig.update_xaxes(title_text="confidence (top quarter of the map, (cos + 1) / 2)", range=[lo - size, hi + 2 * size])
+    fig.update_xaxes(title_text="confidence", range=[lo - size, hi + 2 * size])
     fig.update_xaxes(matches="x", selector=lambda axis: axis.plotly_name != "xaxis")  # zoom the panels together
     fig.update_yaxes(title_text="clips", col=1)
     note = f"; dashed: the confidence threshold {threshold}" if threshold is not None else ""
     fig.update_layout(barmode="group", bargap=0.15, height=340 * rows + 60, autosize=True, margin=dict(t=90),
-                      title=f"Confidence per clip: positives against negatives<br><sup>a model that knows when nothing "
-                            f"visible sounds keeps the negatives to the left{note}</sup>")
+                      title=f"Confidence per clip: positives against negatives<br><sup>confidence: the top quarter of "
+                            f"the map, (cos + 1) / 2; a model that knows when nothing visible sounds keeps the negatives "
+                            f"to the left{note}</sup>")
     return fig
 
 
@@ -236,8 +237,11 @@ def class_scatter(table: pd.DataFrame, x: str, y: str, *, styles: Mapping[int, C
                                  + ("<br>%{text}" if hover_column else "") + "<extra></extra>"))
     if diagonal:
         fig.add_shape(type="line", x0=0, y0=0, x1=1, y1=1, line=dict(dash="dot", color="grey"))
-    fig.update_layout(height=520, autosize=True, title=title, xaxis_title=x, yaxis_title=y, plot_bgcolor="#f4f4f4",
-                      legend=dict(font=dict(size=11), title_text="class"), margin=dict(t=80))
+    legend_rows = math.ceil(len(styles) / 5)  # below the plot, five 170-px entries a row: no legend to scroll
+    fig.update_layout(height=480 + 30 * legend_rows, autosize=True, title=title, xaxis_title=x, yaxis_title=y,
+                      plot_bgcolor="#f4f4f4", margin=dict(t=80, b=60 + 30 * legend_rows),
+                      legend=dict(orientation="h", yanchor="top", y=-0.14, x=0, font=dict(size=11),
+                                  itemsizing="constant", entrywidth=170))
     return fig
 
 

@@ -22,20 +22,26 @@ BIAS_SYMBOLS = ("circle", "diamond", "square")
 def paired_gain_figure(gains: pd.DataFrame, *, metric: str = "test AP50",
                        title: str = "Paired gain over the NCE twin") -> go.Figure:
     """One marker per variant (rows of :func:`fnac_lab.ablate.diagnosis.paired_gains`) at its mean gain with the
-    95 % interval as error bars, one colour per ``class_bias_p``; zero dashed. Variants read top to bottom."""
+    95 % interval as error bars, one colour and shape per ``class_bias_p``, each bias a little apart within its
+    variant's row so that no marker hides another's interval; zero dashed. Variants read top to bottom."""
     fig = go.Figure()
     order = list(dict.fromkeys(gains["variant"]))
-    for k, (bias, group) in enumerate(gains.groupby("class_bias_p", sort=True)):
+    row = {v: len(order) - 1 - i for i, v in enumerate(order)}  # the first variant on top
+    groups = list(gains.groupby("class_bias_p", sort=True))
+    for k, (bias, group) in enumerate(groups):
+        offset = 0.0 if len(groups) == 1 else 0.36 * (0.5 - k / (len(groups) - 1))
         hover = [f"{v}, class_bias_p {bias:g}<br>gain {g:+.3f} [{lo:+.3f}, {hi:+.3f}], {n} seeds<br>by seed: {s}"
                  for v, g, lo, hi, n, s in zip(group["variant"], group["gain"], group["low"], group["high"],
                                                group["n"], group["gains"])]
         fig.add_trace(go.Scatter(
-            x=group["gain"], y=group["variant"], mode="markers", name=f"class_bias_p {bias:g}",
-            marker=dict(size=9, symbol=BIAS_SYMBOLS[k % len(BIAS_SYMBOLS)]), hovertext=hover, hoverinfo="text",
+            x=group["gain"], y=[row[v] + offset for v in group["variant"]], mode="markers",
+            name=f"class_bias_p {bias:g}", marker=dict(size=9, symbol=BIAS_SYMBOLS[k % len(BIAS_SYMBOLS)]),
+            hovertext=hover, hoverinfo="text",
             error_x=dict(type="data", symmetric=False, array=(group["high"] - group["gain"]).fillna(0),
                          arrayminus=(group["gain"] - group["low"]).fillna(0))))
     fig.add_vline(x=0, line_dash="dash", line_color="grey")
-    fig.update_yaxes(categoryorder="array", categoryarray=order[::-1], title_text=None)
+    fig.update_yaxes(tickmode="array", tickvals=list(row.values()), ticktext=list(row), title_text=None,
+                     range=[-0.6, len(order) - 0.4], zeroline=False, showgrid=False)
     fig.update_xaxes(title_text=f"{metric} gain (variant minus NCE twin, mean over seeds)", zeroline=False)
     fig.update_layout(height=130 + 34 * len(order), autosize=True, margin=dict(l=10, t=80),
                       title=f"{title}<br><sup>95 % Student-t intervals over paired seeds</sup>",
