@@ -209,7 +209,7 @@ def fn_ratio_figure(table: pd.DataFrame, *, paper: Mapping[int, float], other_mi
                     ) -> plt.Figure:
     """Expected FN ratio against batch size, one line per class count (``table`` from
     :func:`~fnac_lab.data.sampling.fn_ratio_table`), with the paper's VGG-Sound points and other class mixes."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     for k, group in table.groupby("n_classes"):
         ax.plot(group["batch_size"], 100 * group["fn_ratio"], marker=".", label=f"uniform, {k} classes")
     ax.scatter(list(paper), [100 * v for v in paper.values()], s=90, marker="*", color="black", zorder=5,
@@ -221,7 +221,7 @@ def fn_ratio_figure(table: pd.DataFrame, *, paper: Mapping[int, float], other_mi
     ax.set_xlabel("batch size B")
     ax.set_ylabel("false-negative ratio (%)")
     ax.set_ylim(0, 101)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the axes, off the curves
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
