@@ -34,7 +34,7 @@ demo: $(STAMP)
 	@mkdir -p $(DEMO_OUT)
 	$(PY) -m fnac_lab.papermill_engine notebooks/01_train.ipynb $(DEMO_OUT)/01_train.ipynb --log-output \
 		-p preset demo -p out_dir $(abspath $(DEMO_OUT)) -p log_epochs True
-	$(VENV)/bin/jupyter nbconvert --to html $(DEMO_OUT)/01_train.ipynb --output-dir $(DEMO_OUT)
+	$(VENV)/bin/jupyter nbconvert --to html --no-input $(DEMO_OUT)/01_train.ipynb --output-dir $(DEMO_OUT)
 	@cat $(DEMO_OUT)/scores.md
 
 # Tux Paint's real photographs and recordings (Debian packages, fetched without root into ~/.cache/fnac-lab/stamps).

@@ -145,12 +145,14 @@ def test_train_notebook_smoke(train_run):
 
 
 def test_html_export_shows_plotly_figures(train_run):
-    """``nbconvert --to html`` (as ``make demo`` runs it) keeps plotly.js inline once, ahead of every figure, and
-    one ``Plotly.newPlot`` call per figure div, waiting for the library; the page stays under 2 MB."""
+    """``nbconvert --to html --no-input`` (as ``make demo`` runs it) keeps plotly.js inline once, ahead of every
+    figure, and one ``Plotly.newPlot`` call per figure div, waiting for the library; the page stays under 2 MB and
+    shows no code, so that a reader meets the results first."""
     from nbconvert import HTMLExporter
 
     _, nb = train_run
-    body, _ = HTMLExporter().from_notebook_node(nb)
+    body, _ = HTMLExporter(exclude_input=True).from_notebook_node(nb)
+    assert "viz.setup_notebook()" not in body and "smoke = " not in body
     library = body.find("window.fnacPlotlyReady = ")
     divs = [re.search(r'id="([0-9a-f-]{36})"', tag).group(1)
             for tag in re.findall(r'<div[^>]*class="plotly-graph-div"[^>]*>', body)]
