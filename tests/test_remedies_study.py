@@ -208,3 +208,13 @@ def test_the_statements_check_the_twins_and_give_each_remedys_figures():
     broken = table.copy()
     broken.loc[broken["method"] == "debiased_nce", "warmup_nce"] += 1e-6
     assert remedies_statements(broken, epochs(table))[0].startswith("Twins: 5 of the 15 runs with a warm-up differ")
+
+
+def test_the_detection_table_gives_each_detecting_variants_last_epoch():
+    from fnac_lab.ablate.remedies import detection_markdown
+
+    table = detection_markdown(run_epochs(), 0.5)
+    h = 13  # epoch 3
+    assert (f"| 0.5 | FN elimination (k 1) | 3 | 2 | {(40 + 41) / 2 / 4032:.1%} | {(h / 40 + h / 41) / 2:.2f} "
+            f"| {200 / 4032:.2f} | {h / 200:.2f} |") in table
+    assert "| NCE |" not in table

@@ -296,11 +296,10 @@ def remedies_statements(table: pd.DataFrame, epochs: pd.DataFrame, *, class_bias
         last = detection[detection["variant"] == variant].tail(1)
         if len(last):
             d = last.iloc[0]
-            took = ("" if math.isnan(d["fn_detected_share"]) else
-                    f" took {d['fn_detected_share']:.1%} of the pairs for false negatives,")
-            chance = "" if math.isnan(d["same_class_share"]) else f" (a random pair: {d['same_class_share']:.2f})"
-            line += (f" In its last epoch ({int(d['epoch'])}) it{took} precision {d['fn_precision']:.2f}{chance}, "
-                     f"recall {d['fn_recall']:.2f}.")
+            took = "" if math.isnan(d["fn_detected_share"]) else f" {d['fn_detected_share']:.1%} of the pairs taken,"
+            chance = "" if math.isnan(d["same_class_share"]) else f" (a random pick: {d['same_class_share']:.2f})"
+            line += (f" Its detection in the last epoch ({int(d['epoch'])}):{took} precision "
+                     f"{d['fn_precision']:.2f}{chance}, recall {d['fn_recall']:.2f}.")
         own = gaps[gaps["variant"] == variant]
         if len(own) and row["gain"] < 0:
             first = own[own["gap"] < 0].head(1)
@@ -319,3 +318,17 @@ def remedies_statements(table: pd.DataFrame, epochs: pd.DataFrame, *, class_bias
                    f"at class_bias_p {class_bias_p:g}, not below zero at {unbiased:g})"
                    + (f"; still open, for want of seeds: {', '.join(still)}." if still else "."))
     return out
+
+
+def detection_markdown(epochs: pd.DataFrame, class_bias_p: float) -> str:
+    """The detecting remedies at ``class_bias_p``, per variant its last epoch's :func:`detection_by_epoch`: the
+    share of pairs detected, precision (beside a random pick's), recall, and the seeds."""
+    detection = detection_by_epoch(epochs, class_bias_p)
+    lines = [f"| `class_bias_p` | variant | epoch | seeds | pairs detected | precision | random pick's precision "
+             f"| recall |", "| --: | --- | --: | --: | --: | --: | --: | --: |"]
+    for _, last in detection.groupby("variant", sort=False).tail(1).iterrows():
+        share, chance = (("", "") if math.isnan(last["fn_detected_share"]) else
+                         (f"{last['fn_detected_share']:.1%}", f"{last['same_class_share']:.2f}"))
+        lines.append(f"| {class_bias_p:g} | {last['variant']} | {int(last['epoch'])} | {int(last['n'])} | {share} "
+                     f"| {last['fn_precision']:.2f} | {chance} | {last['fn_recall']:.2f} |")
+    return "\n".join(lines) + "\n"

@@ -10,8 +10,8 @@ from ..utils import FnacError
 
 def _cmd_remedies(args: argparse.Namespace) -> None:
     from ..ablate.effects import read_results
-    from ..ablate.remedies import (SETTING, chosen_knobs, compact_remedies, epoch_records, paired_gains,
-                                   remedies_markdown, twin_mismatches)
+    from ..ablate.remedies import (SETTING, chosen_knobs, compact_remedies, detection_markdown, epoch_records,
+                                   paired_gains, remedies_markdown, remedies_statements, twin_mismatches)
     from ..utils import atomic_write_text
 
     path = Path(args.results)
@@ -38,6 +38,10 @@ def _cmd_remedies(args: argparse.Namespace) -> None:
     if "val_ap50" in results:
         for method, variant in chosen_knobs(results).items():
             print(f"{method}: best validation AP50 with {variant}")
+    for bias in sorted(results[SETTING].unique(), reverse=True):
+        if "fn_precision" in epochs and epochs.loc[epochs[SETTING] == bias, "fn_precision"].notna().any():
+            print("\n" + detection_markdown(epochs, bias), end="")
+    print("\n" + "\n".join(f"- {line}" for line in remedies_statements(results, epochs)))
 
 
 def add_remedies_command(sub: argparse._SubParsersAction) -> None:
