@@ -151,16 +151,16 @@ def twin_mismatches(table: pd.DataFrame, epochs: pd.DataFrame) -> list[str]:
 
 
 def chosen_knobs(table: pd.DataFrame, metric: str = "val_ap50") -> dict[str, str]:
-    """For each remedy method, the variant with the best seed-mean ``metric`` (a validation score), ties to the
-    variant that comes first in the table (the grid's order)."""
+    """For each remedy method run with more than one knob, the variant with the best seed-mean ``metric`` (a
+    validation score), ties to the variant that comes first in the table (the grid's order)."""
     done = _finished(table)
     done = done[~done["method"].isin([BASELINE])]
     means = done.groupby(["method", "variant"], sort=False)[metric].mean()
-    return {method: str(group.idxmax()[1]) for method, group in means.groupby(level=0, sort=False)}
+    return {method: str(group.idxmax()[1]) for method, group in means.groupby(level=0, sort=False) if len(group) > 1}
 
 
-def _interval(low: float, high: float) -> str:
-    return "" if math.isnan(low) else f" [{low:+.3f}, {high:+.3f}]"
+def _interval(low: float, high: float, digits: int = 3) -> str:
+    return "" if math.isnan(low) else f" [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
 def remedies_markdown(gains: pd.DataFrame) -> str:
@@ -169,7 +169,8 @@ def remedies_markdown(gains: pd.DataFrame) -> str:
              "| share of the oracle mask's gain (95 % CI) |", "| --: | --- | --: | --: | --: | --- | --- | --- |"]
     for r in gains.to_dict("records"):
         marker = " **above 0**" if r["low"] > 0 else (" *below 0*" if r["high"] < 0 else "")
-        share = "" if math.isnan(r["recovered"]) else f"{r['recovered']:+.2f}{_interval(r['recovered_low'], r['recovered_high'])}"
+        share = ("" if math.isnan(r["recovered"]) else
+                 f"{r['recovered']:+.2f}{_interval(r['recovered_low'], r['recovered_high'], 2)}")
         lines.append(f"| {r[SETTING]:g} | {r['variant']} | {r['n']} | {r['NCE']:.3f} | {r['variant_score']:.3f} "
                      f"| {r['gain']:+.3f}{_interval(r['low'], r['high'])}{marker} | {r['gains'].replace(',', ', ')} "
                      f"| {share} |")
@@ -265,7 +266,7 @@ def _gain_text(row: Mapping[str, Any]) -> str:
 def _share_text(row: Mapping[str, Any]) -> str:
     if math.isnan(row["recovered"]):
         return "no share of the oracle mask's gain (no oracle runs of these seeds)"
-    return f"{row['recovered']:.2f}{_interval(row['recovered_low'], row['recovered_high'])} of the oracle mask's gain"
+    return f"{row['recovered']:.2f}{_interval(row['recovered_low'], row['recovered_high'], 2)} of the oracle mask's gain"
 
 
 def remedies_statements(table: pd.DataFrame, epochs: pd.DataFrame, *, class_bias_p: float = 0.5,
