@@ -160,29 +160,35 @@ def detection_epoch_figure(detection: pd.DataFrame, colours: Mapping[str, str], 
 def validation_gap_figure(gaps: pd.DataFrame, colours: Mapping[str, str], *, warmup_epochs: int | None = None,
                           title: str = "When in training each variant gains or loses") -> go.Figure:
     """Validation AP50 minus the NCE twin's, epoch by epoch (rows of :func:`fnac_lab.ablate.remedies.validation_gaps`):
-    one line per variant in its colour, its 95 % interval over seeds as a band; zero dashed, the warm-up's end
-    dotted."""
-    fig = go.Figure()
-    for variant in dict.fromkeys(gaps["variant"]):
+    a panel per variant (two a row, one y scale), its mean over seeds in its colour with the 95 % interval as a
+    band; zero dashed, the warm-up's end dotted."""
+    variants = list(dict.fromkeys(gaps["variant"]))
+    cols = min(2, len(variants))
+    rows = math.ceil(len(variants) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=variants, shared_yaxes=True, shared_xaxes=True,
+                        horizontal_spacing=0.05, vertical_spacing=0.5 / max(rows, 1) / 2)
+    for p, variant in enumerate(variants):
+        row, col = p // cols + 1, p % cols + 1
         own = gaps[gaps["variant"] == variant]
         colour = colours[variant]
         band = own.dropna(subset=["low", "high"])
         if len(band):
             fig.add_trace(go.Scatter(x=list(band["epoch"]) + list(band["epoch"])[::-1],
                                      y=list(band["high"]) + list(band["low"])[::-1], fill="toself", mode="none",
-                                     fillcolor=colour, opacity=0.12, hoverinfo="skip", showlegend=False,
-                                     legendgroup=variant))
-        fig.add_trace(go.Scatter(x=own["epoch"], y=own["gap"], mode="lines+markers", name=variant,
-                                 legendgroup=variant, line=dict(color=colour),
+                                     fillcolor=colour, opacity=0.2, hoverinfo="skip", showlegend=False),
+                          row=row, col=col)
+        fig.add_trace(go.Scatter(x=own["epoch"], y=own["gap"], mode="lines+markers", name=variant, showlegend=False,
+                                 line=dict(color=colour),
                                  hovertext=[f"{variant}, epoch {e}: {g:+.3f} ({n} seeds)"
                                             for e, g, n in zip(own["epoch"], own["gap"], own["n"])],
-                                 hoverinfo="text"))
-    fig.add_hline(y=0, line_dash="dash", line_color="grey")
-    if warmup_epochs:
-        fig.add_vline(x=warmup_epochs + 0.5, line_dash="dot", line_color="grey")
-    fig.update_xaxes(title_text="epoch", dtick=1)
-    fig.update_yaxes(title_text="validation AP50 minus the twin's")
-    fig.update_layout(height=460, autosize=True, margin=dict(t=90), legend=dict(orientation="h", y=-0.18,
-                      yanchor="top"), title=f"{title}<br><sup>mean over paired seeds, bands: 95 % Student-t "
-                                            f"intervals</sup>")
+                                 hoverinfo="text"), row=row, col=col)
+        fig.add_hline(y=0, line_dash="dash", line_color="grey", row=row, col=col)
+        if warmup_epochs:
+            fig.add_vline(x=warmup_epochs + 0.5, line_dash="dot", line_color="grey", row=row, col=col)
+    fig.update_xaxes(dtick=1)
+    fig.update_xaxes(title_text="epoch", row=rows)
+    fig.update_yaxes(title_text="val. AP50 minus twin's", col=1)
+    fig.update_layout(height=220 * rows + 120, autosize=True, margin=dict(t=90),
+                      title=f"{title}<br><sup>validation AP50 minus the NCE twin's in the same epoch, mean over paired "
+                            f"seeds; bands: 95 % Student-t intervals; dotted: end of the warm-up</sup>")
     return fig
