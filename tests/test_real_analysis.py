@@ -248,7 +248,7 @@ def test_a_heatmap_title_wider_than_its_figure_breaks_before_the_note():
     wide = {name: torch.from_numpy(rng.standard_normal((32, 32))) for name in analysis.MATRICES}  # 03's batches
     narrow = {name: m[:8, :8] for name, m in wide.items()}
     head = "NCE baseline (untrained), batch 0, tau 0.100, TNE mask > 0.60, FN ratio 0.81"
-    note = "each row shown as its softmax distribution"
+    note = "each row's softmax, each panel on its own scale"
     short = viz.adjacency_heatmaps(wide, softmax=True, suptitle="FNAC, batch 0")
     assert short._suptitle.get_text() == f"FNAC, batch 0: {note}"
     two = viz.adjacency_heatmaps(wide, softmax=True, suptitle=head)

@@ -71,12 +71,19 @@ def test_matplotlib_figures_fit_the_output_area():
         assert width * fig.dpi <= OUTPUT_AREA_PX
 
 
-def test_adjacency_panels_share_one_colour_scale_and_hover_both_classes():
-    fig = viz.plotly_adjacency(matrices(), same_class=torch.eye(8, dtype=torch.bool), labels=[f"c{i}" for i in range(8)])
+def test_adjacency_panels_each_have_their_own_colour_scale_over_the_off_diagonal_pairs():
+    mats = matrices()
+    fig = viz.plotly_adjacency(mats, same_class=torch.eye(8, dtype=torch.bool), labels=[f"c{i}" for i in range(8)])
     heatmaps = [t for t in fig.data if t.type == "heatmap"]
-    assert len(heatmaps) == 4 and {t.coloraxis for t in heatmaps} == {"coloraxis"}
-    assert all(t.showscale is None for t in heatmaps) and fig.layout.coloraxis.colorbar.title.text
+    assert [t.coloraxis for t in heatmaps] == ["coloraxis", "coloraxis2", "coloraxis3", "coloraxis4"]
+    for trace, m in zip(heatmaps, mats.values()):
+        off = m.numpy()[~np.eye(8, dtype=bool)]
+        axis = fig.layout[trace.coloraxis]
+        assert (axis.cmin, axis.cmax) == pytest.approx((off.min(), off.max())) and axis.colorbar.title.text
+    assert len({round(fig.layout[t.coloraxis].colorbar.x, 3) for t in heatmaps}) == 2  # a bar beside each column
     assert heatmaps[0].text[2][5] == "row b 2: c2<br>column k 5: c5"
+    marks = [t for t in fig.data if t.name == "same-class pair"]
+    assert marks and all(t.marker.color == "#d62728" for t in marks)
 
 
 def test_builtin_classes_are_drawn_in_their_own_colours_and_shapes():

@@ -20,25 +20,32 @@ from .styles import MATRIX_TITLES, ClassStyle, as_numpy, class_marker, class_sty
 
 def plotly_adjacency(matrices: Mapping[str, Any], *, same_class=None, labels: Sequence[str] | None = None,
                      softmax: bool = False, title: str | None = None) -> go.Figure:
-    """Interactive heatmaps of ``[B, B]`` matrices on one shared colour scale with one colour bar (they show the
-    same quantity: similarity / tau, or with ``softmax`` each row's softmax); hover names both members and their
-    classes (``labels``); same-class pairs marked; two panels a row beyond three."""
+    """Interactive heatmaps of ``[B, B]`` matrices (similarity / tau, or with ``softmax`` each row's softmax), each
+    panel on its own colour scale with its own colour bar: the matrices compare different similarities (audio,
+    frame-mean visual, cross-modal, foreground), whose ranges differ, and one shared scale leaves some panels a
+    single colour. Each scale spans the panel's off-diagonal pairs (the diagonal, a clip with itself, would
+    stretch it), values beyond it drawn at its ends. Hover names both members and their classes (``labels``);
+    same-class pairs outlined in red; two panels a row beyond three."""
     names = list(matrices)
     cols = len(names) if len(names) <= 3 else 2
     rows = math.ceil(len(names) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[MATRIX_TITLES.get(n, n) for n in names],
-                        horizontal_spacing=0.08, vertical_spacing=0.1)
+                        horizontal_spacing=0.16, vertical_spacing=0.12)
     b = as_numpy(matrices[names[0]]).shape[0]
     text = None
     if labels is not None:
         text = [[f"row b {i}: {labels[i]}<br>column k {j}: {labels[j]}" for j in range(b)] for i in range(b)]
     mask = as_numpy(same_class) if same_class is not None else None
+    off_diagonal = ~np.eye(b, dtype=bool)
+    scale = "row softmax" if softmax else "similarity / tau"
     for p, name in enumerate(names):
         row, col = p // cols + 1, p % cols + 1
         m = torch.as_tensor(as_numpy(matrices[name]), dtype=torch.float64)
         if softmax:
             m = m.softmax(dim=1)
-        fig.add_trace(go.Heatmap(z=m.numpy(), coloraxis="coloraxis", text=text, name=MATRIX_TITLES.get(name, name),
+        z = m.numpy()
+        axis = f"coloraxis{p + 1 if p else ''}"
+        fig.add_trace(go.Heatmap(z=z, coloraxis=axis, text=text, name=MATRIX_TITLES.get(name, name),
                                  hovertemplate=("%{text}<br>" if text else "b %{y}, k %{x}<br>")
                                  + "value %{z:.3f}<extra>%{fullData.name}</extra>"),
                       row=row, col=col)
@@ -46,15 +53,24 @@ def plotly_adjacency(matrices: Mapping[str, Any], *, same_class=None, labels: Se
             ii, jj = np.nonzero(mask)
             fig.add_trace(go.Scatter(x=jj, y=ii, mode="markers", name="same-class pair", showlegend=p == 0,
                                      legendgroup="same", hoverinfo="skip",
-                                     marker=dict(symbol="square-open", color="white", size=max(3, 240 // b))),
+                                     marker=dict(symbol="square-open", color="#d62728", size=max(4, 300 // b),
+                                                 line=dict(width=1.5))),
                           row=row, col=col)
         fig.update_yaxes(autorange="reversed", scaleanchor=f"x{p + 1 if p else ''}", constrain="domain", row=row,
-                         col=col)
+                         col=col, title_text="b (image)" if name == "cross" else "b", title_standoff=2)
+        fig.update_xaxes(title_text="k (audio)" if name == "cross" else "k", title_standoff=2, row=row, col=col)
+        x_domain = fig.layout[f"xaxis{p + 1 if p else ''}"].domain
+        y_domain = fig.layout[f"yaxis{p + 1 if p else ''}"].domain
+        values = z[off_diagonal] if b > 1 else z.ravel()
+        fig.layout[axis] = dict(colorscale="Viridis", cmin=float(values.min()), cmax=float(values.max()),
+                                colorbar=dict(x=x_domain[1] + 0.01, xanchor="left", y=sum(y_domain) / 2,
+                                              len=(y_domain[1] - y_domain[0]) * 0.95, thickness=12,
+                                              title=dict(text=scale, side="right")))
     fig.update_xaxes(constrain="domain")
-    scale = "row softmax" if softmax else "similarity / tau"
-    fig.update_layout(height=380 * rows + 60, title=title, margin=dict(t=80, l=30, r=30, b=40), autosize=True,
-                      coloraxis=dict(colorscale="Viridis", colorbar=dict(title=dict(text=scale, side="right"))),
-                      legend=dict(orientation="h", y=-0.02, yanchor="top", bgcolor="#e5ecf6"))
+    fig.update_layout(height=400 * rows + 70, margin=dict(t=90, l=30, r=30, b=40), autosize=True,
+                      title=f"{title or ''}<br><sup>each panel on its own colour scale (its bar beside it), spanning "
+                            f"its off-diagonal pairs</sup>",
+                      legend=dict(orientation="h", y=-0.02, yanchor="top"))
     return fig
 
 

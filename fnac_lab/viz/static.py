@@ -24,7 +24,8 @@ from .styles import MAP_CMAP, MATRIX_TITLES, MAX_FIGURE_INCHES, as_numpy, panel_
 
 def adjacency_heatmaps(matrices: Mapping[str, Any], *, same_class=None, titles: Mapping[str, str] | None = None,
                        softmax: bool = False, cell_inches: float = 0.06, suptitle: str | None = None) -> plt.Figure:
-    """Seaborn heatmaps of ``[B, B]`` matrices, each with its colour bar, side by side or wrapped onto rows (at
+    """Seaborn heatmaps of ``[B, B]`` matrices, each on its own colour scale with its colour bar (the title says
+    so), side by side or wrapped onto rows (at
     most :data:`MAX_FIGURE_INCHES` wide); same-class off-diagonal pairs (the false negatives) outlined in white.
     With ``softmax`` each row is shown as its softmax distribution (what FNAC compares). ``titles`` overrides
     panel titles (default: :data:`MATRIX_TITLES`, else the key). A ``suptitle`` too wide for the figure puts the
@@ -49,7 +50,8 @@ def adjacency_heatmaps(matrices: Mapping[str, Any], *, same_class=None, titles: 
         ax.set_title({**MATRIX_TITLES, **(titles or {})}.get(name, name), fontsize=10)
         ax.set_xlabel("k (audio)" if name == "cross" else "k")
         ax.set_ylabel("b (image)" if name == "cross" else "b")
-    note = "each row shown as its softmax distribution" if softmax else "logit scale (similarity / tau)"
+    note = ("each row's softmax" if softmax else "similarity / tau") + (", each panel on its own scale"
+                                                                        if len(names) > 1 else "")
     heading = fig.suptitle(f"{suptitle}: {note}" if suptitle else note, fontsize=11)
     if suptitle:
         _fit_title(fig, heading, f"{suptitle}:", note)
