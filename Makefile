@@ -46,11 +46,16 @@ stamps: $(STAMP)
 stamps-benchmark: stamps
 	$(VENV)/bin/fnac-lab stamps build --prepare $(STAMPS_ARGS)
 
-# Closing a notebook's tab shuts its kernel down (JupyterLab's default settings in notebooks/lab-settings/), and a
-# kernel no tab is connected to is shut down after 10 idle minutes (a closed browser).
+# The lab's server settings are committed in notebooks/lab-settings/: closing a notebook's tab shuts its kernel down
+# (overrides.json, JupyterLab's default settings), a kernel no tab is connected to is shut down after 10 idle
+# minutes (a closed browser), and the server logs warnings only (jupyter_server_config.py). The notebooks are
+# marked trusted, and their runs go to runs/ at the root (FNAC_LAB_RUNS), outside the notebooks' folder.
+LAB_IP ?= localhost
+LAB_PORT ?= 8888
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/ --LabApp.app_settings_dir=notebooks/lab-settings \
-		--MappingKernelManager.cull_idle_timeout=600 --MappingKernelManager.cull_interval=60 \
+	@$(VENV)/bin/jupyter trust notebooks/*.ipynb >/dev/null
+	FNAC_LAB_RUNS=$(abspath runs) $(VENV)/bin/jupyter lab notebooks/ \
+		--config=notebooks/lab-settings/jupyter_server_config.py --ip=$(LAB_IP) --port=$(LAB_PORT) \
 		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:

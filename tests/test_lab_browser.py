@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 VIEWPORT = {"width": 1280, "height": 900}
 RUN_TIMEOUT_MS = 150_000
+#: The server settings ``make lab`` starts JupyterLab with.
+LAB_CONFIG = REPO / "notebooks" / "lab-settings" / "jupyter_server_config.py"
 #: User settings of the lab under test: every cell attached to the page (figures measurable when scrolled
 #: away), the notebook's kernel started without asking, no news or update checks.
 LAB_SETTINGS = {
@@ -103,7 +105,7 @@ def lab(sync_api, tmp_path_factory):
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     cmd = [str(Path(sys.executable).with_name("jupyter")), "lab", "--no-browser", "--ip=127.0.0.1",
            f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
-           "--ServerApp.port_retries=0", f"--LabApp.app_settings_dir={REPO / 'notebooks' / 'lab-settings'}"]
+           "--ServerApp.port_retries=0", f"--config={LAB_CONFIG}"]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
     log = (root / "server.log").open("w")

@@ -285,3 +285,26 @@ def test_notebooks_define_no_functions():
              for i, cell in enumerate(nbformat.read(NOTEBOOKS / name, as_version=4).cells) if cell.cell_type == "code"
              for what in definitions(cell.source)]
     assert not found, "move these into fnac_lab, each with a unit test: " + "; ".join(found)
+
+
+def test_the_lab_is_configured_to_shut_idle_and_closed_kernels_down_and_write_runs_outside_the_notebooks(
+        monkeypatch):
+    """``make lab``'s committed settings, read as the server reads them: kernels culled, the lab's defaults beside
+    the config, only warnings logged; the notebooks' runs go to ``$FNAC_LAB_RUNS``."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    from fnac_lab.analysis import runs_root, shared_run_dir
+
+    folder = NOTEBOOKS / "lab-settings"
+    config = PyFileConfigLoader("jupyter_server_config.py", path=str(folder)).load_config()
+    assert config.MappingKernelManager.cull_idle_timeout == 600 and config.MappingKernelManager.cull_interval == 60
+    assert Path(config.LabApp.app_settings_dir) == folder.resolve() and config.ServerApp.log_level == "WARN"
+    overrides = json.loads((folder / "overrides.json").read_text())
+    assert overrides["@jupyterlab/notebook-extension:tracker"]["kernelShutdown"] is True
+    makefile = (REPO / "Makefile").read_text()
+    assert "--config=notebooks/lab-settings/jupyter_server_config.py" in makefile
+    assert "FNAC_LAB_RUNS=$(abspath runs)" in makefile and "--port=$(LAB_PORT)" in makefile
+    monkeypatch.delenv("FNAC_LAB_RUNS", raising=False)
+    assert runs_root() == Path.cwd() / "runs"
+    monkeypatch.setenv("FNAC_LAB_RUNS", "/somewhere/runs")
+    assert runs_root() == Path("/somewhere/runs") and shared_run_dir("demo") == Path("/somewhere/runs/analysis-demo")

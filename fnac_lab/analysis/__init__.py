@@ -17,7 +17,7 @@ from .retrieval import (INTRA_MODAL, PairRetrieval, intramodal_retrieval, pair_p
 from .runs import (PEAK_OUTCOMES, REAL_PEAK_OUTCOMES, UNTRAINED, ModelPair, best_worst, class_count,
                    configured_run_folder, describe_data, evaluation_split, has_distractors, load_or_train_model_pair,
                    localise, nce_twin, notebook_config, peak_kinds, peak_on_ground_truth, peak_outcome, peak_outcomes,
-                   run_folder, sample_table, seed_list, shared_run_dir)
+                   run_folder, runs_root, sample_table, seed_list, shared_run_dir)
 from .real_pair import RealStamps, real_false_negative, spectral_centroid
 from .toy import labelled_table, toy_frame, unit_vector
 
@@ -29,7 +29,7 @@ __all__ = ["expected_false_negative_ratio", "false_negative_ratio", "fn_ratio_ta
            "write_report", "INTRA_MODAL", "PairRetrieval", "intramodal_retrieval", "pair_precision_recall",
            "pair_scores", "same_class_softmax_mass", "PEAK_OUTCOMES", "ModelPair",
            "best_worst", "evaluation_split", "load_or_train_model_pair", "localise", "nce_twin", "notebook_config", "run_folder",
-           "peak_outcome", "seed_list", "shared_run_dir", "REAL_PEAK_OUTCOMES", "UNTRAINED", "class_count", "configured_run_folder",
+           "peak_outcome", "seed_list", "shared_run_dir", "runs_root", "REAL_PEAK_OUTCOMES", "UNTRAINED", "class_count", "configured_run_folder",
            "describe_data", "has_distractors", "peak_kinds", "peak_on_ground_truth", "peak_outcomes", "sample_table", "SETS", "ExampleRows", "confidence_table",
            "extended_examples", "extended_table", "localise_with_negatives", "negatives_split", "no_negatives_reason",
            "RealStamps", "real_false_negative", "spectral_centroid"]

@@ -3,6 +3,7 @@ models (from checkpoints, a training folder, or trained on demand), and per-samp
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -190,11 +191,22 @@ def load_or_train_model_pair(*, checkpoint: str | Path | None = None, baseline_c
     return ModelPair(models=models, cfg=cfg, source=f"the {preset_name!r} preset and its NCE twin, {how} {out_dir}")
 
 
+#: The environment variable that names the folder the notebooks write their runs into (``make lab`` sets it to
+#: ``runs/`` at the repository's root, outside the notebooks' folder).
+RUNS_VARIABLE = "FNAC_LAB_RUNS"
+
+
+def runs_root() -> Path:
+    """Where the notebooks write their runs by default: ``$FNAC_LAB_RUNS`` when set, else ``runs`` under the
+    working directory (a notebook's kernel starts in the notebook's folder)."""
+    value = os.environ.get(RUNS_VARIABLE)
+    return Path(value).expanduser() if value else Path.cwd() / "runs"
+
+
 def shared_run_dir(preset_name: str, root: str | Path | None = None) -> Path:
-    """The default training folder of the analysis notebooks (03, 04, 05) for a preset: ``runs/analysis-<preset>``
-    under ``root`` (default: the working directory), so that the first notebook trains the pair and the next ones
-    reuse it."""
-    return Path(root if root is not None else Path.cwd()) / "runs" / f"analysis-{preset_name}"
+    """The default training folder of the analysis notebooks (03, 04, 05) for a preset: ``analysis-<preset>`` in
+    ``root`` (default: :func:`runs_root`), so that the first notebook trains the pair and the next ones reuse it."""
+    return Path(root if root is not None else runs_root()) / f"analysis-{preset_name}"
 
 
 def localise(model: Localiser, dataset, *, batch_size: int = 64, device: torch.device | str = "cpu",
