@@ -98,7 +98,7 @@ def test_explorer_draws_the_batch_adjacency_of_the_chosen_batch(soft, as_softmax
         outlined = sorted(map(tuple, np.asarray(ax.collections[-1].get_offsets())))
         assert outlined == [(0.5, 1.5), (1.5, 0.5)]  # the two members of class 3, both ways round
     title = fig._suptitle.get_text()
-    assert title.startswith(f"FNAC, batch 1, tau 0.100, TNE mask {'soft' if soft else '> 0.50'}, FN ratio 0.50")
+    assert title.startswith(f"FNAC, batch 1, tau 0.1, TNE mask {'soft' if soft else '> 0.50'}, FN ratio 0.50")
     plt.close(fig)
 
 
@@ -118,11 +118,13 @@ def test_explorer_callback_works_as_an_interactive_widget():
     assert [w._kwarg for w in ui.kwargs_widgets] == ["model", "batch", "tau", "threshold", "soft", "as_softmax"]
     assert ui.result is None
     titles = [plt.figure(n)._suptitle.get_text() for n in plt.get_fignums()]
-    assert len(titles) == 1 and titles[0].startswith("FNAC, batch 1, tau 0.100, TNE mask > 0.60, FN ratio 1.00")
+    assert len(titles) == 1 and titles[0].startswith("FNAC, batch 1, tau 0.1, TNE mask > 0.60, FN ratio 1.00")
     ui.kwargs_widgets[1].value = 0
     ui.kwargs_widgets[4].value = True
     titles = [plt.figure(n)._suptitle.get_text() for n in plt.get_fignums()]
-    assert titles[-1].startswith("FNAC, batch 0, tau 0.100, TNE mask soft, FN ratio 0.00")
+    assert titles[-1].startswith("FNAC, batch 0, tau 0.1, TNE mask soft, FN ratio 0.00")
+    ui.kwargs_widgets[2].value = 10 ** -2.5  # the title gives tau as the slider's ".3g" readout does
+    assert plt.figure(plt.get_fignums()[-1])._suptitle.get_text().startswith("FNAC, batch 0, tau 0.00316, ")
     plt.close("all")
 
 

@@ -34,7 +34,7 @@ class AdjacencyExplorer:
                                  tne_threshold=None if soft else threshold)
         mask = "soft" if soft else f"> {threshold:.2f}"
         return adjacency_heatmaps(adj.matrices(), same_class=same_class_mask(self.labels[batch]), softmax=as_softmax,
-                                  suptitle=f"{model}, batch {batch}, tau {tau:.3f}, TNE mask {mask}, "
+                                  suptitle=f"{model}, batch {batch}, tau {tau:.3g}, TNE mask {mask}, "
                                            f"FN ratio {false_negative_ratio(self.labels[batch]):.2f}")
 
     def show(self, *, model: str, batch: int, tau: float, threshold: float, soft: bool, as_softmax: bool) -> None:
