@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -247,3 +248,14 @@ def test_same_class_retrieval_figure_draws_the_curves_and_masses_given():
     assert [t.get_text() for t in bars.get_xticklabels()] == list(analysis.INTRA_MODAL)
     assert fig.get_size_inches()[0] * fig.dpi <= 950
     plt.close(fig)
+
+
+def test_model_comparison_says_which_model_scores_higher_and_whether_they_trained():
+    table = pd.DataFrame({"audio": [0.61, 0.5], "visual": [0.2, 0.25]}, index=["FNAC", "NCE baseline"])
+    lines = analysis.model_comparison(table, what="AP", columns={"audio": "audio", "visual": "visual"}, chance=0.125)
+    assert lines == ["audio: AP 0.610 for FNAC against 0.500 for NCE baseline, FNAC higher by 0.110 (chance 0.125).",
+                     "visual: AP 0.200 for FNAC against 0.250 for NCE baseline, FNAC lower by 0.050 (chance 0.125)."]
+    untrained = table.rename(index=lambda m: m + " (untrained)")
+    assert analysis.model_comparison(untrained)[-1].startswith("FNAC (untrained) and NCE baseline (untrained) are "
+                                                               "untrained")
+    assert analysis.untrained_note(["FNAC"]) is None

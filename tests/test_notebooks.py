@@ -185,11 +185,19 @@ def test_analysis_notebooks_smoke_on_the_trained_run(train_run, workdir, name):
         assert sum("Plotly.newPlot" in h for h in outputs(nb, "text/html")) >= 2
     if name.startswith("04"):
         assert "nearest-neighbour class accuracy over 64 samples" in text
+    conclusion = [o["data"]["text/markdown"] for o in nb.cells[-1].outputs if "text/markdown" in o.get("data", {})]
+    assert len(conclusion) == 1 and "untrained" not in conclusion[0]  # the notebook ends with its conclusion
+    if name.startswith("05"):
+        assert f"- AP50: {report['ap50']:.3f} for FNAC against {report['baseline']['ap50']:.3f} for NCE baseline" \
+            in conclusion[0]
 
 
 def test_analysis_notebook_smoke_without_checkpoints(workdir):
     nb = execute("03_false_negative_explorer.ipynb", workdir)
     assert "fresh, untrained models of the smoke preset" in "\n".join(outputs(nb, "text/plain"))
+    conclusion = outputs(nb, "text/markdown")[-1]
+    assert conclusion.endswith("FNAC (untrained) and NCE baseline (untrained) are untrained (smoke mode): these numbers "
+                               "compare random initialisations, not what the methods learn.")
 
 
 def test_ablation_notebook_smoke(workdir):

@@ -2,9 +2,11 @@
 similarity finds the same-class pairs (:mod:`.retrieval`), embeddings (:mod:`.embeddings`), the models and
 localisations a notebook looks at (:mod:`.runs`), the report of a run against its NCE twin (:mod:`.report`), the
 extended protocol's negatives beside the positives (:mod:`.extended`), and the tutorial's toy embeddings and
-labelled tables (:mod:`.toy`) and its real false negative (:mod:`.real_pair`)."""
+labelled tables (:mod:`.toy`) and its real false negative (:mod:`.real_pair`); the analysis notebooks' closing
+sentences (:mod:`.conclusions`)."""
 
 from ..data.sampling import expected_false_negative_ratio, false_negative_ratio, fn_ratio_table
+from .conclusions import model_comparison, untrained_note
 from .adjacency import (MATRICES, batch_adjacency, descend_logits, embed_batch, embedded_adjacency,
                         idealised_embeddings, same_class_mask)
 from .embeddings import collect_embeddings, nearest_neighbour_accuracy, umap_projection
@@ -32,4 +34,4 @@ __all__ = ["expected_false_negative_ratio", "false_negative_ratio", "fn_ratio_ta
            "peak_outcome", "seed_list", "shared_run_dir", "runs_root", "REAL_PEAK_OUTCOMES", "UNTRAINED", "class_count", "configured_run_folder",
            "describe_data", "has_distractors", "peak_kinds", "peak_on_ground_truth", "peak_outcomes", "sample_table", "SETS", "ExampleRows", "confidence_table",
            "extended_examples", "extended_table", "localise_with_negatives", "negatives_split", "no_negatives_reason",
-           "RealStamps", "real_false_negative", "spectral_centroid"]
+           "RealStamps", "real_false_negative", "spectral_centroid", "model_comparison", "untrained_note"]
