@@ -29,7 +29,7 @@ import os
 import queue
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -189,9 +189,22 @@ def _run_points(grid: Grid, out: Path, *, jobs: int, devices: Sequence[str] | No
 
     outcomes: list[PointOutcome] = []
     pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    # The bar counts points as they finish, in any order; until the first one has, it shows the time elapsed and
+    # how many points run at once, not a rate it cannot know yet.
+    bar = tqdm(total=len(points), desc="grid points", disable=not progress,
+               postfix=f"{min(len(points), max(1, jobs))} at once",
+               bar_format="{desc}: {n_fmt}/{total_fmt} finished |{bar}| {elapsed} elapsed, {remaining} left{postfix}")
     try:
-        for outcome in tqdm(pool.map(work, points), total=len(points), desc="grid points", disable=not progress):
-            outcomes.append(outcome)
+        pending = {pool.submit(work, point) for point in points}
+        while pending:
+            done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            outcomes.extend(future.result() for future in done)
+            if done:
+                bar.update(len(done))
+            else:
+                bar.refresh()  # the elapsed time moves on while points run
+        order = {point.name: i for i, point in enumerate(points)}
+        outcomes.sort(key=lambda o: order[o.point.name])
     except KeyboardInterrupt as exc:
         # Ctrl-C reaches the running kernels too (one process group): they stop, no new point starts, and
         # results.csv records what finished; rerunning the command skips those points. SIGTERM is passed on.
@@ -200,6 +213,8 @@ def _run_points(grid: Grid, out: Path, *, jobs: int, devices: Sequence[str] | No
         pool.shutdown(wait=True, cancel_futures=True)
         collect_results(grid, out, outcomes)
         raise
+    finally:
+        bar.close()
     pool.shutdown()
     results = collect_results(grid, out, outcomes)
     return GridRun(results=results, outcomes=outcomes, out_dir=out)
