@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from fnac_lab.ablate.remedies import (ORACLE_MASK, chosen_knobs, compact_remedies, detection_by_epoch, goal_verdicts,
+from fnac_lab.ablate.remedies import (ORACLE_MASK, chosen_knobs, compact_remedies, detection_by_epoch, goal_verdicts, with_detection,
                                       paired_gains, recovered_share, remedies_markdown, remedies_statements,
                                       twin_mismatches, validation_gaps, variant_name)
 
@@ -217,3 +217,17 @@ def test_the_detection_table_gives_each_detecting_variants_last_epoch():
     assert (f"| 0.5 | FN elimination (k 1) | 3 | 2 | {(40 + 41) / 2 / 4032:.1%} | {(h / 40 + h / 41) / 2:.2f} "
             f"| {200 / 4032:.2f} | {h / 200:.2f} |") in table
     assert "| NCE |" not in table
+
+
+def test_the_compact_table_carries_each_runs_last_epoch_detection():
+    table = results()
+    rows = epochs(table).assign(fn_precision=float("nan"), fn_recall=float("nan"), fn_detected_share=float("nan"))
+    k1 = [{"variant": "FN elimination (k 1)", "class_bias_p": 0.5, "seed": s, "epoch": e, "nce": 1.0,
+           "fn_precision": 0.1 * e, "fn_recall": 0.01 * e, "fn_detected_share": 0.001 * e} for s in SEEDS for e in (3, 1, 2)]
+    compact = with_detection(table, pd.concat([rows, pd.DataFrame(k1)], ignore_index=True))
+    detecting = compact[compact["variant"] == "FN elimination (k 1)"]
+    assert len(compact) == len(table) and (detecting["fn_precision"] == 0.1 * 3).all()
+    assert (detecting["fn_detected_share"] == 0.001 * 3).all() and (detecting["fn_recall"] == 0.01 * 3).all()
+    assert compact.loc[compact["variant"] == "NCE", "fn_precision"].isna().all()
+    again = with_detection(compact, pd.concat([rows, pd.DataFrame(k1)], ignore_index=True))  # a committed csv
+    pd.testing.assert_frame_equal(again, compact)

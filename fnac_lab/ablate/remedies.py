@@ -31,9 +31,11 @@ NCE = METHODS[BASELINE].label
 ORACLE_MASK = f"{NCE} + oracle mask"
 #: The grid's option that makes NCE the oracle-mask bound.
 MASK_OPTION = f"{BASELINE}.nce_fn_mask"
-#: The columns of a compact remedies table, before each method's option columns (``method.option``).
+#: The columns of a compact remedies table, before each method's option columns (``method.option``); the detection
+#: columns are the run's last epoch's (:func:`with_detection`).
 REMEDY_COLUMNS = ("variant", "method", SETTING, SEED, "warmup_epochs", "ap50", "mean_ciou", "auc", "val_ap50", "best_epoch",
-                  *EFFECT_FN_AUROC, "fn_auroc_cross", "warmup_nce", "fn_ratio", "train_seconds", "status")
+                  *EFFECT_FN_AUROC, "fn_auroc_cross", "warmup_nce", "fn_ratio", "fn_precision", "fn_recall",
+                  "fn_detected_share", "train_seconds", "status")
 #: The columns of the epochs table (one row per run and epoch); ``fn_precision``, ``fn_recall`` and
 #: ``fn_detected_share`` are the detecting remedies' detection against the batches' same-class pairs (empty for the
 #: others).
@@ -333,3 +335,15 @@ def detection_markdown(epochs: pd.DataFrame, class_bias_p: float) -> str:
         lines.append(f"| {class_bias_p:g} | {last['variant']} | {int(last['epoch'])} | {int(last['n'])} | {share} "
                      f"| {last['fn_precision']:.2f} | {chance} | {last['fn_recall']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def with_detection(table: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """:func:`compact_remedies` of ``table`` with each run's detection in its last epoch (``fn_precision``,
+    ``fn_recall``, ``fn_detected_share`` from ``epochs``; empty for the runs that detect nothing)."""
+    keys = ["variant", SETTING, SEED]
+    columns = [c for c in ("fn_precision", "fn_recall", "fn_detected_share") if c in epochs]
+    last = epochs.sort_values("epoch").groupby(keys, sort=False).tail(1)[keys + columns]
+    compact = compact_remedies(table)
+    merged = compact.drop(columns=[c for c in columns if c in compact]).merge(last, on=keys, how="left",
+                                                                               validate="one_to_one")
+    return merged[[c for c in (*REMEDY_COLUMNS, *_option_columns(merged)) if c in merged]]

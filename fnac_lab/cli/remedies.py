@@ -10,8 +10,9 @@ from ..utils import FnacError
 
 def _cmd_remedies(args: argparse.Namespace) -> None:
     from ..ablate.effects import read_results
-    from ..ablate.remedies import (SETTING, chosen_knobs, compact_remedies, detection_markdown, epoch_records,
-                                   paired_gains, remedies_markdown, remedies_statements, twin_mismatches)
+    from ..ablate.remedies import (SETTING, chosen_knobs, detection_markdown, epoch_records,
+                                   paired_gains, remedies_markdown, remedies_statements, twin_mismatches,
+                                   with_detection)
     from ..utils import atomic_write_text
 
     path = Path(args.results)
@@ -31,7 +32,7 @@ def _cmd_remedies(args: argparse.Namespace) -> None:
     if mismatches:
         raise FnacError(f"{path}: {len(mismatches)} runs are not twins of their NCE run; first: {mismatches[0]}")
     if args.write:
-        atomic_write_text(args.write, compact_remedies(results).to_csv(index=False))
+        atomic_write_text(args.write, with_detection(results, epochs).to_csv(index=False))
     if args.write_epochs:
         atomic_write_text(args.write_epochs, epochs.to_csv(index=False))
     print(remedies_markdown(paired_gains(results)), end="")
@@ -47,7 +48,7 @@ def _cmd_remedies(args: argparse.Namespace) -> None:
 def add_remedies_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("remedies", help="the label-free remedies against their NCE twins, paired by seed")
     p.add_argument("results", help="output folder or results.csv of data/grids/fn_remedies*.yaml, or its committed csv")
-    p.add_argument("--write", metavar="CSV", help="also write the compact results (one row per run) to this file")
+    p.add_argument("--write", metavar="CSV", help="also write the compact results (one row per run, with its last epoch's detection) to this file")
     p.add_argument("--write-epochs", metavar="CSV",
                    help="also write every run's epochs (scores, detection precision and recall)")
     p.add_argument("--epochs", metavar="CSV", help="the runs' epochs, for a committed csv (no run folders)")
