@@ -286,8 +286,8 @@ def remedies_statements(table: pd.DataFrame, epochs: pd.DataFrame, *, class_bias
            f"exactly as its NCE twin (warm-up NCE equal to the last digit)."]
     bounds = gains[(gains[SETTING] == class_bias_p) & ~gains.index.isin(_label_free(gains).index)]
     for row in bounds.to_dict("records"):
-        out.append(f"Bound with the labels, {row['variant']}, at class_bias_p {class_bias_p:g}: test AP50 "
-                   f"{_gain_text(row)} over the NCE twin.")
+        out.append(f"Bound with the labels, {row['variant']}, at class_bias_p {class_bias_p:g}: test AP50 gain over "
+                   f"the NCE twin {_gain_text(row)}.")
     detection = detection_by_epoch(epochs, class_bias_p)
     gaps = validation_gaps(epochs, class_bias_p)
     for variant, row in _label_free(gains[gains[SETTING] == class_bias_p]).set_index("variant").iterrows():
@@ -317,8 +317,8 @@ def remedies_statements(table: pd.DataFrame, epochs: pd.DataFrame, *, class_bias
         out.append(f"Goal met (gain interval above zero over {MAIN_SEEDS} or more seeds at class_bias_p "
                    f"{class_bias_p:g}, not below zero at {unbiased:g}): {', '.join(met)}.")
     else:
-        out.append(f"Goal met by no label-free remedy so far (gain interval above zero over {MAIN_SEEDS} or more seeds "
-                   f"at class_bias_p {class_bias_p:g}, not below zero at {unbiased:g})"
+        out.append(f"Goal met by no label-free remedy{' so far' if still else ''} (gain interval above zero over "
+                   f"{MAIN_SEEDS} or more seeds at class_bias_p {class_bias_p:g}, not below zero at {unbiased:g})"
                    + (f"; still open, for want of seeds: {', '.join(still)}." if still else "."))
     return out
 
