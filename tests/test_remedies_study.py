@@ -250,3 +250,23 @@ def test_the_committed_study_holds_twins_and_the_readme_shows_its_tables_and_sen
     assert all(f"- {line}" in readme for line in remedies_statements(table, study_epochs))
     done = table[(table["status"] == "finished") & (table["variant"] == "NCE") & (table["class_bias_p"] == 0.5)]
     assert f"same-class AUROC {done['fn_auroc_cross'].mean():.2f} for the twins" in readme
+
+
+def test_the_tutorials_conclusion_quotes_the_committed_study():
+    import json
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    gains = paired_gains(pd.read_csv(repo / "data" / "results" / "fn_remedies.csv"))
+    gains = gains[gains["class_bias_p"] == 0.5].set_index("method")
+    cells = json.loads((repo / "notebooks" / "00_false_negatives_tutorial.ipynb").read_text())["cells"]
+    text = " ".join("".join(cells[-1]["source"]).split())
+    for method, sign in (("supcon_oracle", 1), ("fn_elimination", 1), ("debiased_nce", 1), ("fn_attraction", -1),
+                         ("hard_negative_nce", -1)):
+        g = gains.loc[method]
+        if sign > 0:
+            quoted = f"{g['gain']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}]"
+        else:  # quoted as a cost
+            quoted = f"costs {-g['gain']:.2f} [{-g['high']:.2f}, {-g['low']:.2f}]".replace("[-0.00", "[0.00")
+            quoted = quoted if -g["high"] >= 0 else f"costs {-g['gain']:.2f} [{-g['high']:+.2f}, {-g['low']:+.2f}]"
+        assert quoted in text, (method, quoted)
