@@ -160,19 +160,21 @@ def _interval(r: Mapping[str, Any]) -> str:
     return f"{r['gain']:+.3f}{interval}{marker}"
 
 
-def diagnosis_markdown(gains: pd.DataFrame) -> str:
-    """The README table of :func:`paired_gains`: one row per class bias and variant."""
-    lines = ["| `class_bias_p` | variant | seeds | NCE AP50 | variant AP50 | gain (95 % CI) | gain by seed "
-             "| AUROC audio | AUROC visual | AUROC cross-modal |",
-             "| --: | --- | --: | --: | --: | --- | --- | --: | --: | --: |"]
+def diagnosis_markdown(gains: pd.DataFrame, *, by_seed: bool = True) -> str:
+    """The README table of :func:`paired_gains`: one row per class bias and variant; without ``by_seed`` the
+    gains seed by seed are left out (narrow enough for a notebook's output area; its figure's hover has them)."""
+    seed_head, seed_rule = (" gain by seed |", " --- |") if by_seed else ("", "")
+    lines = [f"| `class_bias_p` | variant | seeds | NCE AP50 | variant AP50 | gain (95 % CI) |{seed_head}"
+             " AUROC audio | AUROC visual | AUROC cross-modal |",
+             f"| --: | --- | --: | --: | --: | --- |{seed_rule} --: | --: | --: |"]
     for r in gains.to_dict("records"):
         def pair(name: str) -> str:
             v, n = r.get(f"fn_auroc_{name} variant"), r.get(f"fn_auroc_{name} NCE")
             return "" if v is None or math.isnan(v) else f"{v:.3f} / {n:.3f}"
 
+        by = f" {r['gains'].replace(',', ', ')} |" if by_seed else ""
         lines.append(f"| {r['class_bias_p']:g} | {r['variant']} | {r['n']} | {r['NCE']:.3f} | {r['variant_score']:.3f} "
-                     f"| {_interval(r)} | {r['gains'].replace(',', ', ')} | {pair('audio')} | {pair('visual')} "
-                     f"| {pair('cross')} |")
+                     f"| {_interval(r)} |{by} {pair('audio')} | {pair('visual')} | {pair('cross')} |")
     return "\n".join(lines) + "\n"
 
 
