@@ -241,7 +241,38 @@ def check_notebook(page, lab, screenshots, name: str) -> dict:
         page.wait_for_timeout(300)
         fig.screenshot(path=str(screenshots / f"{name[:2]}-plotly-{i}.png"))
     assert not bad, bad
+    assert not scrolling_legends(page), scrolling_legends(page)
+    colours = model_colours_drawn(page)
+    expected = viz_model_colours()
+    assert colours and all(expected[name] == colour for name, colour in colours), colours
     return {"seconds": seconds, "plotly": page.locator(".jp-Notebook .js-plotly-plot").count()}
+
+
+def scrolling_legends(page) -> list[str]:
+    """Plotly legends whose items do not fit their visible area (plotly then draws a scroll bar in them)."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('.js-plotly-plot .legend .scrollbar')]
+                 .filter(bar => bar.getBoundingClientRect().height > 0)
+                 .map(bar => bar.closest('.js-plotly-plot').querySelector('.gtitle')?.textContent || '(untitled)')""")
+
+
+def model_colours_drawn(page) -> list[tuple[str, str]]:
+    """(model, colour) of every drawn plotly trace named after a model, alone or before ": " (as the notebooks name
+    them: "FNAC (untrained)", "NCE baseline (untrained): audio (AP 0.52)")."""
+    drawn = page.evaluate(
+        """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(gd => (gd.data || [])
+                 .filter(t => t.name)
+                 .map(t => [t.name, (t.marker && typeof t.marker.color === 'string') ? t.marker.color
+                                    : (t.line && t.line.color) || null]))""")
+    models = viz_model_colours()
+    return [(name.split(": ")[0], colour) for name, colour in drawn
+            if colour is not None and name.split(": ")[0] in models]
+
+
+def viz_model_colours() -> dict[str, str]:
+    from fnac_lab import viz
+
+    return viz.model_colours()
 
 
 def move_slider(page, widget, slider, key: str, screenshots: Path, shot: str) -> tuple[str, str]:
