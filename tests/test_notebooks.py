@@ -309,6 +309,8 @@ def test_the_lab_is_configured_to_shut_idle_and_closed_kernels_down_and_write_ru
     assert Path(config.LabApp.app_settings_dir) == folder.resolve() and config.ServerApp.log_level == "WARN"
     overrides = json.loads((folder / "overrides.json").read_text())
     assert overrides["@jupyterlab/notebook-extension:tracker"]["kernelShutdown"] is True
+    assert overrides["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"
+    assert config.ServerApp.tornado_settings == {"ws_ping_timeout": 30000}  # no warning at every connection
     makefile = (REPO / "Makefile").read_text()
     assert "--config=notebooks/lab-settings/jupyter_server_config.py" in makefile
     assert "FNAC_LAB_RUNS=$(abspath runs)" in makefile and "--port=$(LAB_PORT)" in makefile
