@@ -95,6 +95,11 @@ def test_the_share_recovered_is_the_ratio_of_mean_gains_with_a_bootstrap_interva
     one = recovered_share({0: 0.1}, {0: 0.2})  # one seed: a share, no interval
     assert one[0] == pytest.approx(0.5) and math.isnan(one[1]) and one[3] == 1
     assert math.isnan(recovered_share({0: 0.1, 1: 0.2}, {0: 0.1, 1: -0.1})[0])
+    table = results()
+    mask = table["nce.nce_fn_mask"] == "oracle"
+    table.loc[mask, "ap50"] += np.where(table.loc[mask, "seed"] % 2 == 0, -0.3, -0.1)  # oracle gains -0.1 or +0.1
+    across = paired_gains(table).set_index("variant")  # the oracle's interval holds zero: no share is given
+    assert across[["recovered", "recovered_low", "recovered_high"]].isna().all().all()
 
 
 def test_the_twin_check_names_a_remedy_whose_warm_up_differs_and_spares_the_oracle_mask():

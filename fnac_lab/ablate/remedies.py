@@ -119,7 +119,7 @@ def recovered_share(gains: Mapping[int, float], oracle: Mapping[int, float], *,
 def paired_gains(table: pd.DataFrame, metric: str = "ap50") -> pd.DataFrame:
     """One row per ``class_bias_p`` and variant other than the NCE twin: its method, ``n`` pairs, both means, the
     mean gain with its 95 % interval, the gains by seed, and the share of the oracle mask's gain recovered (with
-    interval)."""
+    interval; NaN where the oracle mask's own gain interval does not lie above zero)."""
     done = _finished(table)
     rows = []
     for (bias, variant), group in done[~_is_twin(done)].groupby([SETTING, "variant"], sort=False):
@@ -128,7 +128,10 @@ def paired_gains(table: pd.DataFrame, metric: str = "ap50") -> pd.DataFrame:
             continue
         twins = done[_is_twin(done) & (done[SETTING] == bias)].set_index(SEED)[metric]
         mean, low, high = t_interval(list(gains.values()))
-        share = recovered_share(gains, _gains_by_seed(done, bias, ORACLE_MASK, metric))
+        oracle = _gains_by_seed(done, bias, ORACLE_MASK, metric)
+        oracle_low = t_interval(list(oracle.values()))[1] if oracle else math.nan
+        # a share of a gain that may be nothing says nothing: given where the oracle mask's interval is above 0
+        share = recovered_share(gains, oracle) if oracle_low > 0 else (math.nan,) * 3
         rows.append({SETTING: bias, "variant": variant, "method": group["method"].iloc[0], "n": len(gains),
                      "NCE": float(np.mean([twins[s] for s in gains])),
                      "variant_score": float(group.set_index(SEED)[metric].loc[list(gains)].mean()),
@@ -262,7 +265,8 @@ def goal_verdicts(gains: pd.DataFrame, *, biased: float = 0.5, unbiased: float =
 
 
 def _gain_text(row: Mapping[str, Any]) -> str:
-    return f"{row['gain']:+.3f}{_interval(row['low'], row['high'])} over {row['n']} seed{'s' * (row['n'] != 1)}"
+    n = int(row["n"])
+    return f"{row['gain']:+.3f}{_interval(row['low'], row['high'])} over {n} seed{'' if n == 1 else 's'}"
 
 
 def _share_text(row: Mapping[str, Any]) -> str:
