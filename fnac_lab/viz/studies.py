@@ -166,7 +166,7 @@ def validation_gap_figure(gaps: pd.DataFrame, colours: Mapping[str, str], *, war
     cols = min(2, len(variants))
     rows = math.ceil(len(variants) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=variants, shared_yaxes=True, shared_xaxes=True,
-                        horizontal_spacing=0.05, vertical_spacing=0.5 / max(rows, 1) / 2)
+                        horizontal_spacing=0.05, vertical_spacing=0.25 / rows)
     for p, variant in enumerate(variants):
         row, col = p // cols + 1, p % cols + 1
         own = gaps[gaps["variant"] == variant]
