@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"  # dev: pytest and the playwright package (never `playwright install`)
+	$(PY) -m pip install --quiet -e ".[dev,docs]"  # dev: pytest and the playwright package (never `playwright install`); docs: MkDocs
 	@touch $(STAMP)
 
 # The browser tests (pytest -m browser) drive JupyterLab in Debian's chromium; without it they are left out.
