@@ -6,7 +6,7 @@ STAMP := $(VENV)/.fnac-lab-installed
 DEMO_OUT ?= demo_out
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install demo test lab stamps stamps-benchmark clean
+.PHONY: install demo test lab board stamps stamps-benchmark clean
 
 install: $(STAMP)
 
@@ -57,6 +57,13 @@ lab: $(STAMP)
 	FNAC_LAB_RUNS=$(abspath runs) $(VENV)/bin/jupyter lab notebooks/ \
 		--config=notebooks/lab-settings/jupyter_server_config.py --ip=$(LAB_IP) --port=$(LAB_PORT) \
 		$(if $(filter 0,$(shell id -u)),--allow-root)
+
+# TensorBoard over every run below LOGDIR: each training or pretraining run writes its curves into its tensorboard/
+# folder, so a grid's --out folder compares its points (make board LOGDIR=runs/GRID).
+LOGDIR ?= runs
+BOARD_PORT ?= 6006
+board: $(STAMP)
+	$(VENV)/bin/tensorboard --logdir $(LOGDIR) --port $(BOARD_PORT)
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

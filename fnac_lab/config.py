@@ -160,6 +160,7 @@ class TrainConfig(_Settings):
     num_workers: int = 0
     persistent_workers: bool = False  #: keep DataLoader workers between epochs (resume then not bit-exact)
     select_metric: str = "ap50"  #: validation metric used to keep best.pt
+    tensorboard: bool = True  #: TensorBoard event files of every epoch in OUT/tensorboard/ (fnac_lab.tensorboard_events)
 
     def _validate(self) -> None:
         _validate(self)
@@ -212,7 +213,7 @@ class TrainConfig(_Settings):
 
 
 #: Settings added after runs had been recorded, written into a run's configuration only when set.
-RECORDED_WHEN_SET = ("test_negatives",)
+RECORDED_WHEN_SET = ("test_negatives", "tensorboard")
 
 
 def _build(base: dict[str, Any], changes: dict[str, Any]) -> "TrainConfig":
@@ -393,6 +394,7 @@ class PretrainConfig(_Settings):
     weight_decay: float = 1e-4
     seed: int = 0
     device: str = "auto"
+    tensorboard: bool = True  #: TensorBoard event files of every epoch in OUT/tensorboard/ (fnac_lab.tensorboard_events)
 
     def _validate(self) -> None:
         need = self.need

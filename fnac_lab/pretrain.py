@@ -11,6 +11,8 @@ from the audio-visual splits) through global average pooling and a linear classi
     OUT/summary.json          final accuracies, seconds, the configuration
     OUT/config.json           the configuration
     OUT/last.pt               resumable state after the latest epoch
+    OUT/tensorboard/          TensorBoard event files: metrics.jsonl's values, the learning rate and the step time by
+                              epoch (:mod:`fnac_lab.tensorboard_events`; not with ``tensorboard=False``)
     OUT/.fnac-lab.lock        held while a pretraining writes there (removed at the end)
 
 A pretraining started with ``resume=False`` (``--no-resume``) first removes these files of an earlier one.
@@ -40,6 +42,7 @@ from tqdm.auto import tqdm
 from .config import PretrainConfig
 from .data.builtin import BuiltinSpec, object_images
 from .models import feature_backbone, init_published
+from .tensorboard_events import EpochEvents, remove_event_files
 from .utils import (FnacError, UnsafeFileError, atomic_torch_save, atomic_write_text, cache_root, describe, epoch_seed,
                     folder_lock, load_torch_file, normalise_images, output_folder, preserved_random_state, resolve_device,
                     seed_everything, write_json)
@@ -47,6 +50,8 @@ from .utils import (FnacError, UnsafeFileError, atomic_torch_save, atomic_write_
 WEIGHTS_FILE = "visual_backbone.pt"
 #: What a pretraining writes into its folder: removed first by one that does not resume.
 PRETRAIN_FILES = (WEIGHTS_FILE, "metrics.jsonl", "summary.json", "config.json", "last.pt")
+#: Settings that change nothing a pretraining computes: they may change on resuming, and do not name its cache.
+RUNTIME_FIELDS = frozenset({"device", "tensorboard"})
 
 
 class ObjectClassifier(nn.Module):
@@ -86,6 +91,11 @@ def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batc
     return correct / len(images)
 
 
+def curve_section(name: str) -> str:
+    """The TensorBoard section of a field of a pretraining epoch's record: loss, accuracy, else epoch."""
+    return "loss" if name.endswith("loss") else "accuracy" if name.endswith("accuracy") else "epoch"
+
+
 def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, *, resume: bool = True,
              progress: bool = True) -> PretrainResult:
     """Pretrain ``cfg`` into ``out_dir`` (continuing its ``last.pt`` with ``resume``); see the module docstring.
@@ -95,6 +105,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, *, resume: bool = 
         if not resume:
             for name in PRETRAIN_FILES:
                 (out / name).unlink(missing_ok=True)
+            remove_event_files(out)
         return _pretrain(cfg, out, resume=resume, progress=progress)
 
 
@@ -118,12 +129,14 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool, progress: bool) -
         except Exception as exc:
             raise FnacError(f"{last}: cannot be read to resume ({describe(exc)}); "
                             f"delete it or rerun with --no-resume") from None
-        cfg.check_resumable(saved, source=last, runtime=frozenset({"device"}))
+        cfg.check_resumable(saved, source=last, runtime=RUNTIME_FIELDS)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, start = state["history"], state["epoch"] + 1
     write_json(out / "config.json", cfg.to_dict())
     n_batches = cfg.n_train // cfg.batch_size
+    events = EpochEvents(out, history, curve_section, lr=optimizer.param_groups[0]["lr"], steps=n_batches,
+                         enabled=cfg.tensorboard)
     bar = tqdm(total=(cfg.epochs - start) * n_batches, desc=f"pretrain {cfg.visual_backbone} stage {cfg.visual_stage}",
                disable=not progress, unit="batch")
     for epoch in range(start, cfg.epochs):
@@ -154,7 +167,9 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool, progress: bool) -
         atomic_torch_save({"config": cfg.to_dict(), "epoch": epoch, "model": model.state_dict(),
                            "optimizer": optimizer.state_dict(), "history": history}, last)
         atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        events.add(record)
     bar.close()
+    events.close()
     weights = out / WEIGHTS_FILE
     atomic_torch_save({k: v.cpu() for k, v in model.backbone.state_dict().items()}, weights)
     summary = {"train_accuracy": history[-1]["train_accuracy"], "val_accuracy": history[-1]["val_accuracy"],
@@ -165,8 +180,8 @@ def _pretrain(cfg: PretrainConfig, out: Path, *, resume: bool, progress: bool) -
 
 
 def cached_pretrain_dir(cfg: PretrainConfig) -> Path:
-    """The cache folder of ``cfg``: named by a hash of every setting but the device."""
-    settings = {k: v for k, v in cfg.to_dict().items() if k != "device"}
+    """The cache folder of ``cfg``: named by a hash of every setting but the device and the event files' switch."""
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS}
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return cache_root() / "pretrain" / f"{cfg.visual_backbone}-stage{cfg.visual_stage}-{cfg.image_size}px-{digest}"
 

@@ -9,6 +9,8 @@ Output directory layout::
     OUT/config.json           the configuration of the run
     OUT/checkpoints/last.pt   state after the latest epoch (resumable; holds the best epoch's weights too)
     OUT/checkpoints/best.pt   the epoch with the best validation score
+    OUT/tensorboard/          TensorBoard event files: metrics.jsonl's values, the learning rate and the step time by
+                              epoch (:mod:`fnac_lab.tensorboard_events`; not with ``tensorboard=False``)
     OUT/missing_SPLIT.csv     listed ids of a real split that are missing on disk (only when some are)
     OUT/.fnac-lab.lock        held while the run writes there: a second run into OUT is refused (removed at the end)
 
@@ -42,6 +44,7 @@ from .datasets import MISSING_REPORTS, NEGATIVES_SPLIT, build_datasets, negative
 from .scoring import EvalResult, evaluate_model, evaluate_with_negatives
 from .methods import Method, weighted_total
 from .models import AVLocaliser
+from .tensorboard_events import EVENT_FILES, EpochEvents
 from .utils import (FnacError, atomic_write_text, epoch_seed, folder_lock, normalise_images, output_folder,
                     seed_everything, write_json)
 
@@ -49,9 +52,12 @@ from .utils import (FnacError, atomic_write_text, epoch_seed, folder_lock, norma
 FN_AUROC_SAMPLES = 1000
 #: Fields that may differ when a run is resumed (they do not change what is computed per epoch).
 RUNTIME_FIELDS = frozenset({"epochs", "device", "num_workers", "eval_batch_size", "channels_last", "compile",
-                            "persistent_workers", "test_negatives"})
-#: What a run writes into its folder (besides ``missing_SPLIT.csv``): removed first by a run that does not resume.
+                            "persistent_workers", "test_negatives", "tensorboard"})
+#: What a run writes into its folder (besides ``missing_SPLIT.csv`` and the event files): removed first by a run that
+#: does not resume.
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", f"checkpoints/{LAST}", f"checkpoints/{BEST}")
+#: The validation scores of each epoch's record (``metrics.jsonl``) and of the summary.
+VAL_SCORES = ("ap50", "mean_ciou", "auc")
 #: Temperatures below this draw a warning when a run starts (published: 0.03; the logits scale as 1 / tau).
 LOW_TAU = 1e-3
 
@@ -168,9 +174,10 @@ def check_run(cfg: TrainConfig) -> None:
 
 
 def remove_run_files(out: Path) -> None:
-    """Remove what an earlier run wrote into ``out`` (:data:`RUN_FILES`, ``missing_SPLIT.csv``), saying so in one line
-    on stderr when there was something: the run that follows owns every result file of the folder."""
+    """Remove what an earlier run wrote into ``out`` (:data:`RUN_FILES`, ``missing_SPLIT.csv``, the event files), saying
+    so in one line on stderr when there was something: the run that follows owns every result file of the folder."""
     earlier = [out / name for name in RUN_FILES if (out / name).is_file()] + sorted(out.glob(MISSING_REPORTS))
+    earlier += sorted(out.glob(EVENT_FILES))
     for path in earlier:
         path.unlink()
     if earlier:
@@ -194,6 +201,15 @@ def _global_fn_ratio(sampler, labels) -> float:
 
 def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+
+
+def curve_section(method: Method):
+    """The TensorBoard section of each field of an epoch's record (:mod:`fnac_lab.tensorboard_events`): validation
+    (the scores), loss (``method``'s terms and their weighted total), false_negatives (the FN ratio, the detection
+    AUROCs, a method's detection counts), else epoch."""
+    losses = {*method.term_labels, "loss"}
+    return lambda name: ("validation" if name in VAL_SCORES else "loss" if name in losses
+                         else "false_negatives" if name.startswith("fn_") else "epoch")
 
 
 @dataclass
@@ -286,7 +302,7 @@ def _validate_and_select(cfg: TrainConfig, method: Method, model: AVLocaliser, v
     (ties go to the later epoch, as published). Returns the score and whether it is the best so far."""
     val = evaluate_model(model, val_set, batch_size=cfg.eval_batch_size, device=device, reference_maps=False,
                          progress=False, embeddings=True, tne_threshold=method.foreground_threshold)
-    run.history.append({"epoch": epoch + 1, "split": "val", **{k: val.scores[k] for k in ("ap50", "mean_ciou", "auc")},
+    run.history.append({"epoch": epoch + 1, "split": "val", **{k: val.scores[k] for k in VAL_SCORES},
                         **record["means"], **val.fn_auroc(FN_AUROC_SAMPLES),
                         **method.epoch_record(epoch),
                         "fn_ratio": record["fn_ratio"], "train_seconds": record["train_seconds"]})
@@ -330,6 +346,8 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, p
         forward_model = torch.compile(forward_model)
 
     method = cfg.build_method()
+    events = EpochEvents(out, run.history, curve_section(method), lr=optimizer.param_groups[0]["lr"],
+                         steps=len(sampler), enabled=main and cfg.tensorboard)
     label = run_label(cfg)
     bar = tqdm(total=(cfg.epochs - run.start) * len(sampler), disable=not progress, desc=label, unit="batch",
                leave=False)
@@ -352,12 +370,14 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, *, resume: bool, p
         save_training_state(training_state(model, optimizer, cfg, epoch, run.history, run.best, run.best_model),
                             ckpt_dir, improved=improved)
         _write_history(out, run.history)
+        events.add(run.history[-1])
         bar.set_postfix_str(f"validation {cfg.select_metric} {score:.3f}")
         if log_epochs:
             left = (time.perf_counter() - t_run) / (epoch + 1 - run.start) * (cfg.epochs - epoch - 1)
             print(f"{label}: epoch {epoch + 1}/{cfg.epochs}, validation {cfg.select_metric} {score:.3f}, "
                   f"about {left / 60:.1f} min left", flush=True)
     bar.close()
+    events.close()
 
     if not main:
         summary, history = distributed.broadcast_object(None)
@@ -376,7 +396,7 @@ def finish(cfg: TrainConfig, out: Path, datasets: dict[str, Any], device: torch.
     history = load_training_state(out / "checkpoints")["history"]
     best_epoch = state["best"]["epoch"]
     summary: dict[str, Any] = {"best_epoch": best_epoch, "select_metric": cfg.select_metric,
-                               "val": {k: history[best_epoch - 1][k] for k in ("ap50", "mean_ciou", "auc")}}
+                               "val": {k: history[best_epoch - 1][k] for k in VAL_SCORES}}
     test = None
     for name in [k for k in datasets if k.startswith("test") and k != NEGATIVES_SPLIT]:
         negatives = negatives_of(datasets, name)

@@ -15,7 +15,7 @@ ROOT = "fnac_lab"
 
 #: Layers, bottom up (ARCHITECTURE.md). A module may import its own layer or lower ones, never a higher one.
 LAYERS = [
-    {"utils", "coercion", "paper", "losses", "metrics", "audio", "distributed"},
+    {"utils", "coercion", "paper", "losses", "metrics", "audio", "distributed", "tensorboard_events"},
     {"data", "models", "methods", "ogl"},
     {"config", "parameters", "pretrain", "checkpoint", "datasets", "scoring", "benchmark_evaluation", "train"},
     {"analysis", "viz", "ablate", "papermill_engine"},

@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fnac_lab import distributed
 from fnac_lab.config import preset
@@ -188,3 +189,8 @@ def test_torchrun_smoke_training_writes_each_epoch_once(tmp_path):
     assert (tmp_path / "checkpoints" / "last.pt").is_file() and (tmp_path / "checkpoints" / "best.pt").is_file()
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["epochs_trained"] == 2 and summary["test"]["n_samples"] == 32
+    # rank 0 alone writes the event files: one file, each scalar once per epoch
+    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("loss/loss")] == [1, 2]
