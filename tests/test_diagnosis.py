@@ -1,5 +1,6 @@
 """The FNAC diagnosis: variant names of the bundled grid, the pairing against a loop over seeds with scipy's
-interval, the twin check, the command line on a grid folder, and the README table against the committed csv."""
+interval, the twin check, the command line on a grid folder, and the findings page's tables against the committed
+csv."""
 
 from __future__ import annotations
 
@@ -125,16 +126,16 @@ def test_command_line_writes_the_results_and_every_epoch(tmp_path):
 
 
 @pytest.mark.skipif(not RESULTS.is_file(), reason="the diagnosis grid has not been collected yet")
-def test_readme_holds_the_table_of_the_committed_results():
+def test_the_findings_page_holds_the_tables_of_the_committed_results():
     committed = pd.read_csv(RESULTS)
     assert list(committed.columns) == list(compact_diagnosis(committed).columns)
     assert twin_mismatches(committed) == []
-    readme = (REPO / "README.md").read_text()
-    assert diagnosis_markdown(paired_gains(committed)) in readme
+    page = (REPO / "docs" / "findings" / "diagnosis.md").read_text()
+    assert diagnosis_markdown(paired_gains(committed)) in page
     from fnac_lab.ablate.diagnosis import diagnosis_statements, extended_markdown
 
-    assert extended_markdown(committed) in readme
-    assert all(f"- {line}" in readme for line in diagnosis_statements(committed))
+    assert extended_markdown(committed) in page
+    assert all(f"- {line}" in page for line in diagnosis_statements(committed))
 
 
 def test_statements_pair_the_main_contrasts_with_each_other():

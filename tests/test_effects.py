@@ -1,5 +1,5 @@
 """Paired FNAC-over-twin effects: the interval against scipy, the pairing against a loop over seeds, and the
-README table against the committed results file."""
+findings page's table (docs/findings/effect-study.md) against the committed results file."""
 
 from __future__ import annotations
 
@@ -85,12 +85,12 @@ def test_markdown_marks_intervals_that_exclude_zero():
     assert lines[3].startswith("| scratch | 0 | 128 | 1.6 | 3 | 0.400 | 0.300 | -0.100 [-0.200, -0.010] *below 0* |")
 
 
-def test_readme_table_is_made_from_the_committed_results():
+def test_the_findings_page_table_is_made_from_the_committed_results():
     results = pd.read_csv(RESULTS)
     finished = results[results["status"] == "finished"]
     assert len(finished) >= 30 and finished["seed"].nunique() >= 3
     table = effects_markdown(paired_effects(results))
-    assert table in (REPO / "README.md").read_text()
+    assert table in (REPO / "docs" / "findings" / "effect-study.md").read_text()
 
 
 def _effect_summary(notebook: str) -> str:

@@ -57,8 +57,8 @@ def test_committed_pilot_runs_are_twins_and_name_their_knobs():
     assert (table["warmup_epochs"][table["method"] != "nce"] == 2).all()
     nce = twin_epochs[twin_epochs["variant"] == "NCE"].set_index("epoch")["nce"]
     assert (table.loc[table["method"] != "nce", "warmup_nce"] == nce[2]).all()
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert remedies_markdown(paired_gains(table)) in readme  # the README's pilot table is made from the csv
+    page = (Path(__file__).resolve().parents[1] / "docs" / "findings" / "remedies.md").read_text()
+    assert remedies_markdown(paired_gains(table)) in page  # the findings page's pilot table is made from the csv
 
 
 def test_variants_are_named_from_the_method_and_the_options_the_point_set():
@@ -239,9 +239,9 @@ def test_the_compact_table_carries_each_runs_last_epoch_detection():
     pd.testing.assert_frame_equal(again, compact)
 
 
-def test_the_committed_study_holds_twins_and_the_readme_shows_its_tables_and_sentences():
-    """data/results/fn_remedies*.csv: every remedy's warm-up is its twin's, and the README's section "What recovers
-    the gap without labels" shows the tables and sentences the csv files make."""
+def test_the_committed_study_holds_twins_and_the_findings_page_shows_its_tables_and_sentences():
+    """data/results/fn_remedies*.csv: every remedy's warm-up is its twin's, and the findings page "What recovers the
+    gap without labels" (docs/findings/remedies.md) shows the tables and sentences the csv files make."""
     from pathlib import Path
 
     from fnac_lab.ablate.remedies import detection_markdown
@@ -250,11 +250,11 @@ def test_the_committed_study_holds_twins_and_the_readme_shows_its_tables_and_sen
     table = pd.read_csv(repo / "data" / "results" / "fn_remedies.csv")
     study_epochs = pd.read_csv(repo / "data" / "results" / "fn_remedies_epochs.csv")
     assert twin_mismatches(table, study_epochs) == []
-    readme = (repo / "README.md").read_text()
-    assert remedies_markdown(paired_gains(table)) in readme and detection_markdown(study_epochs, 0.5) in readme
-    assert all(f"- {line}" in readme for line in remedies_statements(table, study_epochs))
+    page = (repo / "docs" / "findings" / "remedies.md").read_text()
+    assert remedies_markdown(paired_gains(table)) in page and detection_markdown(study_epochs, 0.5) in page
+    assert all(f"- {line}" in page for line in remedies_statements(table, study_epochs))
     done = table[(table["status"] == "finished") & (table["variant"] == "NCE") & (table["class_bias_p"] == 0.5)]
-    assert f"same-class AUROC {done['fn_auroc_cross'].mean():.2f} for the twins" in readme
+    assert f"same-class AUROC {done['fn_auroc_cross'].mean():.2f} for the twins" in page
 
 
 def test_the_tutorials_conclusion_quotes_the_committed_study():

@@ -99,7 +99,7 @@ def test_other_settings_or_a_foreign_folder_are_refused(tmp_path):
         run_study(tmp_path / "t", root=tmp_path / "nowhere", seeds=[0], runner=FakeRunner())
 
 
-def test_the_readme_holds_the_tables_of_the_committed_study():
+def test_the_findings_page_holds_the_tables_of_the_committed_study():
     from pathlib import Path
 
     from fnac_lab.ablate.stamps_study import study_tables
@@ -108,4 +108,4 @@ def test_the_readme_holds_the_tables_of_the_committed_study():
     results = pd.read_csv(repo / "data" / "results" / "stamps_fnac.csv")
     assert len(results) == 30 and (results.status == "finished").all() and results.seed.nunique() == 5
     assert (results.groupby(["class_bias_p", "seed"]).warmup_loss.nunique() == 1).all()  # twins to the last digit
-    assert study_tables(results) in (repo / "README.md").read_text()
+    assert study_tables(results) in (repo / "docs" / "findings" / "stamps.md").read_text()

@@ -50,7 +50,8 @@ NUMERIC_COLUMNS = (*DIAGNOSIS_SETTING, SEED, *WEIGHTS, "ap50", "warmup_nce")
 #: The columns of ``data/results/fnac_diagnosis_epochs.csv`` (one row per run and epoch).
 EPOCH_COLUMNS = ("variant", *DIAGNOSIS_SETTING, SEED, "epoch", "ap50", *DIAGNOSIS_FN_AUROC, "nce", "loss")
 NCE, FNAC = METHODS[BASELINE].label, METHODS["fnac"].label
-#: The three main contrasts beside the NCE twin, in the order the README's decomposition reads them.
+#: The three main contrasts beside the NCE twin, in the order the diagnosis page's decomposition reads them
+#: (docs/findings/diagnosis.md).
 ORACLE_MASK, ORACLE_TARGETS, LEARNED = f"{NCE} + oracle mask", f"{FNAC}, oracle targets", FNAC
 
 
@@ -161,7 +162,7 @@ def _interval(r: Mapping[str, Any]) -> str:
 
 
 def diagnosis_markdown(gains: pd.DataFrame, *, by_seed: bool = True) -> str:
-    """The README table of :func:`paired_gains`: one row per class bias and variant; without ``by_seed`` the
+    """The diagnosis page's table of :func:`paired_gains`: one row per class bias and variant; without ``by_seed`` the
     gains seed by seed are left out (narrow enough for a notebook's output area; its figure's hover has them)."""
     seed_head, seed_rule = (" gain by seed |", " --- |") if by_seed else ("", "")
     lines = [f"| `class_bias_p` | variant | seeds | NCE AP50 | variant AP50 | gain (95 % CI) |{seed_head}"

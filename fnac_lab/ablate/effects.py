@@ -118,7 +118,8 @@ def paired_effects(results: pd.DataFrame, metric: str = "ap50", setting: Sequenc
 
 
 def effects_markdown(effects: pd.DataFrame) -> str:
-    """The README table of :func:`paired_effects`: one row per setting, gain and interval, detection AUROCs."""
+    """The effect study's table (docs/findings/effect-study.md) of :func:`paired_effects`: one row per setting, gain
+    and interval, detection AUROCs."""
     header = ("| visual stream | `class_bias_p` | B | w / B | seeds | NCE AP50 | FNAC AP50 | gain (95 % CI) | gain by seed "
               "| AUROC audio FNAC / NCE | AUROC visual FNAC / NCE | AUROC foreground FNAC / NCE |")
     lines = [header, "| --- | --: | --: | --: | --: | --: | --: | --- | --- | --: | --: | --: |"]

@@ -149,8 +149,9 @@ def run_study(out: str | Path, *, root: str | Path, seeds: Sequence[int], forms:
 
 
 def study_tables(results: pd.DataFrame) -> str:
-    """The README's tables of a study: FNAC's paired AP50 gains over the NCE twins on ``test_heard``, then on
-    ``test_unseen_stamps`` (:func:`~fnac_lab.ablate.effects.paired_effects` of each split's scores)."""
+    """The tables of a study (docs/findings/stamps.md): FNAC's paired AP50 gains over the NCE twins on
+    ``test_heard``, then on ``test_unseen_stamps`` (:func:`~fnac_lab.ablate.effects.paired_effects` of each
+    split's scores)."""
     unseen = results.assign(**{k: results[f"unseen_{k}"] for k in ("ap50", "mean_ciou", "auc")})
     return (f"test_heard (training stamps in new pictures, new cuts of their sounds):\n\n"
             f"{effects_markdown(paired_effects(results)).rstrip()}\n\n"
