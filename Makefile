@@ -6,7 +6,7 @@ STAMP := $(VENV)/.fnac-lab-installed
 DEMO_OUT ?= demo_out
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install demo test lab board stamps stamps-benchmark clean
+.PHONY: install demo test lab board stamps stamps-benchmark docs docs-serve clean
 
 install: $(STAMP)
 
@@ -57,6 +57,14 @@ lab: $(STAMP)
 	FNAC_LAB_RUNS=$(abspath runs) $(VENV)/bin/jupyter lab notebooks/ \
 		--config=notebooks/lab-settings/jupyter_server_config.py --ip=$(LAB_IP) --port=$(LAB_PORT) \
 		$(if $(filter 0,$(shell id -u)),--allow-root)
+
+# The documentation site (mkdocs.yml, docs/) built into site/, with --strict: a broken link or reference fails it.
+MKDOCS := NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(VENV)/bin/mkdocs
+docs: $(STAMP)
+	$(MKDOCS) build --strict --site-dir site
+
+docs-serve: $(STAMP)
+	$(MKDOCS) serve --strict
 
 # TensorBoard over every run below LOGDIR: each training or pretraining run writes its curves into its tensorboard/
 # folder, so a grid's --out folder compares its points (make board LOGDIR=runs/GRID).

@@ -135,7 +135,7 @@ class TrainConfig(_Settings):
     audio_augment: str = "per_axis"  #: SpecAugment masks: per_axis, published (starts drawn as published) or off
     test_negatives: float = 0.0  #: built-in data: silent and off-screen test clips per test clip (extended protocol)
 
-    # Real data (dataset="real"; README, "Real benchmarks")
+    # Real data (dataset="real"; docs/real-benchmarks.md)
     train_root: Optional[str] = None  #: layout of the training clips: ROOT/frames + ROOT/audio, or both flat
     trainset: str = "vggss_144k"  #: named training subset (fnac_lab.data.catalogue.TRAINSETS)
     train_ids: Optional[str] = None  #: id list of the subset; default ROOT/<trainset>.txt
@@ -339,7 +339,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         image_size=32, n_train=192, n_val=64, n_test=64, batch_size=32, epochs=2, lr=3e-3, tau=0.1,
         eval_batch_size=64, fnac=dict(warmup_epochs=1, **FROM_SCRATCH_FNAC)),
     # The `make demo` run: ResNet-18 cut after stage 2 on 48 px built-in data, from scratch. Chosen over
-    # several seeds (README, "Results on the built-in data"): tau 0.1 (at 0.03 neither model learns within
+    # several seeds (docs/findings/demo-runs.md): tau 0.1 (at 0.03 neither model learns within
     # 8 epochs from scratch), FNAC weights 10 with detached targets (100, or undetached targets, collapse).
     "demo": dict(
         visual_stage=2, audio_stage=2, embed_dim=128, visual_pretrained=False, centre_norm=True,
