@@ -47,15 +47,8 @@ def build_datasets(cfg: TrainConfig) -> dict[str, Any]:
 
 def real_splits(cfg: TrainConfig) -> dict[str, torch.utils.data.Dataset]:
     """``train`` / ``val`` / ``test`` for ``dataset="real"``: the training set (from ``cache_dir`` when given),
-    and the annotated test set split into a seeded validation part (``val_fraction``, used for model selection)
-    and the remaining test part (reported, never selected on)."""
-    if cfg.testset in EXTENDED_TESTSETS:
-        raise ConfigError(f"testset={cfg.testset}: its negatives have no ground truth to select a model on; train with "
-                          f"testset={EXTENDED_TESTSETS[cfg.testset][0]} and score with fnac-lab evaluate --testset "
-                          f"{cfg.testset}")
-    for name in ("test_root", "test_annotations"):
-        if getattr(cfg, name) is None:
-            raise ConfigError(f"{name}: required for dataset='real' (see README, Real benchmarks)")
+    and the annotated test set split by :func:`real_evaluation_splits`."""
+    _check_real_testset(cfg)
     if cfg.cache_dir is not None:
         train = CachedAVDataset(cfg.cache_dir, split="train", audio_augment=False)
         if train.meta["audio_rate"] != cfg.audio_rate:
@@ -70,6 +63,25 @@ def real_splits(cfg: TrainConfig) -> dict[str, torch.utils.data.Dataset]:
                               audio_rate=cfg.audio_rate)
     if len(train) < cfg.batch_size:
         raise ConfigError(f"batch_size={cfg.batch_size}: exceeds the {len(train)} training clips found")
+    return {"train": train, **real_evaluation_splits(cfg)}
+
+
+def _check_real_testset(cfg: TrainConfig) -> None:
+    """Refuse a real configuration without an annotated test set to select on and report."""
+    if cfg.testset in EXTENDED_TESTSETS:
+        raise ConfigError(f"testset={cfg.testset}: its negatives have no ground truth to select a model on; train with "
+                          f"testset={EXTENDED_TESTSETS[cfg.testset][0]} and score with fnac-lab evaluate --testset "
+                          f"{cfg.testset}")
+    for name in ("test_root", "test_annotations"):
+        if getattr(cfg, name) is None:
+            raise ConfigError(f"{name}: required for dataset='real' (see docs/real-benchmarks.md)")
+
+
+def real_evaluation_splits(cfg: TrainConfig) -> dict[str, torch.utils.data.Dataset]:
+    """``val`` / ``test`` for ``dataset="real"``, without the training set: the annotated test set split into a
+    seeded validation part (``val_fraction``, used for model selection) and the remaining test part (reported,
+    never selected on), or the two lists ``val_split_csv`` and ``test_split_csv``."""
+    _check_real_testset(cfg)
     parts = (own_validation_split(cfg) if cfg.val_split_csv is not None else
              split_for_validation(open_testset(cfg.testset, cfg.test_root, cfg.test_annotations,
                                                split_csv=cfg.test_split_csv, audio_rate=cfg.audio_rate), cfg))
@@ -77,7 +89,7 @@ def real_splits(cfg: TrainConfig) -> dict[str, torch.utils.data.Dataset]:
         if len(part) == 0:
             raise FnacError(f"the {name} part of {cfg.testset} is empty ({len(part.missing)} of its ids are missing on "
                             "disk)")
-    return {"train": train, **parts}
+    return parts
 
 
 def split_for_validation(full, cfg: TrainConfig) -> dict[str, Any]:

@@ -17,7 +17,7 @@ ROOT = "fnac_lab"
 LAYERS = [
     {"utils", "coercion", "paper", "losses", "metrics", "audio", "distributed", "tensorboard_events"},
     {"data", "models", "methods", "ogl"},
-    {"config", "parameters", "pretrain", "checkpoint", "datasets", "scoring", "benchmark_evaluation", "train"},
+    {"config", "parameters", "pretrain", "checkpoint", "published_checkpoints", "datasets", "scoring", "benchmark_evaluation", "train"},
     {"analysis", "viz", "ablate", "papermill_engine"},
     {"cli", "__main__"},
     {ROOT},

@@ -18,7 +18,7 @@ from ..methods import BASELINE, BASELINE_LABEL, METHODS, UNTRAINED
 from ..methods.settings import dotted
 from ..data.contracts import ClassNamed, WithDistractors
 from ..data.real import LabelledSplit
-from ..datasets import build_datasets
+from ..datasets import build_datasets, real_evaluation_splits
 from ..scoring import EvalResult, evaluate_model
 from ..metrics import vggss_box_to_pixels
 from ..models import Localiser
@@ -69,10 +69,11 @@ def evaluation_split(cfg: TrainConfig, split: str = "test"):
     """One evaluation split of ``cfg``'s data. The built-in splits are generated from per-split seeds, so the
     training split is cut to one batch here (generating it in full would take minutes and change nothing). A real
     split comes as a :class:`~fnac_lab.data.real.LabelledSplit`: the built-in data's batches, integer labels and
-    class names, of the real frames and recordings."""
+    class names, of the real frames and recordings; its validation and test splits need no training set (an
+    imported checkpoint comes without one)."""
     if cfg.dataset == BUILTIN:
         cfg = cfg.replace(n_train=cfg.batch_size, **({} if split == "val" else {"n_val": 1}))
-    datasets = build_datasets(cfg)
+    datasets = real_evaluation_splits(cfg) if cfg.dataset != BUILTIN and split != "train" else build_datasets(cfg)
     if split not in datasets:
         raise FnacError(f"split {split!r} does not exist for this configuration (available: {', '.join(datasets)})")
     if cfg.dataset == BUILTIN:

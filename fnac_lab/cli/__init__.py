@@ -12,32 +12,21 @@ from pathlib import Path
 from typing import Iterator
 
 from ..audio import AudioDecodeError
-from ..config import (PRESETS, PRETRAIN_PRESETS, ConfigError, PretrainConfig, TrainConfig, check_keys, preset,
+from ..config import (PRESETS, PRETRAIN_PRESETS, ConfigError, PretrainConfig, TrainConfig, preset,
                      pretrain_preset)
 from ..data.catalogue import TESTSETS
 from ..data.contracts import NegativesSplit
 from ..models import PretrainedWeightsError
 from ..ogl import OBJECT_REDUCTIONS
 from ..utils import FnacError, Terminated, out_of_memory_as_error, output_folder
+from .arguments import parse_overrides
+from .checkpoints import add_import_command
 from .remedies import add_remedies_command
 from .stamps import add_stamps_commands
 
 #: Errors reported as one line instead of a traceback.
 USER_ERRORS = (FnacError, ConfigError, PretrainedWeightsError, AudioDecodeError)
 
-
-
-def parse_overrides(items: list[str], cls: type = None) -> dict[str, str]:
-    """``["key=value", ...]`` from the command line into a dict (values stay strings until coerced); keys are
-    checked against the fields of ``cls`` (default :class:`TrainConfig`)."""
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = value.strip()
-    check_keys(out, cls)
-    return out
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from ..distributed import is_main_process
@@ -132,6 +121,7 @@ def extended_line(s: dict) -> str:
 
 def _cmd_evaluate_benchmark(args: argparse.Namespace) -> None:
     from ..benchmark_evaluation import evaluate_checkpoint
+    from ..published_checkpoints import parity_line, published_scores
 
     for flag in ("data_root", "annotations"):
         if getattr(args, flag) is None:
@@ -160,6 +150,9 @@ def _cmd_evaluate_benchmark(args: argparse.Namespace) -> None:
     s = result.scores
     print(f"{args.testset}: {line(s)} over {s['n_samples']} samples{extended_line(s)}"
           + (f"; with OGL: {line(s['ogl'])}" if "ogl" in s else "") + f"; written to {out}")
+    published = published_scores(args.checkpoint, args.testset)
+    if published is not None:
+        print(parity_line(s, published))
 
 
 def _cmd_prepare(args: argparse.Namespace) -> None:
@@ -348,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
                      out_help="output directory (visual_backbone.pt, metrics.jsonl, summary.json)", last="OUT/last.pt")
     _add_evaluate_command(sub)
     _add_data_commands(sub)
+    add_import_command(sub)
     add_remedies_command(sub)
     add_stamps_commands(sub)
     _add_study_commands(sub)
