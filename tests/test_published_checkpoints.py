@@ -292,3 +292,15 @@ def test_notebooks_open_an_imported_checkpoint(imported, vggss_root, tmp_path, n
     assert f"models: FNAC, from checkpoints {imported}" in text
     assert re.search(rf"^data: real test split \(vggss test of {re.escape(str(vggss_root))}\), \d+ samples, 2 classes",
                      text, re.M), text
+
+
+def test_the_parity_table_holds_the_published_figures():
+    """docs/published-checkpoints.md lists the four releases with the figures of their README (typed here from it)."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "published-checkpoints.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| ([\d.]+) \| ([\d.]+) \| .* \| \|$", page, re.M)
+    assert rows == [("flickr_10k", "35.27", "38.00"), ("flickr_144k", "33.93", "37.29"),
+                    ("vggss_10k", "37.29", "38.99"), ("vggss_144k", "39.50", "39.66")]
+    from fnac_lab.paper import PARITY_TOLERANCE, PUBLISHED_CHECKPOINTS
+
+    assert {(r.trainset, f"{r.vggss_ap50:.2f}", f"{r.vggss_auc:.2f}") for r in PUBLISHED_CHECKPOINTS.values()} == set(rows)
+    assert f"**Tolerance: {PARITY_TOLERANCE:g} percentage points**" in page
