@@ -112,6 +112,30 @@ def test_imported_model_computes_the_published_forward(source, tmp_path, variant
     assert record["published_vggss"] == {"ap50": 39.50, "auc": 39.66} and state["epoch"] == 19
 
 
+
+#: This workbench's module names -> the published parts', typed from the published model's definition.
+TO_PUBLISHED = {"visual.backbone.": "imgnet.", "visual.proj.": "img_proj.", "audio.backbone.": "audnet.",
+                "audio.proj.": "aud_proj."}
+
+
+def test_a_paper_model_round_trips_bit_for_bit(tmp_path):
+    """A model of the ``paper`` preset saved in the published format (as DDP saves it) imports to the same tensors."""
+    from fnac_lab.checkpoint import build_model
+    from fnac_lab.config import preset
+
+    torch.manual_seed(3)
+    model = build_model(preset("paper", visual_pretrained=False), progress=False)
+    weights = {}
+    for key, value in model.state_dict().items():
+        ours = next(p for p in TO_PUBLISHED if key.startswith(p))
+        weights["module." + TO_PUBLISHED[ours] + key[len(ours):]] = value
+    torch.save({"model": weights, "epoch": 1, "best_cIoU": 0.0, "best_Auc": 0.0}, tmp_path / "round.pth")
+    assert import_checkpoint(tmp_path / "round.pth", "--out", tmp_path / "out") == 0
+    imported, _, _ = load_checkpoint(tmp_path / "out" / "checkpoint.pt")
+    theirs, ours = model.state_dict(), imported.state_dict()
+    assert theirs.keys() == ours.keys()
+    assert all(torch.equal(theirs[k], ours[k]) for k in theirs)
+
 def test_ezvsl_format_and_rows_without_published_figures(source, tmp_path):
     assert import_checkpoint(source["plain"], "--format", "ezvsl", "--out", tmp_path / "ez") == 0
     _, cfg, state = load_checkpoint(tmp_path / "ez" / "checkpoint.pt")
