@@ -99,11 +99,11 @@ class TrainConfig(_Settings):
     # Model
     visual_backbone: str = "resnet18.tv_in1k"  #: timm name; the tag picks torchvision's ImageNet weights (published)
     visual_stage: int = 4  #: timm feature stage of the visual map (4 = last ResNet stage, 7 x 7 at 224 px)
-    audio_backbone: str = "resnet18"
-    audio_stage: int = 4
-    embed_dim: int = 512
-    visual_dropout: float = 0.9
-    audio_dropout: float = 0.0
+    audio_backbone: str = "resnet18"  #: timm name of the audio stream, one input channel, trained from scratch
+    audio_stage: int = 4  #: timm feature stage the audio stream is max-pooled from
+    embed_dim: int = 512  #: D, the size of both streams' embeddings (1x1 conv and linear projections)
+    visual_dropout: float = 0.9  #: dropout on the visual feature map before its projection (published 0.9)
+    audio_dropout: float = 0.0  #: dropout on the pooled audio features before their projection (published 0)
     visual_pretrained: bool = True  #: ImageNet weights through timm (needs a network, or visual_weights)
     visual_weights: Optional[str] = None  #: local file with pretrained visual weights
     visual_pretrain: Optional[str] = None  #: built-in pretraining preset (smoke, demo) of the visual stream, cached
@@ -115,22 +115,22 @@ class TrainConfig(_Settings):
     options: Any = None  #: that method's options (a mapping, or its options class; None: its defaults)
 
     # Optimisation
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    batch_size: int = 128
-    epochs: int = 20
-    seed: int = 0
+    lr: float = 1e-4  #: Adam learning rate, constant (published)
+    weight_decay: float = 1e-4  #: Adam weight decay (L2 added to the gradients, published)
+    batch_size: int = 128  #: clips per batch (the global batch under DDP); every other clip is a negative
+    epochs: int = 20  #: training epochs; each ends with a validation that may keep best.pt
+    seed: int = 0  #: initialisation, batch order and augmentation draws (twins share it)
 
     # Data
-    dataset: str = BUILTIN
+    dataset: str = BUILTIN  #: builtin (procedural, generated here) or real (a benchmark on disk)
     n_classes: int = 20  #: built-in data: number of sound-source classes
     n_unheard: int = 0  #: built-in data: classes held out of training (heard / unheard test splits)
     n_scenes: int = 0  #: built-in data: recording scenes tinting the background and adding ambience (0 = none)
-    n_train: int = 3000
-    n_val: int = 500
-    n_test: int = 500
+    n_train: int = 3000  #: built-in data: training clips
+    n_val: int = 500  #: built-in data: validation clips (model selection)
+    n_test: int = 500  #: built-in data: test clips (reported)
     image_size: int = 224  #: visual input size (the built-in data is rendered at this size)
-    data_seed: int = 0
+    data_seed: int = 0  #: the built-in data's generation and a real test set's validation split
     class_bias_p: float = 0.0  #: probability of a class-biased batch slot (pilot experiment); 0 = plain shuffling
     audio_augment: str = "per_axis"  #: SpecAugment masks: per_axis, published (starts drawn as published) or off
     test_negatives: float = 0.0  #: built-in data: silent and off-screen test clips per test clip (extended protocol)
@@ -150,14 +150,14 @@ class TrainConfig(_Settings):
     audio_rate: Optional[int] = None  #: deviation: resample audio to this rate (None = native rate, published)
 
     # Runtime
-    device: str = "auto"
+    device: str = "auto"  #: auto (CUDA when present, else CPU), cpu, cuda or cuda:N
     amp: bool = True  #: bfloat16 autocast on CUDA (ignored on CPU)
     channels_last: bool = False  #: channels-last memory format for model and image batches (faster convs on GPUs)
     compile: bool = False  #: torch.compile the training forward (off: 13 % slower than eager on an H200)
     global_negatives: bool = True  #: under DDP every loss term sees the global batch (gathered over ranks)
     sync_batchnorm: bool = False  #: under DDP, batch-norm statistics over the global batch (CUDA only)
-    eval_batch_size: int = 64
-    num_workers: int = 0
+    eval_batch_size: int = 64  #: clips per batch when scoring validation and test
+    num_workers: int = 0  #: DataLoader processes for real data (0: in the main process)
     persistent_workers: bool = False  #: keep DataLoader workers between epochs (resume then not bit-exact)
     select_metric: str = "ap50"  #: validation metric used to keep best.pt
     tensorboard: bool = True  #: TensorBoard event files of every epoch in OUT/tensorboard/ (fnac_lab.tensorboard_events)
@@ -382,18 +382,18 @@ class PretrainConfig(_Settings):
     audio-visual classes), from images of the audio-visual data's size with the ImageNet normalisation.
     """
 
-    visual_backbone: str = "resnet18.tv_in1k"
-    visual_stage: int = 2
-    image_size: int = 48
-    n_classes: int = 64
-    n_train: int = 12000
-    n_val: int = 1000
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    device: str = "auto"
+    visual_backbone: str = "resnet18.tv_in1k"  #: timm name, cut as the audio-visual model cuts it
+    visual_stage: int = 2  #: timm feature stage whose map is pooled and classified
+    image_size: int = 48  #: object images' size (the audio-visual data's)
+    n_classes: int = 64  #: object kinds classified (shape-colour pairs, up to 64)
+    n_train: int = 12000  #: training images
+    n_val: int = 1000  #: validation images (accuracy reported)
+    epochs: int = 5  #: training epochs
+    batch_size: int = 128  #: images per batch
+    lr: float = 3e-3  #: Adam learning rate
+    weight_decay: float = 1e-4  #: Adam weight decay
+    seed: int = 0  #: initialisation, data and batch order
+    device: str = "auto"  #: auto (CUDA when present, else CPU), cpu, cuda or cuda:N
     tensorboard: bool = True  #: TensorBoard event files of every epoch in OUT/tensorboard/ (fnac_lab.tensorboard_events)
 
     def _validate(self) -> None:
