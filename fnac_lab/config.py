@@ -135,7 +135,7 @@ class TrainConfig(_Settings):
     audio_augment: str = "per_axis"  #: SpecAugment masks: per_axis, published (starts drawn as published) or off
     test_negatives: float = 0.0  #: built-in data: silent and off-screen test clips per test clip (extended protocol)
 
-    # Real data (dataset="real"; docs/real-benchmarks.md)
+    # Real data (dataset="real")
     train_root: Optional[str] = None  #: layout of the training clips: ROOT/frames + ROOT/audio, or both flat
     trainset: str = "vggss_144k"  #: named training subset (fnac_lab.data.catalogue.TRAINSETS)
     train_ids: Optional[str] = None  #: id list of the subset; default ROOT/<trainset>.txt
