@@ -11,6 +11,11 @@ Output layout::
     OUT/results.csv                   one row per point: parameter columns, final metrics, status (finished,
                                       failed or not run: the point's state, whether it ran now or earlier)
     OUT/.fnac-lab.lock                held while the grid runs: a second run into OUT is refused (removed at the end)
+    OUT/submitit/                     the points' jobs on a cluster (:mod:`fnac_lab.ablate.cluster`): submitit's files
+
+The points run in threads of this process (``--executor local``), or each as a Slurm job submitted through submitit
+(``--executor slurm``) while this process waits for them and holds the lock; skipping, ``results.csv`` and the
+failed points' reports are the same either way.
 
 A point whose ``done.json`` names the same notebook and parameters is skipped when the grid is run again; a failed
 point does not stop the others and is run again next time (a training notebook resumes from its last checkpoint).
@@ -35,10 +40,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
+import submitit
 from tqdm.auto import tqdm
 
 from ..papermill_engine import ENGINE_NAME
 from ..utils import FnacError, Terminated, atomic_write_text, folder_lock, output_folder, write_json
+from .cluster import POLL_SECONDS, ClusterOptions, PointJob, point_executor
 from .grid import Grid, GridPoint, check_parameters, load_grid, notebook_parameters, parameter_names, value_label
 
 DONE, ERROR, METRICS = "done.json", "error.txt", "metrics.json"
@@ -133,23 +140,46 @@ def check_out_folder(grid: Grid, out: Path) -> None:
                         f"every point")
 
 
-def run_grid(grid: Grid | str | Path, out_dir: str | Path, *, jobs: int = 1, devices: Sequence[str] | None = None,
-             kernel_name: str = "python3", timeout: float | None = None, progress: bool = True) -> GridRun:
+def run_grid(grid: Grid | str | Path, out_dir: str | Path, *, jobs: int | None = None,
+             devices: Sequence[str] | None = None, kernel_name: str = "python3", timeout: float | None = None,
+             progress: bool = True, cluster: ClusterOptions | None = None) -> GridRun:
     """Run every point of ``grid`` (a :class:`Grid` or a grid file) into ``out_dir`` and collect ``results.csv``.
 
-    ``jobs`` points run at once; with ``devices`` (e.g. ``["cuda:0", "cuda:1"]``) each running point gets one
-    of them as its ``device`` parameter and ``jobs`` defaults to their number. Points finished earlier are
-    skipped; failures are recorded in ``error.txt`` and in the results, never raised.
+    ``jobs`` points run at once (default 1), in threads of this process; with ``devices`` (e.g.
+    ``["cuda:0", "cuda:1"]``) each running point gets one of them as its ``device`` parameter and ``jobs`` defaults
+    to their number. With ``cluster`` every point not finished yet is a job of the cluster instead
+    (:mod:`.cluster`, through submitit), and this process waits for them; ``jobs`` then caps how many run at a time
+    (default: as many as the cluster gives), and ``devices`` is refused (a job has the GPUs it asks for).
+    Points finished earlier are skipped; failures are recorded in ``error.txt`` and in the results, never raised.
     """
-    if jobs < 1:
+    if jobs is not None and jobs < 1:
         raise FnacError(f"jobs={jobs}: the number of points run at once must be 1 or more")
+    if cluster is not None and devices:
+        raise FnacError("--devices: each job of the cluster uses the GPUs it asks for (--gpus-per-point); "
+                        "devices are handed out by --executor local")
     grid = load_grid(grid) if isinstance(grid, (str, Path)) else grid
     check_parameters(grid)
     out = output_folder(os.path.expanduser(out_dir)).resolve()  # kernels run inside their point folders: absolute
     with folder_lock(out):  # another grid run into out is refused; the points' runs lock their own folders
         check_out_folder(grid, out)
-        return _run_points(grid, out, jobs=jobs, devices=devices, kernel_name=kernel_name, timeout=timeout,
-                           progress=progress)
+        executor = point_executor(out, cluster, at_once=jobs) if cluster is not None else None  # refused: no Slurm
+        (out / "points").mkdir(parents=True, exist_ok=True)
+        write_json(out / "grid.json", grid.record())
+        points, outcomes = grid.points(), []
+        try:
+            if cluster is None:
+                _run_in_threads(grid, out, points, outcomes, jobs=jobs or 1, devices=devices, kernel_name=kernel_name,
+                                timeout=timeout, progress=progress)
+            else:
+                _run_as_jobs(grid, out, points, outcomes, executor, poll=POLL_SECONDS[cluster.cluster],
+                             kernel_name=kernel_name, timeout=timeout, progress=progress)
+        except KeyboardInterrupt:
+            # results.csv records what finished; rerunning the command skips those points
+            collect_results(grid, out, outcomes)
+            raise
+        order = {point.name: i for i, point in enumerate(points)}
+        outcomes.sort(key=lambda o: order[o.point.name])
+        return GridRun(results=collect_results(grid, out, outcomes), outcomes=outcomes, out_dir=out)
 
 
 def _stop_kernels() -> None:
@@ -168,15 +198,21 @@ def _stop_kernels() -> None:
             pass
 
 
-def _run_points(grid: Grid, out: Path, *, jobs: int, devices: Sequence[str] | None, kernel_name: str,
-                timeout: float | None, progress: bool) -> GridRun:
-    (out / "points").mkdir(parents=True, exist_ok=True)
-    write_json(out / "grid.json", grid.record())
-    points = grid.points()
+def _progress_bar(total: int, postfix: str, progress: bool) -> tqdm:
+    """The bar of a grid's points. It counts points as they finish, in any order; until the first one has, it shows
+    the time elapsed and ``postfix`` (how many run at once), not a rate it cannot know yet."""
+    return tqdm(total=total, desc="grid points", disable=not progress, postfix=postfix,
+                bar_format="{desc}: {n_fmt}/{total_fmt} finished |{bar}| {elapsed} elapsed, {remaining} left{postfix}")
+
+
+def _run_in_threads(grid: Grid, out: Path, points: list[GridPoint], outcomes: list[PointOutcome], *, jobs: int,
+                    devices: Sequence[str] | None, kernel_name: str, timeout: float | None, progress: bool) -> None:
+    """Run ``points`` in ``jobs`` threads of this process (one per device of ``devices``), adding each outcome to
+    ``outcomes`` as it comes."""
     if devices:
         jobs = len(devices)
     free: queue.Queue = queue.Queue()
-    for d in (devices or [None] * max(1, jobs)):
+    for d in (devices or [None] * jobs):
         free.put(d)
 
     def work(point: GridPoint) -> PointOutcome:
@@ -187,37 +223,71 @@ def _run_points(grid: Grid, out: Path, *, jobs: int, devices: Sequence[str] | No
         finally:
             free.put(device)
 
-    outcomes: list[PointOutcome] = []
-    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
-    # The bar counts points as they finish, in any order; until the first one has, it shows the time elapsed and
-    # how many points run at once, not a rate it cannot know yet.
-    bar = tqdm(total=len(points), desc="grid points", disable=not progress,
-               postfix=f"{min(len(points), max(1, jobs))} at once",
-               bar_format="{desc}: {n_fmt}/{total_fmt} finished |{bar}| {elapsed} elapsed, {remaining} left{postfix}")
-    try:
-        pending = {pool.submit(work, point) for point in points}
-        while pending:
-            done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-            outcomes.extend(future.result() for future in done)
-            if done:
-                bar.update(len(done))
-            else:
-                bar.refresh()  # the elapsed time moves on while points run
-        order = {point.name: i for i, point in enumerate(points)}
-        outcomes.sort(key=lambda o: order[o.point.name])
-    except KeyboardInterrupt as exc:
-        # Ctrl-C reaches the running kernels too (one process group): they stop, no new point starts, and
-        # results.csv records what finished; rerunning the command skips those points. SIGTERM is passed on.
-        if isinstance(exc, Terminated):
-            _stop_kernels()
-        pool.shutdown(wait=True, cancel_futures=True)
-        collect_results(grid, out, outcomes)
-        raise
-    finally:
-        bar.close()
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    with _progress_bar(len(points), f"{min(len(points), jobs)} at once", progress) as bar:
+        try:
+            pending = {pool.submit(work, point) for point in points}
+            while pending:
+                done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                outcomes.extend(future.result() for future in done)
+                if done:
+                    bar.update(len(done))
+                else:
+                    bar.refresh()  # the elapsed time moves on while points run
+        except KeyboardInterrupt as exc:
+            # Ctrl-C reaches the running kernels too (one process group): they stop, and no new point starts.
+            # SIGTERM is passed on.
+            if isinstance(exc, Terminated):
+                _stop_kernels()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     pool.shutdown()
-    results = collect_results(grid, out, outcomes)
-    return GridRun(results=results, outcomes=outcomes, out_dir=out)
+
+
+def _run_as_jobs(grid: Grid, out: Path, points: list[GridPoint], outcomes: list[PointOutcome],
+                 executor: submitit.Executor, *, poll: float, kernel_name: str, timeout: float | None,
+                 progress: bool) -> None:
+    """Submit each of ``points`` not finished yet through ``executor`` (:func:`.cluster.point_executor`; one job
+    array) and wait for them, looking every ``poll`` seconds, adding each outcome to ``outcomes`` as it comes.
+    Ctrl-C or SIGTERM cancels the jobs still queued or running."""
+    folders = {point.name: out / "points" / point.name for point in points}
+    todo = [point for point in points if not is_finished(grid, point, folders[point.name])]
+    outcomes.extend(PointOutcome(p, folders[p.name], "skipped") for p in points if p not in todo)
+    submitted = []
+    if todo:
+        with executor.batch():
+            jobs = [executor.submit(PointJob(_run_point), grid, point, folders[point.name], kernel_name=kernel_name,
+                                    device=None, timeout=timeout) for point in todo]
+        submitted = list(zip(todo, jobs))
+    with _progress_bar(len(points), f"{len(todo)} jobs submitted", progress) as bar:
+        bar.update(len(points) - len(todo))
+        try:
+            while submitted:
+                done = [(point, job) for point, job in submitted if job.done()]
+                submitted = [(point, job) for point, job in submitted if (point, job) not in done]
+                outcomes.extend(_job_outcome(job, point, folders[point.name]) for point, job in done)
+                if done:
+                    bar.update(len(done))
+                else:
+                    bar.refresh()
+                    time.sleep(poll)
+        except KeyboardInterrupt:
+            for _, job in submitted:
+                job.cancel(check=False)
+            raise
+
+
+def _job_outcome(job: submitit.Job, point: GridPoint, folder: Path) -> PointOutcome:
+    """The outcome a point's ended job returned. A job that ended without one (cancelled, out of its time limit or
+    memory, its node lost) is a failed point: its ``error.txt`` holds submitit's report of the job."""
+    try:
+        return job.result()
+    except Exception as exc:  # submitit's UncompletedJobError, FailedJobError: the job's state and its log
+        report = str(exc).strip()
+        message = f"job {job.job_id} ended without a result: {report.splitlines()[0] if report else type(exc).__name__}"
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / ERROR, f"{message} (its log: {job.paths.stderr})\n\n{report}\n")
+        return PointOutcome(point, folder, "failed", error=message)
 
 
 def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

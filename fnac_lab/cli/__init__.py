@@ -175,11 +175,15 @@ def _cmd_cache(args: argparse.Namespace) -> None:
 
 def _cmd_ablate(args: argparse.Namespace) -> None:
     from ..ablate import run_grid
+    from ..ablate.cluster import executor_options
 
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise FnacError(f"--jobs {args.jobs}: the number of points run at once must be 1 or more")
+    cluster = executor_options(args.executor, partition=args.slurm_partition, time=args.slurm_time,
+                              gpus_per_point=args.gpus_per_point, cpus_per_point=args.cpus_per_point)
     devices = [d for d in args.devices.split(",") if d] if args.devices else None
-    run = run_grid(args.grid, args.out, jobs=args.jobs, devices=devices, timeout=args.timeout, progress=not args.quiet)
+    run = run_grid(args.grid, args.out, jobs=args.jobs, devices=devices, timeout=args.timeout, progress=not args.quiet,
+                   cluster=cluster)
     for o in run.outcomes:
         print(f"{o.status:9s} {o.folder.name}" + (f"  ({o.seconds:.0f} s)" if o.status == "finished" else "")
               + (f"  {o.error}" if o.error else ""))
@@ -307,10 +311,20 @@ def _add_study_commands(sub) -> None:
     p = sub.add_parser("ablate", help="run a notebook over a parameter grid (papermill) and collect results.csv")
     p.add_argument("grid", help="grid file (YAML: notebook, base, grid)")
     p.add_argument("--out", required=True, help="output directory (points already finished there are skipped)")
-    p.add_argument("--jobs", type=int, default=1, help="points run at once")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="points run at once (default: 1 locally; with --executor slurm, as many as Slurm gives)")
     p.add_argument("--devices", default=None, help="comma-separated devices handed to running points (e.g. cuda:0,cuda:1)")
     p.add_argument("--timeout", type=float, default=None, help="seconds one notebook cell may run before its point fails")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--executor", default="local",
+                   help="local (default): points run in threads of this process; slurm: each point a Slurm job, "
+                        "submitted through submitit (docs/sweeps-on-a-cluster.md)")
+    slurm = p.add_argument_group("--executor slurm")
+    slurm.add_argument("--slurm-partition", help="partition of the points' jobs (default: the cluster's)")
+    slurm.add_argument("--slurm-time", help="time limit of each point's job: MINUTES, H:MM:SS or D-HH:MM:SS "
+                                            "(default 4:00:00; a job stopped at it is requeued and resumes)")
+    slurm.add_argument("--gpus-per-point", help="GPUs of each point's job (default 1)")
+    slurm.add_argument("--cpus-per-point", help="CPU cores of each point's job (default: the partition's)")
     p.set_defaults(func=_cmd_ablate)
 
     p = sub.add_parser("effects", help="FNAC's AP50 gains over their NCE twins, paired by seed, from a grid's results")
