@@ -319,11 +319,11 @@ def _add_study_commands(sub) -> None:
     p.add_argument("--executor", default="local",
                    help="local (default): points run in threads of this process; slurm: each point a Slurm job, "
                         "submitted through submitit (docs/sweeps-on-a-cluster.md)")
-    slurm = p.add_argument_group("--executor slurm")
+    slurm = p.add_argument_group("--executor slurm", "each point's job; the defaults: docs/sweeps-on-a-cluster.md")
     slurm.add_argument("--slurm-partition", help="partition of the points' jobs (default: the cluster's)")
-    slurm.add_argument("--slurm-time", help="time limit of each point's job: MINUTES, H:MM:SS or D-HH:MM:SS "
-                                            "(default 4:00:00; a job stopped at it is requeued and resumes)")
-    slurm.add_argument("--gpus-per-point", help="GPUs of each point's job (default 1)")
+    slurm.add_argument("--slurm-time", help="time limit of each point's job: MINUTES, H:MM:SS or D-HH:MM:SS (a job "
+                                            "stopped at it is requeued and resumes)")
+    slurm.add_argument("--gpus-per-point", help="GPUs of each point's job (0: none)")
     slurm.add_argument("--cpus-per-point", help="CPU cores of each point's job (default: the partition's)")
     p.set_defaults(func=_cmd_ablate)
 
