@@ -210,6 +210,8 @@ def test_ablation_notebook_smoke(workdir):
     for row in results.itertuples():
         metrics = json.loads((Path(row.folder) / "metrics.json").read_text())
         assert row.ap50 == pytest.approx(metrics["ap50"]) and metrics["config"]["fnac"]["distance"] == row.distance
+        # the grid's folder is the log root of its points' TensorBoard curves
+        assert len(list((Path(row.folder) / "fnac" / "tensorboard").glob("events.out.tfevents.*"))) == 1
     assert any("Distance D of the FNAC terms" in m for m in outputs(nb, "text/markdown"))
     from fnac_lab.ablate import sweep_statement
 
