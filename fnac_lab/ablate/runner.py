@@ -162,7 +162,7 @@ def run_grid(grid: Grid | str | Path, out_dir: str | Path, *, jobs: int | None =
     out = output_folder(os.path.expanduser(out_dir)).resolve()  # kernels run inside their point folders: absolute
     with folder_lock(out):  # another grid run into out is refused; the points' runs lock their own folders
         check_out_folder(grid, out)
-        executor = point_executor(out, cluster, at_once=jobs) if cluster is not None else None  # refused: no Slurm
+        executor = point_executor(out, cluster, at_once=jobs) if cluster is not None else None  # no srun: refused
         (out / "points").mkdir(parents=True, exist_ok=True)
         write_json(out / "grid.json", grid.record())
         points, outcomes = grid.points(), []
