@@ -309,12 +309,18 @@ def test_imported_checkpoint_with_ogl_on_avsbench(imported, vggss_root, tmp_path
     assert scores["n_samples"] == len(IDS) and "miou" in scores and "miou" in scores["ogl"]
 
 
-@pytest.mark.parametrize("name", ["03_false_negative_explorer.ipynb", "04_embeddings.ipynb", "05_localisation_maps.ipynb"])
-def test_notebooks_open_an_imported_checkpoint(imported, vggss_root, tmp_path, name):
-    nb = execute(name, tmp_path, checkpoint=str(imported))
+def test_the_analysis_notebooks_open_an_imported_checkpoint(imported, vggss_root, tmp_path):
+    """Notebooks 03, 04 and 05 load their models and their split through these two calls; 05 runs whole."""
+    from fnac_lab import analysis
+
+    pair = analysis.load_or_train_model_pair(checkpoint=imported, smoke=True)
+    data = analysis.evaluation_split(pair.cfg, "test")  # the seeded test half, without a training set
+    assert list(pair.models) == ["FNAC"] and len(data) == len(IDS) // 2 and sorted(data.class_names) == [
+        "church bell ringing", "dog barking"]
+    nb = execute("05_localisation_maps.ipynb", tmp_path, checkpoint=str(imported))
     text = "\n".join(outputs(nb, "text/plain"))
     assert f"models: FNAC, from checkpoints {imported}" in text
-    assert re.search(rf"^data: real test split \(vggss test of {re.escape(str(vggss_root))}\), \d+ samples, 2 classes",
+    assert re.search(rf"^data: real test split \(vggss test of {re.escape(str(vggss_root))}\), 4 samples, 2 classes",
                      text, re.M), text
 
 
