@@ -45,6 +45,15 @@ def build_datasets(cfg: TrainConfig) -> dict[str, Any]:
     raise ConfigError(f"dataset={cfg.dataset!r} is not available")
 
 
+def datasets_for_split(cfg: TrainConfig, split: str) -> dict[str, Any]:
+    """The datasets of ``cfg`` that scoring ``split`` needs: :func:`build_datasets`, except that a real
+    configuration's validation or test split is opened without its training set (:func:`real_evaluation_splits`),
+    which a checkpoint evaluated away from its training data, or imported, does not have."""
+    if cfg.dataset == REAL and split != "train":
+        return real_evaluation_splits(cfg)
+    return build_datasets(cfg)
+
+
 def real_splits(cfg: TrainConfig) -> dict[str, torch.utils.data.Dataset]:
     """``train`` / ``val`` / ``test`` for ``dataset="real"``: the training set (from ``cache_dir`` when given),
     and the annotated test set split by :func:`real_evaluation_splits`."""

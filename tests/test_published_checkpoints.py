@@ -323,6 +323,12 @@ def test_the_analysis_notebooks_open_an_imported_checkpoint(imported):
     assert torch.allclose(torch.as_tensor(maps), own, atol=1e-4)
 
 
+def test_evaluate_scores_the_configured_test_split_without_a_training_set(imported, tmp_path):
+    assert main(["evaluate", "--quiet", "--checkpoint", str(imported), "--out", str(tmp_path / "test")]) == 0
+    scores = json.loads((tmp_path / "test" / "scores.json").read_text())
+    assert (scores["split"], scores["n_samples"]) == ("test", len(IDS) // 2)
+
+
 def test_the_parity_table_holds_the_published_figures():
     """docs/published-checkpoints.md lists the four releases with the figures of their README (typed here from it)."""
     page = (Path(__file__).resolve().parents[1] / "docs" / "published-checkpoints.md").read_text()

@@ -18,7 +18,7 @@ from ..methods import BASELINE, BASELINE_LABEL, METHODS, UNTRAINED
 from ..methods.settings import dotted
 from ..data.contracts import ClassNamed, WithDistractors
 from ..data.real import LabelledSplit
-from ..datasets import build_datasets, real_evaluation_splits
+from ..datasets import datasets_for_split
 from ..scoring import EvalResult, evaluate_model
 from ..metrics import vggss_box_to_pixels
 from ..models import Localiser
@@ -73,7 +73,7 @@ def evaluation_split(cfg: TrainConfig, split: str = "test"):
     imported checkpoint comes without one)."""
     if cfg.dataset == BUILTIN:
         cfg = cfg.replace(n_train=cfg.batch_size, **({} if split == "val" else {"n_val": 1}))
-    datasets = real_evaluation_splits(cfg) if cfg.dataset != BUILTIN and split != "train" else build_datasets(cfg)
+    datasets = datasets_for_split(cfg, split)
     if split not in datasets:
         raise FnacError(f"split {split!r} does not exist for this configuration (available: {', '.join(datasets)})")
     if cfg.dataset == BUILTIN:

@@ -64,14 +64,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if args.testset is not None:
         return _cmd_evaluate_benchmark(args)
     from ..checkpoint import load_checkpoint
-    from ..datasets import build_datasets, negatives_of
+    from ..datasets import datasets_for_split, negatives_of
     from ..scoring import evaluate_model, evaluate_with_negatives, remove_results
     from ..utils import atomic_savez, folder_lock, resolve_device
 
     model, cfg, _ = load_checkpoint(args.checkpoint)
     cfg = evaluation_config(cfg, args.set)
     device = resolve_device(args.device)
-    datasets = build_datasets(cfg)
+    datasets = datasets_for_split(cfg, args.split)
     negatives = negatives_of(datasets, args.split)
     if args.split not in datasets:
         raise FnacError(f"split {args.split!r} does not exist for this run (available: {', '.join(datasets)})")
