@@ -6,8 +6,6 @@ the conclusion."""
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -120,24 +118,29 @@ def test_knobs_are_chosen_on_validation_with_ties_to_the_first():
     assert chosen_knobs(table)["fn_elimination"] == "FN elimination (k 1)"
 
 
-def test_the_command_prints_the_table_writes_the_compact_csv_and_refuses_broken_twins(tmp_path):
+def test_the_command_prints_the_table_writes_the_compact_csv_and_refuses_broken_twins(tmp_path, capsys):
+    from fnac_lab.cli import main
+
+    def remedies(*args) -> tuple[int, str, str]:
+        rc = main(["remedies", *map(str, args)])
+        captured = capsys.readouterr()
+        return rc, captured.out, captured.err
+
     table = results()
     table.to_csv(tmp_path / "results.csv", index=False)
     out, twin_epochs = tmp_path / "compact.csv", tmp_path / "epochs.csv"
     epochs(table).to_csv(twin_epochs, index=False)
-    proc = subprocess.run([sys.executable, "-m", "fnac_lab", "remedies", str(tmp_path), "--write", str(out),
-                           "--epochs", str(twin_epochs)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert "| 0.5 | FN elimination (k 1) | 5 |" in proc.stdout and "fn_elimination: best validation AP50" in proc.stdout
+    rc, stdout, stderr = remedies(tmp_path, "--write", out, "--epochs", twin_epochs)
+    assert rc == 0, stderr
+    assert "| 0.5 | FN elimination (k 1) | 5 |" in stdout and "fn_elimination: best validation AP50" in stdout
     assert list(pd.read_csv(out)["variant"]) == list(compact_remedies(table)["variant"])
     table.loc[table["method"] == "debiased_nce", "warmup_nce"] += 0.5
     table.to_csv(tmp_path / "results.csv", index=False)
-    proc = subprocess.run([sys.executable, "-m", "fnac_lab", "remedies", str(tmp_path), "--epochs", str(twin_epochs)],
-                          capture_output=True, text=True)
-    assert proc.returncode != 0 and "5 runs are not twins of their NCE run" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
-    proc = subprocess.run([sys.executable, "-m", "fnac_lab", "remedies", str(tmp_path)], capture_output=True, text=True)
-    assert proc.returncode != 0 and "the twin check needs the runs' epochs; pass --epochs CSV" in proc.stderr
+    rc, _, stderr = remedies(tmp_path, "--epochs", twin_epochs)
+    assert rc != 0 and "5 runs are not twins of their NCE run" in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    rc, _, stderr = remedies(tmp_path)
+    assert rc != 0 and "the twin check needs the runs' epochs; pass --epochs CSV" in stderr
 
 
 def run_epochs() -> pd.DataFrame:
