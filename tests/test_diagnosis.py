@@ -5,9 +5,8 @@ csv."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -21,6 +20,16 @@ from fnac_lab.ablate.grid import bundled_grid
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "data" / "results" / "fnac_diagnosis.csv"
 W = 25.6
+
+
+def fnac_lab_command(capsys, *args) -> SimpleNamespace:
+    """``fnac-lab ARGS`` run in this process: its exit code and what it printed."""
+    from fnac_lab.cli import main
+
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return SimpleNamespace(returncode=rc, stdout=captured.out, stderr=captured.err)
 
 
 def test_the_bundled_grid_names_every_variant_once_per_setting_and_seed():
@@ -97,7 +106,7 @@ def test_twin_check_finds_a_warm_up_that_differs():
     assert len(found) == 1 and found[0].startswith("FNAC (class_bias_p 0, seed 2)")
 
 
-def test_command_line_writes_the_results_and_every_epoch(tmp_path):
+def test_command_line_writes_the_results_and_every_epoch(tmp_path, capsys):
     table = _results(np.random.default_rng(2), seeds=(0, 1))
     folders = []
     for i, row in table.iterrows():
@@ -110,8 +119,7 @@ def test_command_line_writes_the_results_and_every_epoch(tmp_path):
     table["folder"] = folders
     table.to_csv(tmp_path / "results.csv", index=False)
     out, per_epoch = tmp_path / "diagnosis.csv", tmp_path / "epochs.csv"
-    proc = subprocess.run([sys.executable, "-m", "fnac_lab", "diagnosis", str(tmp_path), "--write", str(out),
-                           "--write-epochs", str(per_epoch)], capture_output=True, text=True)
+    proc = fnac_lab_command(capsys, "diagnosis", tmp_path, "--write", out, "--write-epochs", per_epoch)
     assert proc.returncode == 0, proc.stderr
     written = pd.read_csv(out)
     assert len(written) == len(table) and written["ap50"].tolist() == pytest.approx(table["ap50"].tolist())
@@ -120,8 +128,7 @@ def test_command_line_writes_the_results_and_every_epoch(tmp_path):
     assert len(epochs) == 2 * len(table) and epochs["fn_auroc_cross"].tolist()[:2] == pytest.approx([0.56, 0.57])
     table.loc[0, "warmup_nce"] += 1.0  # seed 0's twin at p = 0: its variants are no longer twins
     table.to_csv(tmp_path / "results.csv", index=False)
-    proc = subprocess.run([sys.executable, "-m", "fnac_lab", "diagnosis", str(tmp_path)], capture_output=True,
-                          text=True)
+    proc = fnac_lab_command(capsys, "diagnosis", tmp_path)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "not twins" in proc.stderr
 
 
@@ -154,15 +161,15 @@ def test_statements_pair_the_main_contrasts_with_each_other():
 @pytest.mark.parametrize("content,needle", [(b"", "is empty; expected the results of data/grids/fnac_diagnosis.yaml"),
                                             (b"seed,ap50\n0,0.5\n", "no class_bias_p, w_fns_audio"),
                                             (None, "is a folder")])
-def test_command_line_refuses_bad_results_in_one_line(content, needle, tmp_path):
+def test_command_line_refuses_bad_results_in_one_line(content, needle, tmp_path, capsys):
     path = tmp_path / "results.csv" if content is not None else tmp_path / "empty_folder"
     path.mkdir() if content is None else path.write_bytes(content)
-    proc = subprocess.run([sys.executable, "-m", "fnac_lab", "diagnosis", str(path)], capture_output=True, text=True)
+    proc = fnac_lab_command(capsys, "diagnosis", path)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert str(path) in proc.stderr and needle in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_extended_scores_of_the_runs_match_the_evaluate_command(tmp_path):
+def test_extended_scores_of_the_runs_match_the_evaluate_command(tmp_path, capsys):
     """Each run's best checkpoint scored with negatives gives what ``fnac-lab evaluate --set test_negatives`` gives
     for it, and a checkpoint whose test AP50 no longer matches its run is refused."""
     from fnac_lab.ablate.diagnosis import extended_markdown, extended_records
@@ -180,9 +187,8 @@ def test_extended_scores_of_the_runs_match_the_evaluate_command(tmp_path):
     scored = extended_records(pd.DataFrame(rows), test_negatives=0.5, progress=False)
     for row in scored.to_dict("records"):
         out = Path(row["folder"]) / "eval"
-        proc = subprocess.run([sys.executable, "-m", "fnac_lab", "evaluate", "--checkpoint",
-                               str(Path(row["folder"]) / "fnac" / "checkpoints" / "best.pt"), "--set",
-                               "test_negatives=0.5", "--out", str(out), "--quiet"], capture_output=True, text=True)
+        proc = fnac_lab_command(capsys, "evaluate", "--checkpoint", Path(row["folder"]) / "fnac" / "checkpoints" / "best.pt",
+                                "--set", "test_negatives=0.5", "--out", out, "--quiet")
         assert proc.returncode == 0, proc.stderr
         expected = json.loads((out / "scores.json").read_text())
         for col in ("extended_ap", "max_f1", "precision"):
