@@ -44,7 +44,7 @@ from .datasets import MISSING_REPORTS, NEGATIVES_SPLIT, build_datasets, negative
 from .scoring import EvalResult, evaluate_model, evaluate_with_negatives
 from .methods import Method, weighted_total
 from .models import AVLocaliser
-from .tensorboard_events import EVENT_FILES, EpochEvents
+from .tensorboard_events import EpochEvents, remove_event_files
 from .utils import (FnacError, atomic_write_text, epoch_seed, folder_lock, normalise_images, output_folder,
                     seed_everything, write_json)
 
@@ -177,9 +177,9 @@ def remove_run_files(out: Path) -> None:
     """Remove what an earlier run wrote into ``out`` (:data:`RUN_FILES`, ``missing_SPLIT.csv``, the event files), saying
     so in one line on stderr when there was something: the run that follows owns every result file of the folder."""
     earlier = [out / name for name in RUN_FILES if (out / name).is_file()] + sorted(out.glob(MISSING_REPORTS))
-    earlier += sorted(out.glob(EVENT_FILES))
     for path in earlier:
         path.unlink()
+    earlier += remove_event_files(out)
     if earlier:
         print(f"fnac-lab: not resuming: removed the earlier run's {len(earlier)} files from {out} "
               f"({', '.join(p.name for p in earlier)})", file=sys.stderr, flush=True)
